@@ -16,7 +16,9 @@ from neuroprobe.units import Directions, UnitIndex
 # --- one import line per feature module (each module defines its own __all__) ---------
 # (foundation) models, capture
 # (issue 3) design, glm
-# (issue 4) stimuli, networks, experiments
+from neuroprobe.stimuli import *  # noqa: F401,F403
+from neuroprobe.networks import *  # noqa: F401,F403
+# (issue 4) experiments
 # (issue 5) mae, substitute
 # (issue 6) spline, polytope, cluster
 # (issue 7) spectrum
@@ -31,4 +33,9 @@ __all__ = [
     "TopK",
     "Directions",
     "UnitIndex",
+    # issue 4: stimuli, networks
+    "TASKS", "CONTROL", "PromptSet", "BlockRun", "load_prompts", "load_words", "count_tokens",
+    "random_word_controls", "make_runs", "generate_prompts", "toy_tokenizer",
+    "FunctionalNetwork", "OverlapMatrix", "TaskPrediction", "dice", "jaccard", "overlap_matrix",
+    "consensus", "templates", "shared_core", "predict_task",
 ]
