@@ -15,7 +15,8 @@ from neuroprobe.units import Directions, UnitIndex
 
 # --- one import line per feature module (each module defines its own __all__) ---------
 # (foundation) models, capture
-# (issue 3) design, glm
+from neuroprobe.design import *  # noqa: F401,F403
+from neuroprobe.glm import *  # noqa: F401,F403
 from neuroprobe.stimuli import *  # noqa: F401,F403
 from neuroprobe.networks import *  # noqa: F401,F403
 # (issue 4) experiments
@@ -33,6 +34,8 @@ __all__ = [
     "TopK",
     "Directions",
     "UnitIndex",
+    # issue 3: design, glm
+    "BlockDesign", "fit_glm", "GLMResult", "ContrastResult", "GLMProbe",
     # issue 4: stimuli, networks
     "TASKS", "CONTROL", "PromptSet", "BlockRun", "load_prompts", "load_words", "count_tokens",
     "random_word_controls", "make_runs", "generate_prompts", "toy_tokenizer",
