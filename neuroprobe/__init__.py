@@ -14,7 +14,9 @@ from neuroprobe.probes import BatchMeta, Probe, RunningCovariance, TopK
 from neuroprobe.units import Directions, UnitIndex
 
 # --- one import line per feature module (each module defines its own __all__) ---------
-# (foundation) models, capture
+from neuroprobe.capture import hook_names, record, record_generation, stream, tokenize_prompts
+from neuroprobe.models import OFFLINE_MODELS, load_model
+from neuroprobe.recording import Recording
 from neuroprobe.design import *  # noqa: F401,F403
 from neuroprobe.glm import *  # noqa: F401,F403
 from neuroprobe.stimuli import *  # noqa: F401,F403
@@ -28,6 +30,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NeuroprobeError",
+    "load_model",
+    "OFFLINE_MODELS",
+    "record",
+    "record_generation",
+    "stream",
+    "hook_names",
+    "tokenize_prompts",
+    "Recording",
     "BatchMeta",
     "Probe",
     "RunningCovariance",
