@@ -22,8 +22,12 @@ from neuroprobe.glm import *  # noqa: F401,F403
 from neuroprobe.stimuli import *  # noqa: F401,F403
 from neuroprobe.networks import *  # noqa: F401,F403
 # (issue 4) experiments
-# (issue 5) mae, substitute
-# (issue 6) spline, polytope, cluster
+from neuroprobe.corpus import *  # noqa: F401,F403
+from neuroprobe.mae import *  # noqa: F401,F403
+from neuroprobe.substitute import *  # noqa: F401,F403
+from neuroprobe.spline import *  # noqa: F401,F403
+from neuroprobe.polytope import *  # noqa: F401,F403
+from neuroprobe.cluster import *  # noqa: F401,F403
 # (issue 7) spectrum
 
 __version__ = "0.1.0"
@@ -51,4 +55,16 @@ __all__ = [
     "random_word_controls", "make_runs", "generate_prompts", "toy_tokenizer",
     "FunctionalNetwork", "OverlapMatrix", "TaskPrediction", "dice", "jaccard", "overlap_matrix",
     "consensus", "templates", "shared_core", "predict_task",
+    # issue 5: corpus, mae, substitute
+    "load_default_corpus", "iter_texts", "MAE", "MaxActivatingExamples", "TokenImportance",
+    "Trajectory", "max_activating_examples", "prune_to_mae", "token_importance",
+    "activation_trajectory", "SpanRequest", "Substituter", "LMHeadSubstituter",
+    "MaskedLMSubstituter", "as_substituter", "LocalSearch", "local_search",
+    # issue 6: spline, polytope, cluster
+    "SplineCodes", "ProbabilisticCodes", "SplineCodeProbe", "spline_codes", "probabilistic_codes",
+    "preactivation_hooks", "hamming_distance", "jaccard_distance", "hamming_matrix",
+    "jaccard_matrix", "expected_hamming", "expected_hamming_matrix", "PathDensity", "ScalingRays",
+    "ClassDensity", "path_density", "endpoint_density", "scaling_rays", "class_density",
+    "untrained_copy", "activations", "Clusters", "DirectionOverlap", "cluster",
+    "nmf_directions", "direction_cluster_overlap",
 ]
