@@ -21,7 +21,7 @@ from neuroprobe.design import *  # noqa: F401,F403
 from neuroprobe.glm import *  # noqa: F401,F403
 from neuroprobe.stimuli import *  # noqa: F401,F403
 from neuroprobe.networks import *  # noqa: F401,F403
-# (issue 4) experiments
+from neuroprobe.experiments import *  # noqa: F401,F403
 from neuroprobe.corpus import *  # noqa: F401,F403
 from neuroprobe.mae import *  # noqa: F401,F403
 from neuroprobe.substitute import *  # noqa: F401,F403
@@ -55,6 +55,7 @@ __all__ = [
     "random_word_controls", "make_runs", "generate_prompts", "toy_tokenizer",
     "FunctionalNetwork", "OverlapMatrix", "TaskPrediction", "dice", "jaccard", "overlap_matrix",
     "consensus", "templates", "shared_core", "predict_task",
+    "NETWORK_HOOKS", "MLP_HIDDEN_HOOKS", "FunctionalNetworksResult", "functional_networks",
     # issue 5: corpus, mae, substitute
     "load_default_corpus", "iter_texts", "MAE", "MaxActivatingExamples", "TokenImportance",
     "Trajectory", "max_activating_examples", "prune_to_mae", "token_importance",

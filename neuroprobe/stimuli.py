@@ -673,7 +673,7 @@ def toy_tokenizer(texts: Sequence[str], vocab_size: int = 400) -> Any:
     >>> tok.bos_token_id, len(tok("the cat", add_special_tokens=False)["input_ids"]) >= 1
     (0, True)
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -686,7 +686,16 @@ def toy_tokenizer(texts: Sequence[str], vocab_size: int = 400) -> Any:
         show_progress=False,
     )
     tk.train_from_iterator(list(texts), trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tk, bos_token="<bos>", eos_token="<pad>", pad_token="<pad>",
-        unk_token="<unk>",
+    # the tokenizer prepends <bos> itself (only with add_special_tokens=True), like Llama's
+    tk.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 0)]
     )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<bos>", eos_token="<pad>", pad_token="<pad>",
+        unk_token="<unk>", add_bos_token=True,
+    )
+    # TransformerLens re-loads tokenizers without add_bos_token from name_or_path; ours has
+    # no files, so declare what it is
+    tok.init_kwargs["name_or_path"] = "neuroprobe-toy-bpe"
+    tok.init_kwargs["add_bos_token"] = True
+    return tok
