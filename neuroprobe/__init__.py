@@ -28,7 +28,8 @@ from neuroprobe.substitute import *  # noqa: F401,F403
 from neuroprobe.spline import *  # noqa: F401,F403
 from neuroprobe.polytope import *  # noqa: F401,F403
 from neuroprobe.cluster import *  # noqa: F401,F403
-# (issue 7) spectrum
+from neuroprobe.spectrum import *  # noqa: F401,F403
+from neuroprobe.toy import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
@@ -68,4 +69,9 @@ __all__ = [
     "ClassDensity", "path_density", "endpoint_density", "scaling_rays", "class_density",
     "untrained_copy", "activations", "Clusters", "DirectionOverlap", "cluster",
     "nmf_directions", "direction_cluster_overlap",
+    # issue 7: spectrum, toy
+    "Eigenspectrum", "PowerLawFit", "RandomProjections", "AverageAction", "ExplainedVariance",
+    "eigenspectrum", "powerlaw_alpha", "alpha_by_layer", "random_projections", "average_action",
+    "explained_input_variance", "FIT_PRESETS", "MovingDot", "moving_dot", "MLPAutoencoder",
+    "train_digits_autoencoder", "load_digits_images",
 ]
