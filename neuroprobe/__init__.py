@@ -70,7 +70,7 @@ __all__ = [
     "untrained_copy", "activations", "Clusters", "DirectionOverlap", "cluster",
     "nmf_directions", "direction_cluster_overlap",
     # issue 7: spectrum, toy
-    "Eigenspectrum", "PowerLawFit", "RandomProjections", "AverageAction", "ExplainedVariance",
+    "Eigenspectrum", "PowerLawFit", "SpectrumProbe", "RandomProjections", "AverageAction", "ExplainedVariance",
     "eigenspectrum", "powerlaw_alpha", "alpha_by_layer", "random_projections", "average_action",
     "explained_input_variance", "FIT_PRESETS", "MovingDot", "moving_dot", "MLPAutoencoder",
     "train_digits_autoencoder", "load_digits_images",

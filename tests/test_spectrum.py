@@ -19,6 +19,7 @@ from neuroprobe import NeuroprobeError
 from neuroprobe.probes import BatchMeta, RunningCovariance
 from neuroprobe.spectrum import (
     Eigenspectrum,
+    SpectrumProbe,
     alpha_by_layer,
     average_action,
     eigenspectrum,
@@ -95,7 +96,13 @@ def test_streaming_probe_equals_batch():
     p.update({"blocks.0.hook_post": x[300:500]}, _meta(300, 500))
     q.update({"blocks.0.hook_post": x[500:]}, _meta(500, 900))
     batch = eigenspectrum(x)
-    for probe in (p.merge(q),):
+    fast, fast2 = SpectrumProbe("blocks.0.hook_post"), SpectrumProbe("blocks.0.hook_post")
+    fast.update({"blocks.0.hook_post": x[:450]}, _meta(0, 450))
+    fast2.update({"blocks.0.hook_post": x[450:]}, _meta(450, 900))
+    merged = fast.merge(fast2)
+    assert isinstance(merged, SpectrumProbe) and merged.count == 900
+    torch.testing.assert_close(merged.covariance, p.merge(q).covariance, rtol=1e-10, atol=1e-12)
+    for probe in (p.merge(q), merged):
         s = eigenspectrum(probe)
         assert s.hook == "blocks.0.hook_post" and s.n_samples == 900
         np.testing.assert_allclose(s.eigenvalues.numpy(), batch.eigenvalues.numpy(), rtol=1e-6)
@@ -430,3 +437,28 @@ def test_results_repr_and_frames():
     assert isinstance(spec, Eigenspectrum)
     assert "eigenvalues[10]" in repr(spec)
     assert spec.to_dataframe().shape == (10, 3)
+
+
+def test_plots_draw(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from neuroprobe.viz.spectrum import (
+        plot_action_vs_alpha,
+        plot_alpha_by_layer,
+        plot_projection_curves,
+        plot_spectrum,
+    )
+
+    x, _ = _exact_spectrum_data(-1.0, N=80, T=200)
+    spec = eigenspectrum(x)
+    fit = powerlaw_alpha(spec, n_boot=20)
+    ax = plot_spectrum(spec, fit, label="layer 0")
+    assert len(ax.lines) == 2
+    df = alpha_by_layer({"blocks.0.a": x, "blocks.1.a": x[:, ::2]}, fit_range=(5, 30), n_boot=20)
+    plot_alpha_by_layer(df)
+    z = random_projections(80, n=3, seed=0).project(x)
+    plot_projection_curves(z, n_show=2)
+    plot_action_vs_alpha([-1.2, -0.8], [1.0, 3.0], labels=["a", "b"])
+    plt.savefig(tmp_path / "f.png")
+    plt.close("all")
+    assert (tmp_path / "f.png").stat().st_size > 1000
