@@ -35,7 +35,14 @@ from torch import Tensor
 
 from neuroprobe._errors import NeuroprobeError
 from neuroprobe._validation import as_tensor, check_finite, check_positive_int
-from neuroprobe.spline import SplineCodes, _gram_blocks, hamming_matrix, jaccard_matrix
+from neuroprobe.spline import (
+    ProbabilisticCodes,
+    SplineCodes,
+    _gram_blocks,
+    expected_hamming_matrix,
+    hamming_matrix,
+    jaccard_matrix,
+)
 from neuroprobe.units import Directions
 
 __all__ = [
@@ -222,8 +229,9 @@ def cluster(
 
     Parameters
     ----------
-    x : SplineCodes, Tensor ``[n, d]``, ndarray or Recording
-        Codes (clustered by Hamming or Jaccard distance) or dense activations (Euclidean).
+    x : SplineCodes, ProbabilisticCodes, Tensor ``[n, d]``, ndarray or Recording
+        Codes (clustered by Hamming or Jaccard distance; probabilistic codes by expected
+        Hamming distance) or dense activations (Euclidean).
     min_cluster_size, min_samples : int
         HDBSCAN's parameters (``min_samples`` defaults to ``min_cluster_size``).
     metric : {"auto", "hamming", "jaccard", "euclidean"}
@@ -242,8 +250,26 @@ def cluster(
         min_samples, "min_samples")
     if route not in _ROUTES:
         raise NeuroprobeError(f"route must be one of {_ROUTES}; got {route!r}.")
+    is_soft = isinstance(x, ProbabilisticCodes)
     is_codes = isinstance(x, SplineCodes)
-    n = len(x) if is_codes else None
+    n = len(x) if (is_codes or is_soft) else None
+    if is_soft:
+        if metric not in ("auto", "expected_hamming") or route not in ("auto", "precomputed"):
+            raise NeuroprobeError(
+                "probabilistic codes are clustered by expected Hamming distance on the "
+                "precomputed route; leave metric and route at 'auto'."
+            )
+        if n < max(min_cluster_size, 2) or n <= min_samples:
+            raise NeuroprobeError(
+                f"x has {n} points, fewer than min_cluster_size={min_cluster_size}: no "
+                "cluster can form. Pass more points or a smaller min_cluster_size."
+            )
+        D = expected_hamming_matrix(x).astype(np.float32)
+        np.fill_diagonal(D, 0.0)  # a soft code's expected distance to itself is not 0
+        labels, probs = _labels_from_distances(D, min_cluster_size, min_samples,
+                                               cluster_selection_method, allow_single_cluster)
+        return Clusters(np.asarray(labels, dtype=np.int64), np.asarray(probs),
+                        "precomputed", "expected_hamming", int(min_cluster_size))
     if not is_codes:
         xt = as_tensor(x, "x", ndim=2)
         if not xt.is_floating_point():

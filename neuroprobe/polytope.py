@@ -67,7 +67,8 @@ class _Downstream:
     pre-activation hooks that fire after ``hook``.
     """
 
-    def __init__(self, model, hook: str, carrier: Tensor, code_hooks, dtype, batch_size):
+    def __init__(self, model, hook: str, carrier: Tensor, code_hooks, dtype, batch_size,
+                 position: int | None = None):
         if not hasattr(model, "hook_dict") or not hasattr(model, "hooks"):
             raise NeuroprobeError(
                 f"model must be a HookedRootModule (with HookPoints); got "
@@ -83,17 +84,21 @@ class _Downstream:
         self.carrier = carrier
         self.dtype = dtype
         self.batch_size = batch_size
+        self.position = position
         pre = preactivation_hooks(model)
         order: list[str] = []
         shape: dict[str, tuple] = {}
 
-        def log(t, hook):
-            order.append(hook.name)
-            shape[hook.name] = tuple(t.shape[1:])
-            return t
+        def logger(name):  # bind the asked-for name: bridges pass canonical names
+            def log(t, hook):
+                order.append(name)
+                shape[name] = tuple(t.shape[1:] if position is None else t.shape[2:])
+                return t
+
+            return log
 
         names = [hook] + [p for p in pre if p != hook]
-        with torch.no_grad(), model.hooks(fwd_hooks=[(n, log) for n in names]):
+        with torch.no_grad(), model.hooks(fwd_hooks=[(n, logger(n)) for n in names]):
             model(self._carrier(torch.zeros(1, dtype=torch.long)))
         if hook not in order:
             raise NeuroprobeError(f"hook {hook!r} never fired in a forward pass of the model.")
@@ -142,12 +147,18 @@ class _Downstream:
         zs: list[Tensor] = []
         state: dict = {}
 
+        pos = self.position
+
         def rep(t, hook):
             state["fired"] = True
-            return h.reshape(t.shape).to(t.dtype)
+            if pos is None:
+                return h.reshape(t.shape).to(t.dtype)
+            t = t.clone()
+            t[:, pos] = h.reshape(t[:, pos].shape).to(t.dtype)
+            return t
 
         def cap(t, hook):
-            zs.append(t.reshape(t.shape[0], -1))
+            zs.append((t if pos is None else t[:, pos]).reshape(t.shape[0], -1))
             return t
 
         fwd = [(self.hook, rep)] + [(p, cap) for p in self.region_hooks]
@@ -155,7 +166,8 @@ class _Downstream:
             out = self.model(self._carrier(rows))
         z = torch.cat(zs, 1).to(torch.float64).cpu()
         if want_output:
-            return z, out.reshape(out.shape[0], -1).cpu()
+            out = out if pos is None else out[:, pos]
+            return z, out.reshape(out.shape[0], -1).float().cpu()
         return z
 
 
@@ -350,8 +362,12 @@ class PathDensity:
         return df
 
 
-def activations(model, inputs: Tensor, hook: str, *, batch_size: int = 4096) -> Tensor:
+def activations(model, inputs: Tensor, hook: str, *, position: int | None = None,
+                batch_size: int = 4096) -> Tensor:
     """The output of ``hook`` for every input, flattened to ``[n, D]`` (float32).
+
+    With ``position`` (language models: ``inputs`` are token ids ``[n, pos]``), only that
+    token position's activation.
 
     Examples
     --------
@@ -366,6 +382,8 @@ def activations(model, inputs: Tensor, hook: str, *, batch_size: int = 4096) -> 
             f"{list(getattr(model, 'hook_dict', {}))[:10]}"
         )
     a = run_hooks(model, inputs, [hook], batch_size=batch_size)[hook]
+    if position is not None:
+        a = a[:, position]
     return a.reshape(a.shape[0], -1)
 
 
@@ -415,6 +433,7 @@ def path_density(
     code_hooks: str | Sequence[str] | None = None,
     method: str = "exact",
     n_steps: int = 1000,
+    position: int | None = None,
     batch_size: int = 4096,
 ) -> PathDensity:
     """Polytope boundaries crossed along straight paths between activations at ``hook``.
@@ -438,6 +457,9 @@ def path_density(
     method : {"exact", "sampled"}
     n_steps : int
         Grid size for ``"sampled"`` (also run with ``10 * n_steps`` as convergence check).
+    position : int, optional
+        For language models: the token position whose activation is replaced and whose
+        downstream pre-activations are coded (``inputs`` are token ids ``[n, pos]``).
 
     Returns
     -------
@@ -455,7 +477,7 @@ def path_density(
         inputs = start
     carrier = as_tensor(inputs, "inputs")
     m = _prepare_model(model, method == "exact")
-    f = _Downstream(m, hook, carrier, code_hooks, torch.float64, batch_size)
+    f = _Downstream(m, hook, carrier, code_hooks, torch.float64, batch_size, position)
     start, end, dist = _paths(start, end, f)
     P = start.shape[0]
     if carrier.shape[0] not in (1, P):
@@ -592,17 +614,26 @@ class ScalingRays:
 
     @property
     def change_density_ratio(self) -> float:
-        """Mean density in the bins where classes change over the rays' mean density there-
-        abouts (``s > 1``): > 1 means class changes sit in dense regions (prediction 3)."""
-        vals, base = [], []
+        """For class changes beyond the activation (``s > 1``): the crossing density of the
+        bin where the class changed over the mean density of the same ray at ``s > 1``,
+        averaged over changes.  > 1 means the class changes where boundaries are dense
+        (prediction 3); ~1 or below means they are not.  NaN without such changes."""
+        vals = []
+        outer = self.scales > 1
         for i, ch in enumerate(self.class_change_scales):
-            for s in ch:
-                b = min(np.searchsorted(self.bin_edges, s) - 1, self.density.shape[1] - 1)
-                vals.append(self.density[i, b])
-            base.append(self.density[i][self.scales > 1].mean())
-        if not vals:
-            return math.nan
-        return float(np.mean(vals) / np.mean(base))
+            base = self.density[i][outer].mean()
+            for s in ch[ch > 1]:
+                b = min(int(np.searchsorted(self.bin_edges, s)) - 1, self.density.shape[1] - 1)
+                if base > 0:
+                    vals.append(self.density[i, b] / base)
+        return float(np.mean(vals)) if vals else math.nan
+
+    @property
+    def inner_change_fraction(self) -> float:
+        """Fraction of the class changes that happen between the origin and the activation
+        (``s < 1``)."""
+        ch = np.concatenate(self.class_change_scales) if self.class_change_scales else []
+        return float((np.asarray(ch) < 1).mean()) if len(ch) else math.nan
 
     def to_dataframe(self) -> pd.DataFrame:
         """Mean density per bin: ``scale``, ``density``, ``n_class_changes``."""
@@ -621,25 +652,37 @@ def scaling_rays(
     k: float = 3.0,
     n_bins: int = 60,
     n_grid: int = 600,
+    method: str = "exact",
+    position: int | None = None,
     code_hooks=None,
     batch_size: int = 4096,
 ) -> ScalingRays:
-    """Scale each input's activation at ``hook`` by ``s`` in ``[0, k]``: exact crossings per
-    bin of ``s`` and the output class along the ray (the paper's prediction 3).
+    """Scale each input's activation at ``hook`` by ``s`` in ``[0, k]``: crossings per bin
+    of ``s`` and the output class (next token for a language model) along the ray -- the
+    paper's prediction 3.
 
-    The network must be piecewise linear after ``hook`` (exact walk from the origin).
+    ``method="exact"`` walks the ray region by region (piecewise-linear networks);
+    ``"sampled"`` counts code changes between the ``n_grid`` points of the grid (any
+    network; a lower bound, placed at the midpoints), from the same forward passes that give
+    the outputs.
+
+    Parameters
+    ----------
+    position : int, optional
+        Language models: the token position scaled (``inputs`` are token ids ``[n, pos]``).
 
     Returns
     -------
     ScalingRays
     """
+    _check_method(method)
     if not (isinstance(k, (int, float)) and k > 1):
         raise NeuroprobeError(f"k must be a number > 1 (rays run from 0 to k); got {k!r}.")
     check_positive_int(n_bins, "n_bins")
     check_positive_int(n_grid, "n_grid", minimum=2)
     carrier = as_tensor(inputs, "inputs")
-    m = _prepare_model(model, True)
-    a = activations(m, carrier, hook).double()
+    m = _prepare_model(model, method == "exact")
+    a = activations(m, carrier, hook, position=position).double()
     check_finite(a, "activations")
     norms = a.norm(dim=1)
     if (norms == 0).any():
@@ -647,19 +690,36 @@ def scaling_rays(
             f"{int((norms == 0).sum())} input(s) have a zero activation at {hook!r}: a ray "
             "from the origin has zero length there; drop those inputs."
         )
-    f = _Downstream(m, hook, carrier, code_hooks, torch.float64, batch_size)
+    f = _Downstream(m, hook, carrier, code_hooks, torch.float64, batch_size, position)
     rows = torch.arange(a.shape[0])
-    counts, pos = _exact_walk(f, torch.zeros_like(a), k * a, rows, record=True)
+    grid = np.linspace(0, k, n_grid)
+    g = torch.as_tensor(grid)
+    preds = np.zeros((a.shape[0], n_grid), dtype=np.int64)
+    cols = torch.as_tensor(f.code_cols)
+    sampled_pos = []
+    pdt = next(iter(m.parameters())).dtype
+    for i in range(a.shape[0]):
+        zs, outs = [], []
+        for s0 in range(0, n_grid, batch_size):
+            gg = g[s0:s0 + batch_size]
+            z, out = f((gg[:, None] * a[i][None]).to(pdt), rows[i].repeat(len(gg)),
+                       want_output=True)
+            zs.append(z)
+            outs.append(out.argmax(1))
+        preds[i] = torch.cat(outs).numpy()
+        if method == "sampled":
+            code = (torch.cat(zs) > 0)[:, cols]
+            flips = (code[1:] != code[:-1]).sum(1).numpy()
+            mids = (grid[1:] + grid[:-1]) / 2
+            sampled_pos.append(np.repeat(mids, flips))
+    if method == "exact":
+        _, pos = _exact_walk(f, torch.zeros_like(a), k * a, rows, record=True)
+        cs = [np.asarray(p) * k for p in pos]
+    else:
+        cs = sampled_pos
     edges = np.linspace(0, k, n_bins + 1)
-    cs = [np.asarray(p) * k for p in pos]
     dens = np.stack([np.histogram(c, edges)[0] for c in cs]) / (
         (edges[1] - edges[0]) * norms.numpy()[:, None])
-    grid = np.linspace(0, k, n_grid)
-    preds = np.zeros((a.shape[0], n_grid), dtype=np.int64)
-    g = torch.as_tensor(grid)
-    for i in range(a.shape[0]):
-        _, out = f(g[:, None] * a[i][None], rows[i].repeat(n_grid), want_output=True)
-        preds[i] = out.argmax(1).numpy()
     return ScalingRays(edges, dens, cs, grid, preds, norms.numpy(), float(k), hook)
 
 

@@ -177,3 +177,28 @@ def test_class_density_statistics():
     assert len(res.records("null")) == 2
     with pytest.raises(NeuroprobeError, match="one entry per input"):
         pt.class_density(m, x, y[:5], ["hook_input"])
+
+
+def test_language_model_position(native_model):
+    """Sampled rays/paths at one token position of a TransformerBridge (LN: not piecewise
+    linear, so exact refuses)."""
+    toks = torch.randint(0, 100, (3, 6), generator=_gen(0))
+    hook = "blocks.0.hook_resid_post"
+    r = pt.scaling_rays(native_model, hook, toks, k=3.0, n_bins=6, n_grid=20, method="sampled",
+                        position=-1)
+    a = pt.activations(native_model, toks, hook, position=-1)
+    assert a.shape == (3, 32)
+
+    def scale_last(t, hook):
+        t = t.clone()
+        t[:, -1] = 3.0 * a.to(t.dtype)
+        return t
+
+    with torch.no_grad():
+        out = native_model.run_with_hooks(toks, fwd_hooks=[(hook, scale_last)])
+    np.testing.assert_array_equal(r.predictions[:, -1], out[:, -1].argmax(-1).numpy())
+    p = pt.path_density(native_model, hook, a[:2], a[1:], inputs=toks[:2], position=-1,
+                        method="sampled", n_steps=20)
+    assert (p.crossings <= p.crossings_fine).all()
+    with pytest.raises(NeuroprobeError, match="not affine"):
+        pt.path_density(native_model, hook, a[:2], a[1:], inputs=toks[:2], position=-1)
