@@ -4,7 +4,7 @@ The polytope lens finds monosemantic regions by clustering activations or their 
 codes with HDBSCAN (prediction 1), and compares them with NMF directions: a direction is
 polysemantic when the samples most aligned with it fall into several clusters.
 
-:func:`cluster` routes the work for speed:
+:func:`hdbscan_clusters` routes the work for speed:
 
 ``"precomputed"`` (codes, up to ``max_precomputed`` points)
     all-pairs Hamming/Jaccard distances from blockwise integer matrix products
@@ -48,7 +48,7 @@ from neuroprobe.units import Directions
 __all__ = [
     "Clusters",
     "DirectionOverlap",
-    "cluster",
+    "hdbscan_clusters",
     "nmf_directions",
     "direction_cluster_overlap",
 ]
@@ -76,7 +76,7 @@ class Clusters:
     >>> import numpy as np
     >>> x = np.concatenate([np.zeros((30, 5)), np.ones((30, 5)) * 10])
     >>> x = x + np.random.default_rng(0).normal(size=x.shape)
-    >>> c = cluster(x, min_cluster_size=10)
+    >>> c = hdbscan_clusters(x, min_cluster_size=10)
     >>> c.n_clusters, c.sizes.tolist()
     (2, [30, 30])
     """
@@ -212,7 +212,7 @@ def _pca(x: Tensor, n_components: int) -> np.ndarray:
     return (xc @ top).numpy()
 
 
-def cluster(
+def hdbscan_clusters(
     x,
     *,
     min_cluster_size: int = 20,

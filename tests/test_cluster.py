@@ -20,7 +20,7 @@ def _planted_codes(n=300, bits=256, k=4, flip=0.1, seed=0):
 @pytest.mark.parametrize("metric", ["hamming", "jaccard"])
 def test_precomputed_route_equals_hdbscan(metric):
     codes, lab = _planted_codes()
-    res = cl.cluster(codes, min_cluster_size=15, metric=metric)
+    res = cl.hdbscan_clusters(codes, min_cluster_size=15, metric=metric)
     assert res.route == "precomputed"
     D = (hamming_matrix(codes) if metric == "hamming" else jaccard_matrix(codes))
     ref = hdbscan.HDBSCAN(min_cluster_size=15, metric="precomputed").fit(D.astype(np.float64))
@@ -31,7 +31,7 @@ def test_precomputed_route_equals_hdbscan(metric):
 
 def test_knn_route_recovers_planted_clusters():
     codes, lab = _planted_codes(seed=1)
-    res = cl.cluster(codes, min_cluster_size=15, route="knn", n_neighbors=20)
+    res = cl.hdbscan_clusters(codes, min_cluster_size=15, route="knn", n_neighbors=20)
     assert res.route == "knn"
     assert res.ari(lab) > 0.95
 
@@ -41,9 +41,9 @@ def test_dense_routes():
     centres = rng.normal(size=(3, 64)) * 6
     lab = rng.integers(0, 3, 240)
     x = centres[lab] + rng.normal(size=(240, 64))
-    pca = cl.cluster(torch.from_numpy(x), min_cluster_size=20)
+    pca = cl.hdbscan_clusters(torch.from_numpy(x), min_cluster_size=20)
     assert pca.route == "pca" and pca.ari(lab) == pytest.approx(1.0)
-    pre = cl.cluster(x, min_cluster_size=20, route="precomputed")
+    pre = cl.hdbscan_clusters(x, min_cluster_size=20, route="precomputed")
     from sklearn.metrics import pairwise_distances
     ref = hdbscan.HDBSCAN(min_cluster_size=20, metric="precomputed").fit(
         pairwise_distances(x).astype(np.float64))
@@ -58,15 +58,15 @@ def test_dense_routes():
 def test_bad_inputs():
     codes, _ = _planted_codes(n=10)
     with pytest.raises(NeuroprobeError, match="fewer than min_cluster_size=20"):
-        cl.cluster(codes, min_cluster_size=20)
+        cl.hdbscan_clusters(codes, min_cluster_size=20)
     with pytest.raises(NeuroprobeError, match="metric='euclidean' does not fit spline codes"):
-        cl.cluster(codes, min_cluster_size=3, metric="euclidean")
+        cl.hdbscan_clusters(codes, min_cluster_size=3, metric="euclidean")
     x = np.ones((30, 4))
     x[3, 1] = np.nan
     with pytest.raises(NeuroprobeError, match="NaN"):
-        cl.cluster(x, min_cluster_size=5)
+        cl.hdbscan_clusters(x, min_cluster_size=5)
     with pytest.raises(NeuroprobeError, match="route must be one of"):
-        cl.cluster(np.ones((30, 4)), route="fast")
+        cl.hdbscan_clusters(np.ones((30, 4)), route="fast")
 
 
 def test_nmf_and_overlap():
@@ -89,3 +89,18 @@ def test_nmf_and_overlap():
     np.testing.assert_allclose(o2.cosine, ref.numpy(), rtol=1e-10)
     with pytest.raises(NeuroprobeError, match="same hook"):
         cl.direction_cluster_overlap(x, torch.ones(1, 3), lab)
+
+
+def test_probabilistic_codes_route():
+    from neuroprobe.spline import probabilistic_codes
+
+    rng = np.random.default_rng(4)
+    protos = rng.normal(size=(3, 120)) * 2
+    lab = rng.integers(0, 3, 150)
+    z = torch.from_numpy(protos[lab] + rng.normal(size=(150, 120)))
+    hard = cl.hdbscan_clusters(spline_codes(z), min_cluster_size=15)
+    soft = cl.hdbscan_clusters(probabilistic_codes(z, temperature=1e-6), min_cluster_size=15)
+    assert soft.metric == "expected_hamming"
+    assert adjusted_rand_score(hard.labels, soft.labels) == 1.0
+    warm = cl.hdbscan_clusters(probabilistic_codes(z, temperature=1.0), min_cluster_size=15)
+    assert warm.ari(lab) > 0.9
