@@ -18,49 +18,79 @@ from neuroprobe._validation import check_positive_int
 
 
 def _null_max(glm, c: np.ndarray, tail: str, n_perm: int, seed: int,
-              perm_batch: int = 32, unit_chunk: int = 16384) -> np.ndarray:
+              perm_batch: int = 250, unit_chunk: int = 8192) -> np.ndarray:
+    """Maximum over units of the permuted statistic, for ``n_perm`` block permutations.
+
+    Frisch-Waugh-Lovell: with ``Nu`` the nuisance (non-permuted) columns and ``Z~`` the
+    segment sums of ``Y`` after removing the nuisance fit, a permuted design's condition
+    columns ``A[pi]`` give ``q = A[pi]' Z~``, ``beta_J = G^-1 q``, ``SSE = SSE_nu - q' G^-1 q``
+    with ``G`` the residualised ``|J| x |J|`` Gram matrix.  All permutations of a batch are
+    one matrix product ``[B (|J| + 1), S] @ [S, units]``.
+    """
     st = glm._perm
     X = glm.design.to_numpy()
+    T, P = X.shape
     seg = st["segments"]
     J = list(st["perm_cols"])
+    K = [j for j in range(P) if j not in J]
     S = int(seg.max()) + 1
     starts = np.r_[0, np.flatnonzero(np.diff(seg)) + 1]
+    lengths = np.diff(np.r_[starts, T]).astype(float)
     A = X[starts][:, J]  # [S, |J|] condition values of each segment
     dev = glm.beta.device
-    Z = st["seg_sums"]
+    Z = st["seg_sums"]  # [S, N] (of the same shifted y as xty)
     xty = st["xty"]
     yy = st["yy"]
     N = yy.shape[0]
+    Xk = X[:, K]
+    # segment sums of the nuisance columns, and the nuisance-only fit
+    Wk = np.zeros((S, len(K)))
+    np.add.at(Wk, seg, Xk)
+    if K:
+        Gk_inv = np.linalg.pinv(Xk.T @ Xk, hermitian=True)
+        xk = xty[K]  # [|K|, N]
+        Bk = torch.as_tensor(Gk_inv, device=dev) @ xk
+        sse_k = (yy - (Bk * xk).sum(0)).clamp_min(0)
+        Zt = Z - torch.as_tensor(Wk, device=dev) @ Bk  # residualised segment sums
+    else:
+        Gk_inv = np.zeros((0, 0))
+        sse_k, Zt = yy.clone(), Z.clone()
+    cJ = c[J]
     df = glm.df_resid
     const = glm.constant
-    ct = torch.as_tensor(c, device=dev)
     rng = np.random.default_rng(seed)
     perms = np.stack([rng.permutation(S) for _ in range(n_perm)])
-    out = np.full(n_perm, -np.inf)
-    Jt = torch.as_tensor(J, device=dev)
+    out = np.empty(n_perm)
+    nJ = len(J)
     for b0 in range(0, n_perm, perm_batch):
         pb = perms[b0 : b0 + perm_batch]
         B = pb.shape[0]
-        Ap = A[pb]  # [B, S, |J|]
-        Xp = np.repeat(X[None], B, axis=0)
-        Xp[:, :, J] = Ap[:, seg, :]
-        G = torch.as_tensor(np.einsum("btp,btq->bpq", Xp, Xp), device=dev)
-        cov = torch.linalg.pinv(G, hermitian=True)
-        w = cov @ ct  # [B, P]
-        cvc = w @ ct  # [B]
-        Apt = torch.as_tensor(Ap, device=dev).transpose(1, 2)  # [B, |J|, S]
+        Ap = A[pb]  # [B, S, |J|]: segment s gets the condition of segment pb[s]
+        # residualised Gram of the permuted condition columns
+        XX = np.einsum("bsi,s,bsj->bij", Ap, lengths, Ap)
+        XW = np.einsum("bsi,sk->bik", Ap, Wk)
+        G = XX - XW @ Gk_inv @ XW.transpose(0, 2, 1)
+        Ginv = np.linalg.pinv(G, hermitian=True)
+        w = Ginv @ cJ  # [B, |J|]
+        cvc = w @ cJ  # [B]
+        lam, vec = np.linalg.eigh(Ginv)
+        L = vec * np.sqrt(np.clip(lam, 0, None))[:, None, :]  # Ginv = L L'
+        R = np.einsum("bji,bsj->bis", L, Ap)  # [B, |J|, S]: L' A'
+        U = np.einsum("bj,bsj->bs", w, Ap)  # [B, S]: w' A'
+        Mall = torch.as_tensor(np.concatenate([U[:, None], R], 1).reshape(B * (nJ + 1), S),
+                               device=dev)
+        cvc_t = torch.as_tensor(cvc, device=dev)[:, None]
         best = torch.full((B,), -float("inf"), dtype=torch.float64, device=dev)
         for j in range(0, N, unit_chunk):
             sl = slice(j, min(N, j + unit_chunk))
-            XY = xty[:, sl].unsqueeze(0).repeat(B, 1, 1)
-            XY[:, Jt, :] = Apt @ Z[:, sl]
-            eff = torch.einsum("bp,bpn->bn", w, XY)
-            quad = (XY * (cov @ XY)).sum(1)
-            sse = (yy[sl][None] - quad).clamp_min(0)
-            t = eff / torch.sqrt((cvc[:, None] * sse / df).clamp_min(TINY))
-            t = torch.where(const[sl][None], torch.zeros_like(t), t)
-            s = t if tail == "upper" else -t if tail == "lower" else t.abs()
-            best = torch.maximum(best, s.max(1).values)
+            prod = (Mall @ Zt[:, sl]).view(B, nJ + 1, -1)
+            eff = prod[:, 0]
+            quad = prod[:, 1:].square().sum(1)
+            sse = (sse_k[sl][None] - quad).clamp_min(0)
+            t = eff / torch.sqrt((cvc_t * sse / df).clamp_min(TINY))
+            t.masked_fill_(const[sl][None], 0.0)
+            s = t if tail == "upper" else t.neg_() if tail == "lower" else t.abs_()
+            best = torch.maximum(best, s.amax(1))
         out[b0 : b0 + B] = best.cpu().numpy()
     return out
 

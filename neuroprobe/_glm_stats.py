@@ -19,14 +19,32 @@ With ``yc = y - shift`` (``shift`` per unit, zero unless the design spans the co
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg as spl
 import torch
 from torch import Tensor
 
 TINY = 1e-50  # nilearn's DEF_TINY
+
+
+@contextmanager
+def serial_torch(device: torch.device):
+    """Run small ``O(P N)`` torch algebra on one CPU thread.
+
+    Element-wise ops on ``[P, N]`` tensors are memory-bound; torch's intra-op thread pool
+    only adds synchronisation (and stalls badly when the cores are shared).
+    """
+    if device.type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @dataclass
@@ -64,53 +82,179 @@ def lag_matrices(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return up, dn
 
 
-def dense_stats(
-    Y: Tensor, X: np.ndarray, *, ar: bool, center: bool, device: torch.device,
-    dtype: torch.dtype, chunk: int, segments: np.ndarray | None = None,
-) -> GLMStats:
-    """Sufficient statistics of a dense ``Y [T, N]``, chunked over units."""
-    T, N = Y.shape
-    P = X.shape[1]
-    mats = [X]
+def design_operator(X: np.ndarray, *, ar: bool, segments: np.ndarray | None) -> np.ndarray:
+    """Rows ``[X'; Xup'; Xdn'; segment indicators]``: one matrix product gives every
+    cross product of the design with ``Y``."""
+    mats = [X.T]
     if ar:
-        mats += list(lag_matrices(X))
-    M = torch.as_tensor(np.concatenate(mats, axis=1).T.copy(), dtype=dtype, device=device)
-    S = None
+        up, dn = lag_matrices(X)
+        mats += [up.T, dn.T]
     if segments is not None:
         S = int(segments.max()) + 1
-        seg_mat = np.zeros((S, T))
-        seg_mat[segments, np.arange(T)] = 1.0
-        M = torch.cat([M, torch.as_tensor(seg_mat, dtype=dtype, device=device)])
+        seg_mat = np.zeros((S, X.shape[0]))
+        seg_mat[segments, np.arange(X.shape[0])] = 1.0
+        mats.append(seg_mat)
+    return np.ascontiguousarray(np.concatenate(mats, axis=0))
+
+
+def _split(G: Tensor, P: int, ar: bool, S: int | None):
+    out = {"xty": G[:P]}
+    if ar:
+        out["xupy"], out["xdny"] = G[P : 2 * P], G[2 * P : 3 * P]
+    if S:
+        out["seg"] = G[G.shape[0] - S :]
+    return out
+
+
+def dense_stats(
+    Y: Tensor, X: np.ndarray, *, ar: bool, center: bool, device: torch.device,
+    dtype: torch.dtype, memory_budget: int, segments: np.ndarray | None = None,
+) -> GLMStats:
+    """Sufficient statistics of a dense ``Y [T, N]`` in one pass.
+
+    On CPU: numpy (BLAS matrix product + ``einsum`` reductions, no temporary of Y's size);
+    float64 input is used as is, other input is converted to ``dtype`` in row tiles of at
+    most ``memory_budget`` bytes, each unit centred first (when the design spans the
+    constant) so that float32 data lose no precision.  On other devices: torch, in chunks
+    of units moved to the device.
+    """
+    P = X.shape[1]
+    S = None if segments is None else int(segments.max()) + 1
+    if device.type == "cpu" and Y.device.type == "cpu":
+        return _dense_stats_numpy(Y, X, segments, ar=ar, center=center, dtype=dtype,
+                                  memory_budget=memory_budget)
+    Mn = design_operator(X, ar=ar, segments=segments)
+    return _dense_stats_torch(Y, Mn, P, ar=ar, center=center, dtype=dtype, device=device,
+                              memory_budget=memory_budget, S=S)
+
+
+def _dense_stats_torch(Y: Tensor, Mn: np.ndarray, P: int, *, ar: bool, center: bool,
+                       dtype: torch.dtype, device: torch.device, memory_budget: int,
+                       S: int | None) -> GLMStats:
+    T, N = Y.shape
+    M = torch.as_tensor(Mn, dtype=dtype, device=device)
     kP = M.shape[0]
     f64 = dict(dtype=torch.float64, device=device)
     G = torch.empty(kP, N, **f64)
     yy = torch.empty(N, **f64)
     ysum = torch.empty(N, **f64)
     shift = torch.zeros(N, **f64)
-    if ar:
-        lag = torch.empty(N, **f64)
-        first = torch.empty(N, **f64)
-        last = torch.empty(N, **f64)
+    lag = torch.empty(N, **f64)
+    first = torch.empty(N, **f64)
+    last = torch.empty(N, **f64)
+    chunk = int(max(64, min(N, memory_budget // max(T * 8 * 3, 1))))
     for j in range(0, N, chunk):
         sl = slice(j, min(j + chunk, N))
         yc = Y[:, sl].to(device=device, dtype=dtype)
         if center:
             mu = yc.mean(0)
             yc = yc - mu
-            shift[sl] = mu
-        G[:, sl] = M @ yc
-        yy[sl] = torch.linalg.vecdot(yc, yc, dim=0)
-        ysum[sl] = yc.sum(0)
+            shift[sl] = mu.to(torch.float64)
+        G[:, sl] = (M @ yc).to(torch.float64)
+        yy[sl] = (yc * yc).sum(0).to(torch.float64)
+        ysum[sl] = yc.sum(0).to(torch.float64)
         if ar:
-            lag[sl] = torch.linalg.vecdot(yc[1:], yc[:-1], dim=0)
-            first[sl] = yc[0]
-            last[sl] = yc[-1]
-    out = GLMStats(T, G[:P], yy, ysum, shift)
+            lag[sl] = (yc[1:] * yc[:-1]).sum(0).to(torch.float64)
+            first[sl] = yc[0].to(torch.float64)
+            last[sl] = yc[-1].to(torch.float64)
+    parts = _split(G, P, ar, S)
+    out = GLMStats(T, parts["xty"], yy, ysum, shift, seg=parts.get("seg"))
     if ar:
-        out.xupy, out.xdny = G[P : 2 * P], G[2 * P : 3 * P]
+        out.xupy, out.xdny = parts["xupy"], parts["xdny"]
         out.lag, out.first, out.last = lag, first, last
-    if S is not None:
-        out.seg = G[kP - S :]
+    return out
+
+
+def _segment_sums(Yn: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    ends = np.r_[starts[1:], Yn.shape[0]]
+    out = np.empty((starts.size, Yn.shape[1]))
+    for k, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        np.sum(Yn[a:b], axis=0, out=out[k])
+    return out
+
+
+def _dense_stats_numpy(Y: Tensor, X: np.ndarray, segments: np.ndarray | None, *, ar: bool,
+                       center: bool, dtype: torch.dtype, memory_budget: int) -> GLMStats:
+    Yn = Y.detach().numpy()
+    T, N = Yn.shape
+    P = X.shape[1]
+    S = None if segments is None else int(segments.max()) + 1
+    npdt = np.float64 if dtype == torch.float64 else np.float32
+    def err():  # NaN/inf in Y are reported (by unit) after the pass
+        return np.errstate(invalid="ignore", over="ignore")
+
+    if Yn.dtype == npdt == np.float64:
+        # float64 as is: BLAS products and einsum reductions, nothing of Y's size.  Columns
+        # constant inside the design's segments (boxcars, run and constant columns) are
+        # summed per segment instead of multiplied row by row.
+        G = np.empty((3 * P if ar else P, N))
+        pc = np.zeros(P, bool)
+        seg_sums = None
+        with err():
+            if S is not None:
+                starts = np.r_[0, np.flatnonzero(np.diff(segments)) + 1]
+                seg_sums = _segment_sums(Yn, starts)
+                pc = (X == X[starts][segments]).all(0)
+                G[:P][pc] = X[starts][:, pc].T @ seg_sums
+            rest = np.flatnonzero(~pc)
+            up, dn = lag_matrices(X)
+            rows = [X[:, rest].T]
+            if ar:
+                rows += [up[:, rest].T, dn[:, rest].T]
+            if rest.size:
+                Gr = np.ascontiguousarray(np.concatenate(rows)) @ Yn
+                for k in range(len(rows)):
+                    G[k * P + rest] = Gr[k * rest.size : (k + 1) * rest.size]
+            if ar and pc.any():
+                # x_{t+1} - x_t and x_{t-1} - x_t are non-zero only at segment edges
+                dup, ddn = (up - X)[:, pc], (dn - X)[:, pc]
+                edge = np.flatnonzero((dup != 0).any(1) | (ddn != 0).any(1))
+                Ye = Yn[edge]
+                G[P : 2 * P][pc] = G[:P][pc] + dup[edge].T @ Ye
+                G[2 * P :][pc] = G[:P][pc] + ddn[edge].T @ Ye
+            yy = np.einsum("tn,tn->n", Yn, Yn)
+            ysum = seg_sums.sum(0) if seg_sums is not None else Yn.sum(0)
+            if ar:
+                lag = np.einsum("tn,tn->n", Yn[1:], Yn[:-1])
+        shift = np.zeros(N)
+        if seg_sums is not None:
+            G = np.concatenate([G, seg_sums])
+        if ar:
+            first, last = Yn[0].astype(np.float64), Yn[-1].astype(np.float64)
+    else:
+        M = design_operator(X, ar=ar, segments=segments)
+        shift = Yn.mean(0, dtype=np.float64) if center else np.zeros(N)
+        sh = shift.astype(npdt)
+        Mc = M.astype(npdt)
+        rb = int(max(2, min(T, memory_budget // max(N * np.dtype(npdt).itemsize * 2, 1))))
+        G = np.zeros((M.shape[0], N))
+        yy = np.zeros(N)
+        ysum = np.zeros(N)
+        lag = np.zeros(N)
+        prev = None
+        for i in range(0, T, rb):
+            r = Yn[i : i + rb].astype(npdt)
+            r -= sh
+            with err():
+                G += Mc[:, i : i + rb] @ r
+                yy += np.einsum("tn,tn->n", r, r)
+                ysum += r.sum(0)
+                if ar:
+                    lag += np.einsum("tn,tn->n", r[1:], r[:-1])
+                    if prev is not None:
+                        lag += prev.astype(np.float64) * r[0]
+            if ar:
+                prev = r[-1].copy()
+                if i == 0:
+                    first = r[0].astype(np.float64)
+                last = r[-1].astype(np.float64)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
+    Gt = t(G)
+    parts = _split(Gt, P, ar, S)
+    out = GLMStats(T, parts["xty"], t(yy), t(ysum), t(shift), seg=parts.get("seg"))
+    if ar:
+        out.xupy, out.xdny = parts["xupy"], parts["xdny"]
+        out.lag, out.first, out.last = t(lag), t(first), t(last)
     return out
 
 
@@ -134,13 +278,18 @@ def _constant_units(st: GLMStats) -> Tensor:
     return css <= 64 * eps * raw
 
 
+def ols_cov(X: np.ndarray) -> np.ndarray:
+    """``pinv(X) pinv(X)' = (X'X)^+`` (unscaled covariance of the OLS beta)."""
+    return np.linalg.pinv(X.T @ X, rtol=1e-13, hermitian=True)
+
+
 def fit_ols(st: GLMStats, X: np.ndarray, df_resid: int) -> Fit:
     dev = st.xty.device
-    pinv = spl.pinv(X)
-    cov = torch.as_tensor(pinv @ pinv.T, device=dev)
+    cov_np = ols_cov(X)
+    cov = torch.as_tensor(cov_np, device=dev)
     beta_c = cov @ st.xty
     sse = (st.yy - (beta_c * st.xty).sum(0)).clamp_min(0)
-    h = torch.as_tensor(pinv @ np.ones(X.shape[0]), device=dev)
+    h = torch.as_tensor(cov_np @ X.sum(0), device=dev)
     beta = beta_c + h[:, None] * st.shift[None, :]
     const = _constant_units(st)
     return Fit(beta, sse / df_resid, cov[None], torch.zeros(beta.shape[1], dtype=torch.long,
@@ -153,8 +302,7 @@ def ar1_rho(st: GLMStats, X: np.ndarray, constant: Tensor) -> Tensor:
     T = st.n_time
     N = st.xty.shape[1]
     Xt = torch.as_tensor(X, device=dev)
-    pinv = spl.pinv(X)
-    cov = torch.as_tensor(pinv @ pinv.T, device=dev)
+    cov = torch.as_tensor(ols_cov(X), device=dev)
     b = cov @ st.xty
     sse = (st.yy - (b * st.xty).sum(0)).clamp_min(0)
     Q = torch.as_tensor(X[1:].T @ X[:-1], device=dev)
@@ -172,24 +320,31 @@ def ar1_rho(st: GLMStats, X: np.ndarray, constant: Tensor) -> Tensor:
     return rho
 
 
+def _whitened_covs(X: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each AR coefficient r: ``(Xw'Xw)^+`` of the whitened design ``Xw = [x_0;
+    x_t - r x_{t-1}]`` and ``(Xw'Xw)^+ Xw' W 1`` (how a constant shift of y moves beta),
+    from ``P x P`` lagged Gram matrices (nilearn forms ``pinv(Xw)`` of every bin)."""
+    XX = X.T @ X
+    Q = X[1:].T @ X[:-1]
+    xl = X[-1]
+    r = values[:, None, None]
+    Gw = XX[None] - r * (Q + Q.T)[None] + r * r * (XX - np.outer(xl, xl))[None]
+    cov = np.linalg.pinv(Gw, hermitian=True)
+    cs = X.sum(0)
+    rv = values[:, None]
+    xw1 = X[0][None] + (1 - rv) * (cs[None] - X[0][None] - rv * (cs[None] - xl[None]))
+    return cov, np.einsum("bpq,bq->bp", cov, xw1)
+
+
 def fit_ar1(st: GLMStats, X: np.ndarray, df_resid: int, bins: int) -> Fit:
     dev = st.xty.device
     const = _constant_units(st)
     rho_raw = ar1_rho(st, X, const)
     rho = torch.trunc(rho_raw * bins) / bins
     values, bin_index = torch.unique(rho, return_inverse=True)
-    T, P = X.shape
-    covs, hs = [], []
-    for r in values.tolist():
-        Xw = X.copy()
-        Xw[1:] = X[1:] - r * X[:-1]
-        pinv = spl.pinv(Xw)
-        covs.append(pinv @ pinv.T)
-        w1 = np.full(T, 1.0 - r)
-        w1[0] = 1.0
-        hs.append(pinv @ w1)
-    cov = torch.as_tensor(np.stack(covs), device=dev)
-    h = torch.as_tensor(np.stack(hs), device=dev)  # [B, P]
+    cov, h = _whitened_covs(X, values.cpu().numpy())
+    cov = torch.as_tensor(cov, device=dev)
+    h = torch.as_tensor(h, device=dev)  # [B, P]
     xlast = torch.as_tensor(X[-1], device=dev)
     r = rho[None, :]
     xwy = st.xty - r * (st.xupy + st.xdny) + r * r * (st.xty - xlast[:, None] * st.last[None])

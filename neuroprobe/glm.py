@@ -35,7 +35,15 @@ from torch import Tensor
 from neuroprobe import _glm_pvals as pv
 from neuroprobe._errors import NeuroprobeError
 from neuroprobe._glm_contrast import as_contrast
-from neuroprobe._glm_stats import TINY, GLMStats, dense_stats, fit_ar1, fit_ols, spans_constant
+from neuroprobe._glm_stats import (
+    TINY,
+    GLMStats,
+    dense_stats,
+    fit_ar1,
+    fit_ols,
+    serial_torch,
+    spans_constant,
+)
 from neuroprobe._validation import as_tensor, check_fraction, resolve_device
 
 __all__ = ["fit_glm", "GLMResult", "ContrastResult", "GLMProbe"]
@@ -105,21 +113,20 @@ def _rank_check(X: np.ndarray, cols, allow: bool) -> int:
 
 
 def _segments(X: np.ndarray, cols) -> tuple[np.ndarray | None, tuple[int, ...]]:
-    """Permutation segments: maximal runs of identical rows over the piecewise-constant
-    columns; and which columns are exchangeable block labels (conditions)."""
+    """Segments: maximal runs of identical rows over the piecewise-constant columns (at most
+    T/4 changes); and which of those columns are exchangeable block labels (conditions)."""
     T = X.shape[0]
-    changes = (np.diff(X, axis=0) != 0)
+    changes = np.diff(X, axis=0) != 0
     pc = [j for j in range(X.shape[1]) if changes[:, j].sum() <= T // 4]
-    perm_cols = tuple(
-        j for j in pc if changes[:, j].any() and not _NUISANCE.match(cols[j])
-    )
-    if not perm_cols:
+    if not pc:
         return None, ()
     brk = np.r_[True, changes[:, pc].any(1)]
     seg = np.cumsum(brk) - 1
-    S = int(seg[-1]) + 1
-    if S > min(4096, T // 2):
+    if int(seg[-1]) + 1 > min(4096, T // 2):
         return None, ()
+    perm_cols = tuple(
+        j for j in pc if changes[:, j].any() and not _NUISANCE.match(cols[j])
+    )
     return seg, perm_cols
 
 
@@ -214,6 +221,10 @@ class GLMResult:
         -------
         ContrastResult
         """
+        with serial_torch(self.beta.device):
+            return self._contrast(c, stat)
+
+    def _contrast(self, c, stat):
         con = as_contrast(c, self.columns)
         if not np.any(con):
             raise NeuroprobeError(f"contrast {c!r} is all zeros; it tests nothing.")
@@ -536,7 +547,8 @@ def _finish(st: GLMStats, X: np.ndarray, cols, *, noise: str, bins: int, rank: i
             f"Y contains NaN or inf in {idx.numel()} unit(s), first: {idx[:5].tolist()}; "
             "drop or impute them before fitting."
         )
-    fit = fit_ols(st, X, df_resid) if noise == "ols" else fit_ar1(st, X, df_resid, bins)
+    with serial_torch(st.xty.device):
+        fit = fit_ols(st, X, df_resid) if noise == "ols" else fit_ar1(st, X, df_resid, bins)
     n_const = int(fit.constant.sum())
     if n_const:
         warnings.warn(
@@ -618,12 +630,10 @@ def fit_glm(
     rank = _rank_check(Xn, cols, allow_rank_deficient)
     dev = resolve_device(device) if device is not None else Yt.device
     center = spans_constant(Xn)
-    seg, perm_cols = _segments(Xn, cols) if noise == "ols" else (None, ())
-    per_col = T * (8 if dtype == torch.float64 else 4) * 3
-    chunk = int(max(64, min(N, memory_budget // max(per_col, 1))))
+    seg, perm_cols = _segments(Xn, cols)
     st = dense_stats(Yt, Xn, ar=noise == "ar1", center=center, device=dev, dtype=dtype,
-                     chunk=chunk, segments=seg)
-    perm = _perm_state(st, seg, perm_cols) if seg is not None else None
+                     memory_budget=memory_budget, segments=seg)
+    perm = _perm_state(st, seg, perm_cols) if (perm_cols and noise == "ols") else None
     return _finish(st, Xn, cols, noise=noise, bins=bins, rank=rank, units=units, perm=perm)
 
 
@@ -784,7 +794,7 @@ class GLMProbe:
         st = self.stats()
         rank = _rank_check(self._X, self._cols, allow_rank_deficient)
         perm = _perm_state(st, self._seg, self._perm_cols) \
-            if (self._seg is not None and noise == "ols") else None
+            if (self._perm_cols and noise == "ols") else None
         return _finish(st, self._X, self._cols, noise=noise, bins=bins, rank=rank,
                        units=units, perm=perm)
 

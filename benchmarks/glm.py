@@ -1,0 +1,193 @@
+"""Benchmark: neuroprobe.fit_glm vs nilearn's first-level GLM (and statsmodels) on the same data.
+
+Usage::
+
+    nice -n 10 python benchmarks/glm.py                 # T=2000, N=100,000, P=6, float64
+    python benchmarks/glm.py --n-units 20000 --quick    # a smaller, faster run
+
+Each method runs in its own worker process that loads the same ``Y`` from a ``.npy`` file;
+the worker resets the kernel's peak-RSS counter (``/proc/self/clear_refs``) after loading, so
+``peak / Y`` is (size of Y + the most extra memory the method held) / size of Y.
+Timings include the contrast and its p/z values.  statsmodels (one ``OLS().fit().t_test``
+per unit) runs on a 2,000-unit slice, against neuroprobe on the same slice, and its full-size
+time is extrapolated linearly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def make_design(T: int):
+    sys.path.insert(0, os.path.dirname(HERE))
+    import neuroprobe as npb
+
+    blocks = ([("A", 100), ("B", 100), ("C", 100)] * (T // 300 + 1))
+    labels = [c for c, n in blocks for _ in range(n)][:T]
+    d = npb.BlockDesign.from_labels(labels, baseline="C", drift="polynomial", drift_order=3)
+    return d.matrix  # A, B, drift_1..3, constant  (P = 6)
+
+
+def make_data(T: int, N: int, path: str, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    X = make_design(T).to_numpy()
+    rho = rng.uniform(0.0, 0.6, N)
+    Y = np.empty((T, N))
+    Y[0] = rng.standard_normal(N)
+    for t in range(1, T):
+        Y[t] = rho * Y[t - 1] + rng.standard_normal(N)
+    Y += 3.0 + np.outer(X[:, 0], rng.standard_normal(N) * (rng.random(N) < 0.05))
+    np.save(path, Y)
+
+
+def _rss_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker(method: str, path: str, n_slice: int, n_perm: int) -> dict:
+    sys.path.insert(0, os.path.dirname(HERE))
+    import torch
+
+    import neuroprobe as npb
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    Y = np.load(path)
+    T, N = Y.shape
+    X = make_design(T)
+    c = np.zeros(X.shape[1])
+    c[0], c[1] = 1.0, -1.0
+    if method.startswith("slice"):
+        Y = np.ascontiguousarray(Y[:, :n_slice])
+    y_mb = Y.nbytes / 2**20
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _rss_mb("VmRSS")
+    t0 = time.perf_counter()
+    if method in ("nilearn_ols", "nilearn_ar1"):
+        from nilearn.glm.contrasts import compute_contrast
+        from nilearn.glm.first_level.first_level import run_glm
+
+        labels, results = run_glm(Y, X.to_numpy(), noise_model=method.split("_")[1])
+        con = compute_contrast(labels, results, c)
+        z = con.z_score()
+        out = {"n_bins": len(results), "checksum": float(np.nansum(z))}
+    elif method in ("neuroprobe_ols", "neuroprobe_ar1", "slice_neuroprobe"):
+        noise = "ar1" if method.endswith("ar1") else "ols"
+        res = npb.fit_glm(Y, X, noise=noise)
+        con = res.contrast("A - B")
+        z = con.z
+        _ = con.p
+        out = {"checksum": float(z.sum())}
+    elif method == "neuroprobe_maxt":
+        res = npb.fit_glm(Y, X)
+        con = res.contrast("A - B")
+        t1 = time.perf_counter()
+        mask = con.significant(0.05, "max_t", n_permutations=n_perm, seed=0)
+        out = {"n_significant": int(mask.sum()), "fit_s": t1 - t0,
+               "permutations_s": time.perf_counter() - t1}
+    elif method == "slice_statsmodels":
+        import statsmodels.api as sm
+
+        Xn = X.to_numpy()
+        ts = np.empty(Y.shape[1])
+        for j in range(Y.shape[1]):
+            ts[j] = sm.OLS(Y[:, j], Xn).fit().t_test(c).tvalue.item()
+        out = {"checksum": float(ts.sum())}
+    else:
+        raise SystemExit(f"unknown method {method}")
+    out["seconds"] = time.perf_counter() - t0
+    peak = _rss_mb("VmHWM")
+    out["extra_mb"] = max(peak - base, 0.0)
+    out["y_mb"] = y_mb
+    out["peak_over_y"] = (y_mb + out["extra_mb"]) / y_mb
+    return out
+
+
+def run_worker(method, path, n_slice, n_perm):
+    cmd = [sys.executable, __file__, "--worker", method, "--data", path,
+           "--n-slice", str(n_slice), "--n-permutations", str(n_perm)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{method} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-time", type=int, default=2000)
+    ap.add_argument("--n-units", type=int, default=100_000)
+    ap.add_argument("--n-slice", type=int, default=2000)
+    ap.add_argument("--n-permutations", type=int, default=1000)
+    ap.add_argument("--quick", action="store_true", help="skip nilearn ar1 and statsmodels")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help="write the table as JSON here")
+    a = ap.parse_args()
+    if a.worker:
+        print(json.dumps(worker(a.worker, a.data, a.n_slice, a.n_permutations)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "Y.npy")
+        t0 = time.perf_counter()
+        make_data(a.n_time, a.n_units, path)
+        print(f"data: T={a.n_time} N={a.n_units} P=6 float64 "
+              f"({a.n_time * a.n_units * 8 / 2**30:.2f} GiB), made in "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
+        methods = ["neuroprobe_ols", "nilearn_ols", "neuroprobe_ar1"]
+        if not a.quick:
+            methods += ["nilearn_ar1"]
+        methods += ["neuroprobe_maxt", "slice_neuroprobe"]
+        if not a.quick:
+            methods += ["slice_statsmodels"]
+        r = {}
+        for m in methods:
+            r[m] = run_worker(m, path, a.n_slice, a.n_permutations)
+            print(f"  {m:18s} {r[m]['seconds']:8.2f} s   peak/Y {r[m]['peak_over_y']:.2f}",
+                  flush=True)
+    rows = []
+
+    def row(name, ours, ref):
+        ratio = r[ref]["seconds"] / r[ours]["seconds"] if ref in r else float("nan")
+        rows.append((name, r[ours]["seconds"], r.get(ref, {}).get("seconds", float("nan")),
+                     ratio, r[ours]["peak_over_y"], r.get(ref, {}).get("peak_over_y",
+                                                                       float("nan"))))
+
+    row("OLS fit + t contrast", "neuroprobe_ols", "nilearn_ols")
+    row("AR(1) fit + t contrast", "neuroprobe_ar1", "nilearn_ar1")
+    row(f"statsmodels loop, {a.n_slice} units", "slice_neuroprobe", "slice_statsmodels")
+    print()
+    print("| task | neuroprobe (s) | reference (s) | speed-up | peak/Y neuroprobe | "
+          "peak/Y reference |")
+    print("|---|---|---|---|---|---|")
+    for name, ours, ref, ratio, pm, pr in rows:
+        print(f"| {name} | {ours:.2f} | {ref:.2f} | {ratio:.1f}x | {pm:.2f} | {pr:.2f} |")
+    mt = r["neuroprobe_maxt"]
+    print(f"| max-T, {a.n_permutations} block permutations (after the fit) | "
+          f"{mt['permutations_s']:.2f} | - | - | {mt['peak_over_y']:.2f} | - |")
+    if "slice_statsmodels" in r:
+        full = r["slice_statsmodels"]["seconds"] * a.n_units / a.n_slice
+        print(f"\nstatsmodels extrapolated to N={a.n_units}: {full:.0f} s "
+              f"({full / r['neuroprobe_ols']['seconds']:.0f}x neuroprobe OLS)")
+    if "nilearn_ar1" in r:
+        print(f"nilearn ar1 used {r['nilearn_ar1']['n_bins']} rho bins")
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(r, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
