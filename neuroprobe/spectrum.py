@@ -251,9 +251,10 @@ def eigenspectrum(
         used 1000.
     method : {"auto", "exact", "randomized"}
         ``"exact"``: covariance accumulated in float64 over row chunks, then
-        ``numpy.linalg.eigvalsh``; exact in the tail.  ``"randomized"``: pre-centred
-        ``torch.svd_lowrank`` with ``max_components + oversample`` columns and ``n_iter``
-        power iterations (tail eigenvalues are underestimated by several percent).
+        ``torch.linalg.eigvalsh`` (LAPACK syevd); exact in the tail.
+        ``"randomized"``: pre-centred ``torch.svd_lowrank`` with ``max_components +
+        oversample`` columns and ``n_iter`` power iterations (tail eigenvalues are
+        underestimated by several percent).
         ``"auto"``: exact when the (subsampled) width is at most ``EXACT_MAX_WIDTH`` (4096)
         or the input is a covariance probe, randomized otherwise.
     hook : str, optional
@@ -393,7 +394,8 @@ def _covariance_exact(x: Tensor, chunk_size: int | None) -> tuple[np.ndarray, np
 
 
 def _top_eigvalsh(cov: np.ndarray, k: int) -> np.ndarray:
-    ev = np.linalg.eigvalsh(cov)  # ascending
+    # torch's LAPACK (syevd) is ~2x faster than numpy's here; same float64 result
+    ev = torch.linalg.eigvalsh(torch.from_numpy(cov)).numpy()  # ascending
     return ev[::-1][:k].copy()
 
 
