@@ -614,10 +614,13 @@ def powerlaw_alpha(
     if not np.isfinite(ev).all():
         raise NeuroprobeError("spectrum contains NaN or inf; compute it from finite activations.")
     if hi > ev.shape[0]:
+        capped = isinstance(spectrum, Eigenspectrum) and spectrum.n_components < min(
+            spectrum.n_units, spectrum.n_samples - 1)
+        fix = (f"compute the spectrum with max_components >= {hi}" if capped else
+               f"record at least {hi + 1} samples of at least {hi} units")
         raise NeuroprobeError(
             f"fit_range=({lo}, {hi}) needs at least {hi} components but the spectrum has {desc}; "
-            f"record at least {hi + 1} samples of at least {hi} units, or lower fit_range "
-            f"(e.g. fit_range=({lo}, {max(ev.shape[0], lo + 1)}))."
+            f"{fix}, or lower fit_range (e.g. fit_range=({lo}, {max(ev.shape[0], lo + 1)}))."
         )
     if ev.max(initial=0.0) <= 0:
         raise NeuroprobeError(
