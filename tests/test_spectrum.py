@@ -462,3 +462,17 @@ def test_plots_draw(tmp_path):
     plt.savefig(tmp_path / "f.png")
     plt.close("all")
     assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+@pytest.mark.smollm2
+def test_smollm2_stream_probe_equals_recording(smollm2):
+    texts = ["The river carried the boats slowly to the sea.",
+             "Every prime larger than two is odd, and some are twins."]
+    hook = "blocks.3.mlp.hook_post"
+    with torch.no_grad():
+        rec = npb.record(smollm2, texts, hooks=[hook], include_bos=False)
+        (probe,) = npb.stream(smollm2, texts, [SpectrumProbe(hook)], include_bos=False)
+    assert probe.count == rec.acts.shape[0]
+    a = eigenspectrum(probe, max_components=10)
+    b = eigenspectrum(rec, max_components=10)
+    np.testing.assert_allclose(a.eigenvalues.numpy(), b.eigenvalues.numpy(), rtol=1e-4)
