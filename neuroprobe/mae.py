@@ -554,28 +554,39 @@ def _prune(model, spec: UnitSpec, reader: UnitReader, doc: _Doc, md: float, wind
         return [(float(o[len(pre) + a - s]), o[len(pre):])
                 for (s, _e), o in zip(cands, outs, strict=True)]
 
+    causal = getattr(model.cfg, "attention_dir", "causal") == "causal"
+
     def prune_tokens(s0: int, e0: int) -> tuple | None:
         """End- then start-truncation inside [s0, e0); None if [s0, e0) itself fails."""
         e_lo = max(min(hi_keep, e0), a + 1)
-        ends = list(range(e_lo, e0 + 1))
-        res = evaluate([(s0, e) for e in ends])
-        if res[-1][0] < thr:  # the starting context itself fails
-            failed[(s0, e0)] = res[-1]
-            return None
-        e_best = next(e for e, (v, _) in zip(ends, res, strict=False) if v >= thr)
         s_hi = min(max(lo_keep, s0), a)
         starts = list(range(s0, s_hi + 1))
-        res2 = evaluate([(s, e_best) for s in starts])
+        if causal:
+            # In a causal model the anchor's activation cannot depend on tokens after it, so
+            # every end-truncation [s0, e) (e > anchor) has the anchor activation of [s0, e0):
+            # the shortest passing end is e_lo exactly when [s0, e0) passes.  One batched pass
+            # over the start-truncations of [s0, e_lo) then decides both phases (its first
+            # candidate is [s0, e_lo), whose anchor activation is that of [s0, e0)).
+            e_best = e_lo
+            res2 = evaluate([(s, e_best) for s in starts])
+            if res2[0][0] < thr:
+                return None
+        else:
+            ends = list(range(e_lo, e0 + 1))
+            res = evaluate([(s0, e) for e in ends])
+            if res[-1][0] < thr:
+                return None
+            e_best = next(e for e, (v, _) in zip(ends, res, strict=True) if v >= thr)
+            res2 = evaluate([(s, e_best) for s in starts])
         j = max(i for i, (v, _) in enumerate(res2) if v >= thr)
         return starts[j], e_best, res2[j][0], res2[j][1].tolist()
 
-    failed: dict = {}
     out = prune_tokens(s0, e0)
     if out is not None:
         s, e, act, acts = out
         return result(s, e, act, acts, True, "pruned from the anchor's sentence", "sentence",
                       0)
-    sent_act, sent_acts = failed[(s0, e0)]
+    sent_act, sent_acts = evaluate([(s0, e0)])[0]
     why = (f"the anchor's sentence alone (tokens {s0}..{e0 - 1}) keeps activation "
            f"{sent_act:.4g} < {thr:.4g} = (1 - max_drop) x original")
     if fallback == "none":
@@ -596,7 +607,7 @@ def _prune(model, spec: UnitSpec, reader: UnitReader, doc: _Doc, md: float, wind
         context = "sentences"
     out = prune_tokens(bs, be)
     if out is None:  # cannot happen for the full text up to float noise; report honestly
-        act, acts = failed[(bs, be)]
+        act, acts = evaluate([(bs, be)])[0]
         return result(bs, be, act, acts.tolist(), False,
                       why + "; the larger context fails too when re-run", context, 0)
     s, e, act, acts = out

@@ -142,7 +142,7 @@ class LMHeadSubstituter:
     [3]
     """
 
-    def __init__(self, model, *, pool: float = 2.0, rerank: bool = True,
+    def __init__(self, model, *, pool: float = 1.5, rerank: bool = True,
                  batch_size: int = 64) -> None:
         if not (isinstance(pool, (int, float)) and pool >= 1):
             raise NeuroprobeError(f"pool must be a number >= 1; got {pool!r}.")
@@ -152,12 +152,17 @@ class LMHeadSubstituter:
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.n_forward = 0
         self.prepend_bos: bool | None = None  # set by local_search from the MAE
+        # local_search may ask to watch a unit during the re-ranking pass: its activations
+        # on every re-ranked sentence are kept, so the search needs no second pass for them
+        self.watch = None
+        self.cache: dict = {}
 
     def propose(self, requests: Sequence[SpanRequest]) -> list:
         tok = getattr(self.model, "tokenizer", None)
         special = set(getattr(tok, "all_special_ids", []) or []) if tok is not None else set()
         pre = _bos_prefix(self.model, self.prepend_bos, tok is not None)
-        reader = UnitReader(self.model, None, batch_size=self.batch_size)
+        reader = UnitReader(self.model, self.watch, batch_size=self.batch_size)
+        self.cache = {}
         out: list = [[] for _ in requests]
         groups: dict = {}
         for j, r in enumerate(requests):
@@ -191,8 +196,10 @@ class LMHeadSubstituter:
             if self.rerank and cands:
                 seqs = [pre + ids[:requests[j].start] + [t] + ids[requests[j].end:]
                         for j, t, _ in cands]
-                _, lps = reader.run(seqs, logprobs=True)
+                acts, lps = reader.run(seqs, logprobs=True)
                 score = [float(lp.sum()) for lp in lps]
+                if self.watch is not None:
+                    self.cache.update({tuple(q): a for q, a in zip(seqs, acts, strict=True)})
             else:
                 score = [lp for _, _, lp in cands]
             per: dict = {}
@@ -281,7 +288,7 @@ class MaskedLMSubstituter:
                     if t in special:
                         continue
                     w = tok.convert_ids_to_tokens(t)
-                    if w.startswith("##") or w.startswith("[") or not w.strip():
+                    if w is None or w.startswith("##") or w.startswith("[") or not w.strip():
                         continue
                     w = tok.convert_tokens_to_string([w]).strip()
                     if not w or "##" in w:
@@ -484,8 +491,9 @@ def local_search(
     if substituter is None:
         substituter = LMHeadSubstituter(model, batch_size=batch_size)
     sub = as_substituter(substituter)
-    if hasattr(sub, "prepend_bos"):
+    if isinstance(sub, LMHeadSubstituter):
         sub.prepend_bos = mae.bos
+        sub.watch = spec if sub.model is model else None
     pre = _bos_prefix(model, True, True) if mae.bos else []
     ids = list(mae.token_ids)
     n, a = len(ids), mae.anchor
@@ -556,7 +564,14 @@ def local_search(
             variants.append((r, rid, new, na, txt))
     # 3. one batched evaluation of every variant
     reader = UnitReader(model, spec, batch_size=batch_size)
-    outs, _ = reader.run([pre + v[2] for v in variants])
+    cache = getattr(sub, "cache", None) if isinstance(sub, LMHeadSubstituter) else None
+    cache = cache if cache and sub.watch is spec else {}
+    todo = [j for j, v in enumerate(variants) if tuple(pre + v[2]) not in cache]
+    fresh, _ = reader.run([pre + variants[j][2] for j in todo])
+    got = dict(zip(todo, fresh, strict=True))
+    outs = [got[j] if j in got else cache[tuple(pre + v[2])] for j, v in enumerate(variants)]
+    if isinstance(sub, LMHeadSubstituter):
+        sub.watch, sub.cache = None, {}
     rows = []
     for (r, rid, new, na, txt), o in zip(variants, outs, strict=False):
         act = float(o[len(pre) + na])
