@@ -19,7 +19,7 @@ With ``yc = y - shift`` (``shift`` per unit, zero unless the design spans the co
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,6 +165,14 @@ def _dense_stats_torch(Y: Tensor, Mn: np.ndarray, P: int, *, ar: bool, center: b
     return out
 
 
+def _serial_blas():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def _segment_sums(Yn: np.ndarray, starts: np.ndarray) -> np.ndarray:
     ends = np.r_[starts[1:], Yn.shape[0]]
     out = np.empty((starts.size, Yn.shape[1]))
@@ -202,7 +210,8 @@ def _dense_stats_numpy(Y: Tensor, X: np.ndarray, segments: np.ndarray | None, *,
             if ar:
                 rows += [up[:, rest].T, dn[:, rest].T]
             if rest.size:
-                Gr = np.ascontiguousarray(np.concatenate(rows)) @ Yn
+                with _serial_blas():  # a few rows times Y: memory-bound, one thread is enough
+                    Gr = np.ascontiguousarray(np.concatenate(rows)) @ Yn
                 for k in range(len(rows)):
                     G[k * P + rest] = Gr[k * rest.size : (k + 1) * rest.size]
             if ar and pc.any():

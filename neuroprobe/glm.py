@@ -369,9 +369,17 @@ class ContrastResult:
         return stats.f.cdf(s, self.dim, self.df)
 
     @cached_property
+    def _sf_np(self) -> np.ndarray:
+        return self._sf(self._np())
+
+    @cached_property
+    def _cdf_np(self) -> np.ndarray:
+        return self._cdf(self._np())
+
+    @cached_property
     def p(self) -> Float[Tensor, " N"]:
         """One-sided upper-tail p (t) or the F test's p; 1 for constant units."""
-        p = self._sf(self._np())
+        p = self._sf_np.copy()
         p[self._const_np] = 1.0
         return torch.as_tensor(p, device=self.stat.device)
 
@@ -380,7 +388,7 @@ class ContrastResult:
         """One-sided lower-tail p of a t contrast (``P(T <= t)``); 1 for constant units."""
         if self.stat_type != "t":
             raise NeuroprobeError("a lower tail exists only for t contrasts.")
-        p = self._cdf(self._np())
+        p = self._cdf_np.copy()
         p[self._const_np] = 1.0
         return torch.as_tensor(p, device=self.stat.device)
 
@@ -396,8 +404,7 @@ class ContrastResult:
     @cached_property
     def z(self) -> Float[Tensor, " N"]:
         """nilearn's z (``norm.isf`` of the clipped p; ``norm.ppf`` of 1-p where z < 0)."""
-        s = self._np()
-        z = pv.nilearn_z(self._sf(s), self._cdf(s))
+        z = pv.nilearn_z(self._sf_np, self._cdf_np)
         z[self._const_np] = 0.0
         return torch.as_tensor(z, device=self.stat.device)
 
@@ -540,8 +547,10 @@ def _finish(st: GLMStats, X: np.ndarray, cols, *, noise: str, bins: int, rank: i
             units, perm) -> GLMResult:
     T = X.shape[0]
     df_resid = T - rank
-    bad = ~torch.isfinite(st.yy)
-    if bool(bad.any()):
+    with serial_torch(st.yy.device):
+        bad = ~torch.isfinite(st.yy)
+        any_bad = bool(bad.any())
+    if any_bad:
         idx = torch.nonzero(bad).flatten()
         raise NeuroprobeError(
             f"Y contains NaN or inf in {idx.numel()} unit(s), first: {idx[:5].tolist()}; "
