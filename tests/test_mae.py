@@ -328,3 +328,25 @@ def test_smollm2_batched_prune_equals_sequential_reference(smollm2):
         assert mae.passed and mae.token_ids == ref[0] and mae.anchor == ref[1]
         assert len(mae.token_ids) < len(ids)
         assert mae.text in text
+
+
+# ---- corpora -----------------------------------------------------------------------------
+def test_corpus_inputs(tmp_path):
+    from datasets import Dataset
+
+    from neuroprobe.corpus import iter_texts, load_default_corpus
+
+    texts = load_default_corpus()
+    assert len(texts) >= 50 and all(t.strip() for t in texts)
+    assert load_default_corpus(2, with_meta=True)[0]["text"] == texts[0]
+    j = tmp_path / "c.jsonl"
+    j.write_text("\n".join(json.dumps({"body": t}) for t in ["one.", "two."]) + "\n")
+    assert list(iter_texts(j, text_column="body")) == ["one.", "two."]
+    t = tmp_path / "c.txt"
+    t.write_text("first para\nstill first\n\nsecond para\n")
+    assert list(iter_texts(t)) == ["first para\nstill first", "second para"]
+    assert list(iter_texts(Dataset.from_dict({"text": ["a", "", "b"]}))) == ["a", "b"]
+    with pytest.raises(NeuroprobeError, match="not an existing file"):
+        list(iter_texts("no such file.jsonl"))
+    with pytest.raises(NeuroprobeError, match="no string field 'text'"):
+        list(iter_texts(j))
