@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 
@@ -30,8 +30,8 @@ class HookRequest:
 
     name: str  # the name users see (the alias they asked for, else the classic alias)
     canonical: str
-    directions: Optional[Directions] = None
-    indices: Optional[np.ndarray] = None  # subset of coordinates (neurons) to keep
+    directions: Directions | None = None
+    indices: np.ndarray | None = None  # subset of coordinates (neurons) to keep
     optional: bool = False  # matched by a glob/callable: skipped if it is not a per-token hook
 
 
@@ -83,7 +83,7 @@ def _suggest(name: str, names: Sequence[str]) -> str:
     return ", ".join(repr(c) for c in close)
 
 
-def resolve_hooks(model, hooks: Union[HookSpec, Sequence[HookSpec], None],
+def resolve_hooks(model, hooks: HookSpec | Sequence[HookSpec] | None,
                   *, argname: str = "hooks") -> list[HookRequest]:
     """Resolve a ``hooks=`` argument to hook requests, in model order, without duplicates."""
     if hooks is None or (isinstance(hooks, (list, tuple)) and len(hooks) == 0

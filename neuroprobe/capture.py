@@ -15,7 +15,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ def _as_prompt_list(prompts, text_column: str) -> list:
 
 
 def tokenize_prompts(
-    model, prompts, *, prepend_bos: Optional[bool] = None, truncate: bool = False,
+    model, prompts, *, prepend_bos: bool | None = None, truncate: bool = False,
     text_column: str = "text",
 ) -> list[Tensor]:
     """Token ids of each prompt, exactly as ``model.to_tokens(prompt)`` gives them.
@@ -119,7 +119,7 @@ def tokenize_prompts(
     return out
 
 
-def _bos_prepended(model, prepend_bos: Optional[bool], items: list) -> list[bool]:
+def _bos_prepended(model, prepend_bos: bool | None, items: list) -> list[bool]:
     default = bool(getattr(model.cfg, "default_prepend_bos", True))
     pb = default if prepend_bos is None else prepend_bos
     return [isinstance(p, str) and pb for p in items]
@@ -194,14 +194,14 @@ def _pad_left(tokens: list[Tensor], pad_id: int) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
-def _stop_layer(model, reqs: Sequence[HookRequest]) -> Optional[int]:
+def _stop_layer(model, reqs: Sequence[HookRequest]) -> int | None:
     n_layers = int(getattr(getattr(model, "cfg", None), "n_layers", 0) or 0)
     if not n_layers or not _is_lm(model):
         return None
     layers = [hook_layer(r.canonical) for r in reqs]
-    if any(l < 0 and not r.canonical.startswith(("embed", "pos_embed", "hook_embed",
-                                                  "hook_pos_embed"))
-           for l, r in zip(layers, reqs)):
+    if any(layer < 0 and not r.canonical.startswith(("embed", "pos_embed", "hook_embed",
+                                                      "hook_pos_embed"))
+           for layer, r in zip(layers, reqs)):
         return None  # a hook after the blocks (ln_final, unembed): run the whole model
     last = max(max(layers), 0)
     return last + 1 if last + 1 < n_layers else None
@@ -280,8 +280,8 @@ def _available_memory() -> int:
         return 8 << 30
 
 
-def _allocate(T: int, N: int, dtype: torch.dtype, budget: Optional[int],
-              storage_dir: Optional[str]) -> tuple[Tensor, Optional[str]]:
+def _allocate(T: int, N: int, dtype: torch.dtype, budget: int | None,
+              storage_dir: str | None) -> tuple[Tensor, str | None]:
     nbytes = T * N * torch.tensor([], dtype=dtype).element_size()
     budget = int(_available_memory() * 0.5) if budget is None else int(budget)
     if nbytes <= budget:
@@ -300,8 +300,8 @@ def _allocate(T: int, N: int, dtype: torch.dtype, budget: Optional[int],
 
 def _run(
     model, plan: _Plan, reqs: list[HookRequest], probe_reqs: list[tuple[Any, list[HookRequest]]],
-    *, buffer: Optional[Tensor], col_offsets: dict[int, int], batch_size: int,
-    progress: Optional[bool], desc: str,
+    *, buffer: Tensor | None, col_offsets: dict[int, int], batch_size: int,
+    progress: bool | None, desc: str,
 ) -> None:
     """One pass over the data: hooks write into ``buffer`` and feed probes, batch by batch."""
     lm = _is_lm(model)
@@ -453,19 +453,19 @@ def _model_name(model) -> str:
 def record(
     model,
     prompts,
-    hooks: Union[HookSpec, Sequence[HookSpec]] = "blocks.*.hook_resid_post",
+    hooks: HookSpec | Sequence[HookSpec] = "blocks.*.hook_resid_post",
     *,
     batch_size: int = 16,
     positions: Positions = "all",
     include_bos: bool = True,
-    prepend_bos: Optional[bool] = None,
+    prepend_bos: bool | None = None,
     truncate: bool = False,
-    labels: Optional[Sequence] = None,
+    labels: Sequence | None = None,
     probes: Sequence[Any] = (),
     dtype: torch.dtype = torch.float32,
-    memory_budget: Optional[int] = None,
-    storage_dir: Optional[str] = None,
-    progress: Optional[bool] = None,
+    memory_budget: int | None = None,
+    storage_dir: str | None = None,
+    progress: bool | None = None,
     text_column: str = "text",
 ) -> Recording:
     """Record hooks for every token of every prompt as one time series ``[T, N]``.
@@ -562,9 +562,9 @@ def stream(
     batch_size: int = 16,
     positions: Positions = "all",
     include_bos: bool = True,
-    prepend_bos: Optional[bool] = None,
+    prepend_bos: bool | None = None,
     truncate: bool = False,
-    progress: Optional[bool] = None,
+    progress: bool | None = None,
     text_column: str = "text",
 ) -> list:
     """Run probes over prompts in one pass, storing nothing else; returns the probes.
@@ -603,16 +603,16 @@ def record_generation(
     model,
     prompts,
     max_new_tokens: int = 32,
-    hooks: Union[HookSpec, Sequence[HookSpec]] = "blocks.*.hook_resid_post",
+    hooks: HookSpec | Sequence[HookSpec] = "blocks.*.hook_resid_post",
     *,
     do_sample: bool = False,
     temperature: float = 1.0,
-    top_k: Optional[int] = None,
+    top_k: int | None = None,
     seed: int = 0,
     stop_at_eos: bool = True,
-    labels: Optional[Sequence] = None,
+    labels: Sequence | None = None,
     dtype: torch.dtype = torch.float32,
-    progress: Optional[bool] = None,
+    progress: bool | None = None,
 ) -> Recording:
     """Record hooks over *generated* tokens: one row per generation step.
 
@@ -654,7 +654,7 @@ def record_generation(
     dev = _device(model)
     rows: list[Tensor] = []
     pidx, pos, ids = [], [], []
-    step_rows: list[Tensor] = []
+    step_rows: list[Tensor | None] = []  # refilled for each prompt, read by the hooks
 
     def make_hook(j: int):
         r = reqs[j]
@@ -679,7 +679,7 @@ def record_generation(
     with torch.no_grad():
         for i, t in enumerate(tqdm(toks, desc="record_generation", disable=not progress)):
             step_cache: list[Tensor] = []
-            step_rows = [None] * len(reqs)
+            step_rows[:] = [None] * len(reqs)
 
             def commit_hook(act: Tensor, hook, _cache=step_cache) -> None:
                 _cache.append(torch.cat([step_rows[j] for j in range(len(reqs))]))

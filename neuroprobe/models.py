@@ -21,7 +21,7 @@ import hashlib
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -54,10 +54,10 @@ def cache_dir() -> Path:
 
 
 def load_model(
-    spec: Union[str, dict, torch.nn.Module],
+    spec: str | dict | torch.nn.Module,
     *,
-    device: Union[str, torch.device, None] = None,
-    dtype: Union[torch.dtype, str, None] = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> Any:
     """Load a model with hook points for analysis.
 
@@ -106,7 +106,7 @@ def load_model(
 
 
 # ---- helpers --------------------------------------------------------------------------------
-def _resolve_dtype(dtype) -> Union[torch.dtype, None]:
+def _resolve_dtype(dtype) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype):

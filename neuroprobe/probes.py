@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,7 @@ class BatchMeta:
     prompt_index: Int[Tensor, " n"]
     position: Int[Tensor, " n"]
     time_index: Int[Tensor, " n"]
-    token_ids: Optional[Int[Tensor, " n"]] = None
+    token_ids: Int[Tensor, " n"] | None = None
 
     @property
     def n(self) -> int:
@@ -76,7 +76,7 @@ class Probe(Protocol):
     def merge(self, other: Probe) -> Probe: ...
 
 
-def _as_hook_and_dirs(target) -> tuple[str, Optional[Tensor]]:
+def _as_hook_and_dirs(target) -> tuple[str, Tensor | None]:
     if isinstance(target, Directions):
         return target.hook, target.vectors
     if isinstance(target, str):
@@ -86,7 +86,7 @@ def _as_hook_and_dirs(target) -> tuple[str, Optional[Tensor]]:
     )
 
 
-def _project(x: Tensor, dirs: Optional[Tensor]) -> Tensor:
+def _project(x: Tensor, dirs: Tensor | None) -> Tensor:
     if dirs is None:
         return x
     if x.shape[-1] != dirs.shape[-1]:
@@ -123,8 +123,8 @@ class RunningCovariance:
 
     target: object
     count: int = 0
-    mean: Optional[Tensor] = None
-    m2: Optional[Tensor] = None
+    mean: Tensor | None = None
+    m2: Tensor | None = None
     hooks: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -208,12 +208,12 @@ class TopK:
 
     target: object
     k: int = 20
-    indices: Optional[Sequence[int]] = None
-    values: Optional[Tensor] = None
-    prompt_index: Optional[Tensor] = None
-    position: Optional[Tensor] = None
-    time_index: Optional[Tensor] = None
-    token_ids: Optional[Tensor] = None
+    indices: Sequence[int] | None = None
+    values: Tensor | None = None
+    prompt_index: Tensor | None = None
+    position: Tensor | None = None
+    time_index: Tensor | None = None
+    token_ids: Tensor | None = None
     hooks: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:

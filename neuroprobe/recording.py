@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -66,12 +66,12 @@ class Recording:
     units: UnitIndex
     prompt_index: Int[Tensor, " time"]
     position: Int[Tensor, " time"]
-    token_ids: Optional[Int[Tensor, " time"]] = None
-    tokens: Optional[list] = None
-    prompt_labels: Optional[list] = None
+    token_ids: Int[Tensor, " time"] | None = None
+    tokens: list | None = None
+    prompt_labels: list | None = None
     n_prompts: int = 0
     source: str = ""
-    storage: Optional[str] = field(default=None, repr=False)
+    storage: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         T = self.acts.shape[0]
@@ -106,7 +106,7 @@ class Recording:
         return int(self.acts.shape[1])
 
     @property
-    def labels(self) -> Optional[np.ndarray]:
+    def labels(self) -> np.ndarray | None:
         """Per-row labels (the prompt's label at every token), or None."""
         if self.prompt_labels is None:
             return None
@@ -128,8 +128,8 @@ class Recording:
     # ---- selection ---------------------------------------------------------------------------
     def select(
         self,
-        hook: Union[str, Sequence[str], None] = None,
-        layer: Union[int, Sequence[int], None] = None,
+        hook: str | Sequence[str] | None = None,
+        layer: int | Sequence[int] | None = None,
     ) -> Recording:
         """The recording restricted to units at ``hook`` (names or globs) and/or ``layer``."""
         cols = self.units.select(hook=hook, layer=layer)
@@ -190,7 +190,7 @@ class Recording:
         )
 
     # ---- persistence -------------------------------------------------------------------------
-    def save(self, path: Union[str, Path]) -> Path:
+    def save(self, path: str | Path) -> Path:
         """Write the recording to one file (``torch.save`` of plain tensors and JSON metadata).
 
         Everything round-trips through :meth:`load`: activations (dtype kept), units,
@@ -223,7 +223,7 @@ class Recording:
         return path
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> Recording:
+    def load(cls, path: str | Path) -> Recording:
         """Read a recording written by :meth:`save`."""
         path = Path(path)
         if not path.exists():

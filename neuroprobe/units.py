@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 import pandas as pd
@@ -243,8 +242,8 @@ class UnitIndex(Sequence):
 
     def select(
         self,
-        hook: Union[str, Sequence[str], None] = None,
-        layer: Union[int, Sequence[int], None] = None,
+        hook: str | Sequence[str] | None = None,
+        layer: int | Sequence[int] | None = None,
     ) -> np.ndarray:
         """Column numbers of the units at the given hook(s) and/or layer(s).
 
@@ -281,7 +280,7 @@ class UnitIndex(Sequence):
             f"unit {unit!r} is not in this index; hooks are: {self.hooks[:12]}"
         )
 
-    def subset(self, columns: Union[np.ndarray, Sequence[int], Tensor]) -> UnitIndex:
+    def subset(self, columns: np.ndarray | Sequence[int] | Tensor) -> UnitIndex:
         """The index of the given columns (in the given order)."""
         cols = np.asarray(columns.cpu() if isinstance(columns, Tensor) else columns)
         if cols.dtype == bool:

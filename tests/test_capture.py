@@ -8,8 +8,8 @@ from transformer_lens.hook_points import HookPoint
 
 import neuroprobe as npb
 from neuroprobe import Directions, NeuroprobeError
-from neuroprobe.capture import _stop_layer
 from neuroprobe._hooks import resolve_hooks
+from neuroprobe.capture import _stop_layer
 
 PROMPTS = [[5, 17, 3, 9], [2, 8], [11, 12, 13, 14, 15, 16, 17], [40]]
 HOOKS = ["blocks.*.hook_resid_post", "blocks.*.mlp.hook_post"]
@@ -55,8 +55,8 @@ def test_positions_labels_and_units(native_model):
     fn = npb.record(native_model, PROMPTS, hooks=HOOKS[0], positions=lambda i, n: [0])
     assert fn.position.tolist() == [0, 0, 0, 0] and fn.n_prompts == 4
     sub = npb.record(native_model, PROMPTS, hooks=[("blocks.1.mlp.hook_post", [3, 60])])
-    torch.testing.assert_close(
-        sub.acts, npb.record(native_model, PROMPTS, hooks="blocks.1.mlp.hook_post").acts[:, [3, 60]])
+    all_mlp = npb.record(native_model, PROMPTS, hooks="blocks.1.mlp.hook_post")
+    torch.testing.assert_close(sub.acts, all_mlp.acts[:, [3, 60]])
     assert list(sub.units) == [("blocks.1.mlp.hook_post", 3), ("blocks.1.mlp.hook_post", 60)]
 
 

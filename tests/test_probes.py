@@ -68,7 +68,7 @@ def test_probe_errors():
         npb.TopK("h", k=0)
     p = npb.RunningCovariance("h")
     with pytest.raises(NeuroprobeError, match="a covariance needs at least 2"):
-        p.covariance
+        _ = p.covariance
     with pytest.raises(NeuroprobeError, match="same hook"):
         p.merge(npb.RunningCovariance("g"))
 
