@@ -50,6 +50,7 @@ __all__ = [
     "scaling_rays",
     "class_density",
     "untrained_copy",
+    "reinitialize_",
     "activations",
 ]
 
@@ -726,8 +727,40 @@ def scaling_rays(
 # ------------------------------------------------------------------------------------------
 # intra- vs inter-class density
 # ------------------------------------------------------------------------------------------
+def reinitialize_(model, seed: int = 0):
+    """Re-initialise every submodule with ``reset_parameters()`` in place; returns ``model``.
+
+    For models that cannot be deep-copied (a TransformerBridge): load a second copy and
+    re-initialise that, e.g. ``reinitialize_(npb.load_model("smollm2-135m"))``.  Modules
+    without ``reset_parameters`` (RMSNorm scales, rotary tables) keep their values.
+
+    Examples
+    --------
+    >>> from neuroprobe._relu_mlp import ReLUMLP
+    >>> m = ReLUMLP([4, 8, 3], seed=0)
+    >>> w = m.blocks[0].mlp.W.weight.clone()
+    >>> bool((reinitialize_(m, seed=1).blocks[0].mlp.W.weight != w).any())
+    True
+    """
+    n = 0
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        for mod in model.modules():
+            if hasattr(mod, "reset_parameters") and mod is not model:
+                mod.reset_parameters()
+                n += 1
+    if n == 0:
+        raise NeuroprobeError(
+            f"no submodule of {type(model).__name__} has reset_parameters(); pass your own "
+            "untrained network as null_model=."
+        )
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def untrained_copy(model, seed: int = 0):
-    """A copy of ``model`` with every parameter re-initialised (``reset_parameters``).
+    """A copy of ``model`` with every parameter re-initialised (see :func:`reinitialize_`).
 
     The null network for :func:`class_density`: same architecture, no training.
 
@@ -739,22 +772,14 @@ def untrained_copy(model, seed: int = 0):
     >>> bool((u.blocks[0].mlp.W.weight != m.blocks[0].mlp.W.weight).any())
     True
     """
-    new = copy.deepcopy(model)
-    n = 0
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        for mod in new.modules():
-            if hasattr(mod, "reset_parameters") and mod is not new:
-                mod.reset_parameters()
-                n += 1
-    if n == 0:
+    try:
+        new = copy.deepcopy(model)
+    except Exception as e:  # bridges hold weak references
         raise NeuroprobeError(
-            f"untrained_copy: no submodule of {type(model).__name__} has reset_parameters(); "
-            "pass your own untrained network as null_model=."
-        )
-    for p in new.parameters():
-        p.requires_grad_(False)
-    return new
+            f"untrained_copy: {type(model).__name__} cannot be deep-copied ({e}); load a "
+            "second copy and call reinitialize_(copy, seed) on it."
+        ) from None
+    return reinitialize_(new, seed)
 
 
 def _sample_pairs(labels: np.ndarray, n_pairs: int, rng) -> tuple[np.ndarray, np.ndarray]:
