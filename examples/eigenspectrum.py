@@ -80,12 +80,14 @@ def run_lm(args, out: Path) -> dict:
         n_tok += int(ids.numel()) - 1
     chosen.sort(key=lambda t: t.numel())  # less padding; order does not matter here
     t_load = time.time() - t0
+    print(f"  {len(chosen)} texts, {n_tok} tokens; streaming {len(hooks)} hooks", flush=True)
     probes = [npb.SpectrumProbe(h) for h in hooks]
     t1 = time.time()
     with torch.no_grad():
         probes = npb.stream(model, chosen, probes, batch_size=args.batch_size,
                             include_bos=False, progress=False)
     t_stream = time.time() - t1
+    print(f"  streamed in {t_stream:.0f} s", flush=True)
     t2 = time.time()
     spectra = [npb.eigenspectrum(p, max_components=1000) for p in probes]
     fits = {m: [npb.powerlaw_alpha(s, method=m, n_boot=args.n_boot) for s in spectra]
@@ -149,7 +151,13 @@ def run_digits(args, out: Path) -> dict:
     curves = {}
     input_fit = npb.powerlaw_alpha(npb.eigenspectrum(x), n_boot=args.n_boot)
     for p in args.dropouts:
-        ae = npb.train_digits_autoencoder(p, epochs=args.epochs, seed=args.seed)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny matmuls: extra threads only spin (4x slower when shared)
+        try:
+            ae = npb.train_digits_autoencoder(p, epochs=args.epochs, seed=args.seed)
+        finally:
+            torch.set_num_threads(threads)
+        print(f"  trained dropout {p} ({time.time() - t0:.0f} s)", flush=True)
         hooks = ae.hook_names
         with torch.no_grad():
             recon, cache = ae.run_with_cache(x, names_filter=hooks)
