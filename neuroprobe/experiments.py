@@ -86,15 +86,18 @@ _TIME_MODES = ("prompt", "generated")
 class _Store:
     """Per-stimulus sufficient statistics (and optionally the raw rows, float16).
 
-    ``mean[s]`` and ``ss[s]`` (sum of squares about the stimulus mean) are exact summaries of
-    stimulus ``s``'s rows: every OLS fit of a design whose regressors are constant within a
-    stimulus (boxcars, run regressors) depends on the data only through them.
+    With ``mu`` a per-unit centre (the mean over all stimuli), stimulus ``s`` with ``n_s``
+    rows, mean ``m_s`` and within-stimulus sum of squares ``ss_s`` is summarised by
+    ``nm[s] = n_s (m_s - mu)`` and ``q[s] = ss_s + n_s (m_s - mu)^2`` (float64).  Every OLS
+    fit of a design whose regressors are constant within a stimulus (boxcars, run
+    regressors) depends on the data only through sums of these over the design's cells, so
+    a whole split of prompts into runs costs one segment sum over stimuli.
     """
 
     lengths: np.ndarray  # [S] time points per stimulus
-    mean: torch.Tensor  # [S, N] float32
-    ss: torch.Tensor  # [S, N] float32
-    raw: torch.Tensor | None = None  # [T_kept, N] float16 rows of stimuli in raw_ids
+    nm: torch.Tensor  # [S, N] float64
+    q: torch.Tensor  # [S, N] float64
+    raw: torch.Tensor | None = None  # [T_kept, N] rows of the stimuli in raw_start
     raw_start: dict | None = None  # stimulus id -> first row in raw
 
     def rows(self, stim: Sequence[int]) -> torch.Tensor:
@@ -103,6 +106,21 @@ class _Store:
         idx = np.concatenate([np.arange(self.raw_start[s], self.raw_start[s] + self.lengths[s])
                               for s in stim])
         return self.raw[torch.from_numpy(idx)].float()
+
+    def cells(self, cell_of: np.ndarray, n_cells: int):
+        """Per-cell ``n`` [C], centred sum ``NM`` [C, N] and ``SS`` about the cell mean [C, N];
+        ``cell_of[s]`` is stimulus ``s``'s cell (``-1``: not used)."""
+        use = cell_of >= 0
+        idx = torch.from_numpy(np.where(use, cell_of, n_cells))
+        N = self.nm.shape[1]
+        NM = torch.zeros(n_cells + 1, N, dtype=torch.float64).index_add_(0, idx, self.nm)
+        Q = torch.zeros(n_cells + 1, N, dtype=torch.float64).index_add_(0, idx, self.q)
+        n = np.bincount(np.where(use, cell_of, n_cells), weights=self.lengths,
+                        minlength=n_cells + 1)[:n_cells]
+        nt = torch.from_numpy(np.maximum(n, 1))[:, None]
+        NM, Q = NM[:n_cells], Q[:n_cells]
+        SS = (Q - NM * NM / nt).clamp_min_(0)
+        return n, NM / nt, SS
 
 
 def _record_store(
@@ -149,7 +167,7 @@ def _record_store(
         mean = sums / n[:, None]
         dev = acts - mean[pidx]
         ss = torch.zeros_like(sums).index_add_(0, pidx, dev * dev)
-        means.append(mean.float())
+        means.append(mean)
         sss.append(ss.float())
         lengths.append(n.numpy())
         if keep_raw:
@@ -169,8 +187,18 @@ def _record_store(
     if raws:
         dt = torch.float32 if any(r.dtype == torch.float32 for r in raws) else torch.float16
         raw = torch.cat([r.to(dt) for r in raws])
-    store = _Store(np.concatenate(lengths).astype(np.int64), torch.cat(means), torch.cat(sss),
-                   raw, raw_start or None)
+    lens = np.concatenate(lengths).astype(np.int64)
+    mean = torch.cat(means)
+    del means
+    nt = torch.from_numpy(lens).double()[:, None]
+    mu = (mean * nt).sum(0) / nt.sum()
+    mean -= mu
+    nm = mean * nt
+    q = torch.cat(sss).double()
+    del sss
+    q += nm * mean
+    del mean
+    store = _Store(lens, nm, q, raw, raw_start or None)
     if not isinstance(units, UnitIndex):
         units = UnitIndex.from_units(units)
     return store, units
@@ -240,69 +268,88 @@ def _reject(p: np.ndarray, alpha: float, correction: str) -> np.ndarray:
 
 @dataclass
 class _Fitter:
-    """Contrasts of block-design runs, fast (cell means from per-stimulus statistics) or
-    full (:func:`neuroprobe.fit_glm` on the concatenated rows; identical results)."""
+    """Contrasts of block-design runs, fast (cell sums of per-stimulus statistics) or full
+    (:func:`neuroprobe.fit_glm` on the concatenated rows; identical results)."""
 
     store: _Store
     alpha: float
     correction: str
     glm: str = "fast"
+    _crit: dict = field(default_factory=dict)
 
-    def _cells(self, groups: list[list[int]]):
-        st = self.store
-        n_c, means = [], []
-        ss = torch.zeros(st.mean.shape[1], dtype=torch.float64)
-        for g in groups:
-            idx = torch.as_tensor(g)
-            n = torch.as_tensor(st.lengths[g], dtype=torch.float64)[:, None]
-            m = st.mean[idx].double()
-            cm = (n * m).sum(0) / n.sum()
-            ss += st.ss[idx].double().sum(0) + (n * (m - cm) ** 2).sum(0)
-            n_c.append(float(n.sum()))
-            means.append(cm)
-        return np.asarray(n_c), means, ss
-
-    def _t(self, effect: torch.Tensor, var_factor: float, ss: torch.Tensor, df: int):
+    def _decide(self, t: torch.Tensor, const: torch.Tensor, df: np.ndarray) -> torch.Tensor:
+        """Significance of ``t`` [R, N] with ``df`` [R] after the correction over N units."""
         from scipy import stats
 
-        sigma2 = ss / df
-        se = torch.sqrt(sigma2 * var_factor)
-        const = sigma2 <= 1e-20 * (1 + effect.abs())
-        t = torch.where(const, torch.zeros_like(effect), effect / torch.where(const, 1, se))
-        tn = t.numpy()
-        p = stats.t.sf(tn, df)
-        mask = _reject(p, self.alpha, self.correction) & ~const.numpy()
-        return t.float(), torch.from_numpy(mask)
+        N = t.shape[1]
+        if self.correction in ("bonferroni", "none"):
+            level = self.alpha / N if self.correction == "bonferroni" else self.alpha
+            crit = []
+            for d in df.tolist():  # p <= level  <=>  t >= isf(level, df)
+                key = (level, int(d))
+                if key not in self._crit:
+                    self._crit[key] = float(stats.t.isf(level, d))
+                crit.append(self._crit[key])
+            mask = t >= torch.tensor(crit, dtype=t.dtype)[:, None]
+        else:
+            p = stats.t.sf(t.numpy(), df[:, None])
+            mask = torch.from_numpy(np.stack([_reject(row, self.alpha, self.correction)
+                                              for row in p]))
+        return mask & ~const
 
-    def task_vs_control(self, run: _Run):
-        """t and mask of ``task - control`` in one run (design: task and control boxcars)."""
-        if self.glm == "full":
-            return self._full([run], lambda cols: f"{run.task} - {CONTROL}")
-        t_ids = [s for s, c in zip(run.stim, run.conditions, strict=True) if c != CONTROL]
-        c_ids = [s for s, c in zip(run.stim, run.conditions, strict=True) if c == CONTROL]
-        n, m, ss = self._cells([t_ids, c_ids])
-        df = int(n.sum()) - 2
-        return self._t(m[0] - m[1], 1 / n[0] + 1 / n[1], ss, df)
+    def _t(self, effect: torch.Tensor, var_factor: np.ndarray, ss: torch.Tensor,
+           df: np.ndarray):
+        """t [R, N] (float32) and mask [R, N] for effects [R, N], ``var_factor`` [R], pooled
+        residual sums of squares [R, N] and residual df [R]."""
+        dft = torch.from_numpy(df.astype(np.float64))[:, None]
+        vft = torch.from_numpy(np.asarray(var_factor, dtype=np.float64))[:, None]
+        sigma2 = ss / dft
+        const = sigma2 <= 1e-24 * (1.0 + effect.abs())
+        t = effect / torch.sqrt(sigma2 * vft)
+        t = t.masked_fill_(const, 0.0)
+        return t, self._decide(t, const, df)
 
-    def specific(self, group: list[_Run], task: str, tasks: Sequence[str]):
-        """t and mask of ``task - mean(other tasks)`` in one GLM over ``group`` (one run per
-        task, concatenated; task boxcars, control boxcar, run regressors)."""
+    def split(self, runs: list[_Run], tasks: Sequence[str]):
+        """For every run, ``task - control`` (design: task and control boxcars) and
+        ``task - mean(other tasks)`` in one GLM over the runs sharing its run number (task
+        boxcars, control boxcar, run regressors).  Returns two lists of ``(t, mask)``
+        (float32 [N], bool [N]), both in the order of ``runs``."""
         if self.glm == "full":
-            return self._full(group, _specific_vector(task, tasks))
-        cells = []
-        for r in group:
-            cells.append([s for s, c in zip(r.stim, r.conditions, strict=True) if c != CONTROL])
-            cells.append([s for s, c in zip(r.stim, r.conditions, strict=True) if c == CONTROL])
-        n, m, ss = self._cells(cells)
-        others = [r.task for r in group if r.task != task]
-        w = {r.task: (1.0 if r.task == task else -1.0 / len(others)) for r in group}
-        effect = torch.zeros_like(m[0])
-        var = 0.0
-        for k, r in enumerate(group):
-            effect += w[r.task] * (m[2 * k] - m[2 * k + 1])
-            var += w[r.task] ** 2 * (1 / n[2 * k] + 1 / n[2 * k + 1])
-        df = int(n.sum()) - len(cells)
-        return self._t(effect, var, ss, df)
+            return self._split_full(runs, tasks)
+        lo = min(min(r.stim) for r in runs)
+        hi = max(max(r.stim) for r in runs) + 1
+        sub = _Store(self.store.lengths[lo:hi], self.store.nm[lo:hi], self.store.q[lo:hi])
+        cell_of = np.full(hi - lo, -1)
+        for i, r in enumerate(runs):
+            for st, c in zip(r.stim, r.conditions, strict=True):
+                cell_of[st - lo] = 2 * i + (c == CONTROL)
+        n, M, SS = sub.cells(cell_of, 2 * len(runs))
+        R = len(runs)
+        nt, nc = n[0::2], n[1::2]
+        D = M[0::2] - M[1::2]  # [R, N] task - control within each run
+        SSr = SS[0::2] + SS[1::2]
+        v = 1 / nt + 1 / nc
+        t1, m1 = self._t(D, v, SSr, (nt + nc - 2).astype(np.int64))
+        # task-specific: W @ D with W[i, i] = 1, W[i, j] = -1/(k-1) for j in i's group
+        rn = np.asarray([r.run for r in runs])
+        same = (rn[:, None] == rn[None, :]).astype(np.float64)
+        k = same.sum(1)
+        W = np.where(np.eye(R, dtype=bool), 1.0, -same / np.maximum(k - 1, 1)[:, None])
+        eff = torch.from_numpy(W) @ D
+        vf = v + (same - np.eye(R)) @ v / np.maximum(k - 1, 1) ** 2
+        ss_g = torch.from_numpy(same) @ SSr
+        df_g = (same @ (nt + nc) - 2 * k).astype(np.int64)
+        t2, m2 = self._t(eff, vf, ss_g, df_g)
+        t1, t2 = t1.float(), t2.float()
+        return ([(t1[i], m1[i]) for i in range(R)], [(t2[i], m2[i]) for i in range(R)])
+
+    def _split_full(self, runs: list[_Run], tasks: Sequence[str]):
+        vs_control = [self._full([r], lambda cols, r=r: f"{r.task} - {CONTROL}") for r in runs]
+        specific = []
+        for r in runs:
+            group = [g for g in runs if g.run == r.run]
+            specific.append(self._full(group, _specific_vector(r.task, tasks)))
+        return vs_control, specific
 
     def _full(self, group: list[_Run], contrast):
         from neuroprobe.design import BlockDesign
@@ -313,7 +360,7 @@ class _Fitter:
         X = BlockDesign.from_blocks(blocks).matrix
         con = fit_glm(Y, X, dtype=torch.float64).contrast(contrast(list(X.columns)))
         mask = con.significant(alpha=self.alpha, correction=self.correction)
-        return torch.as_tensor(con.t).float(), torch.as_tensor(mask).cpu()
+        return torch.as_tensor(con.t).float().cpu(), torch.as_tensor(mask).cpu()
 
 
 def _specific_vector(task: str, tasks: Sequence[str]):
@@ -699,10 +746,10 @@ def functional_networks(
     tmaps = np.zeros((len(task_names), n_units), np.float32)
 
     def run_networks(runs: list[_Run], keep_t: bool):
-        nets, spec = [], []
         g0 = _clock()
-        for r in runs:
-            t, mask = fitter.task_vs_control(r)
+        vs_control, specific = fitter.split(runs, task_names)
+        nets = []
+        for r, (t, mask) in zip(runs, vs_control, strict=True):
             nets.append(FunctionalNetwork(mask, units, task=r.task, run=r.run,
                                           threshold=threshold))
             if keep_t:
@@ -711,13 +758,9 @@ def functional_networks(
                     from neuroprobe.design import BlockDesign
 
                     first["design"] = BlockDesign.from_blocks(_blocks(store, r)).matrix
-        # task-specific contrast: all tasks' run r in one GLM
-        for rr in sorted({r.run for r in runs}):
-            group = [r for r in runs if r.run == rr]
-            for r in group:
-                _, mask = fitter.specific(group, r.task, task_names)
-                spec.append(FunctionalNetwork(mask, units, task=r.task, run=rr,
-                                              threshold=threshold + ", vs other tasks"))
+        spec = [FunctionalNetwork(mask, units, task=r.task, run=r.run,
+                                  threshold=threshold + ", vs other tasks")
+                for r, (_, mask) in zip(runs, specific, strict=True)]
         return nets, spec, _clock() - g0
 
     def loo(nets: list[FunctionalNetwork], null_rng=None):
