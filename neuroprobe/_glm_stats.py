@@ -181,89 +181,91 @@ def _segment_sums(Yn: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return out
 
 
+def _err():  # NaN/inf in Y are reported (by unit) after the pass
+    return np.errstate(invalid="ignore", over="ignore")
+
+
+def _kernel(Yc: np.ndarray, X: np.ndarray, segments: np.ndarray | None, ar: bool) -> dict:
+    """Cross products of one block of units ``Yc [T, n]`` with the design.
+
+    BLAS products and einsum reductions, no temporary of Yc's size.  Columns constant inside
+    the design's segments (boxcars, run and constant columns) are summed per segment instead
+    of multiplied row by row; their lag-1 products only need the rows at segment edges.
+    """
+    T, n = Yc.shape
+    P = X.shape[1]
+    G = np.empty((3 * P if ar else P, n))
+    pc = np.zeros(P, bool)
+    seg_sums = None
+    out = {}
+    with _err():
+        if segments is not None:
+            starts = np.r_[0, np.flatnonzero(np.diff(segments)) + 1]
+            seg_sums = _segment_sums(Yc, starts)
+            pc = (X == X[starts][segments]).all(0)
+            G[:P][pc] = X[starts][:, pc].T @ seg_sums
+        rest = np.flatnonzero(~pc)
+        up, dn = lag_matrices(X)
+        rows = [X[:, rest].T]
+        if ar:
+            rows += [up[:, rest].T, dn[:, rest].T]
+        if rest.size:
+            with _serial_blas():  # a few rows times Y: memory-bound, one thread is enough
+                Gr = np.ascontiguousarray(np.concatenate(rows)).astype(Yc.dtype) @ Yc
+            for k in range(len(rows)):
+                G[k * P + rest] = Gr[k * rest.size : (k + 1) * rest.size]
+        if ar and pc.any():
+            # x_{t+1} - x_t and x_{t-1} - x_t are non-zero only at segment edges
+            dup, ddn = (up - X)[:, pc], (dn - X)[:, pc]
+            edge = np.flatnonzero((dup != 0).any(1) | (ddn != 0).any(1))
+            Ye = Yc[edge].astype(np.float64)
+            G[P : 2 * P][pc] = G[:P][pc] + dup[edge].T @ Ye
+            G[2 * P :][pc] = G[:P][pc] + ddn[edge].T @ Ye
+        out["yy"] = np.einsum("tn,tn->n", Yc, Yc)
+        out["ysum"] = seg_sums.sum(0) if seg_sums is not None else Yc.sum(0)
+        if ar:
+            out["lag"] = np.einsum("tn,tn->n", Yc[1:], Yc[:-1])
+            out["first"], out["last"] = Yc[0], Yc[-1]
+    out["G"] = G if seg_sums is None else np.concatenate([G, seg_sums])
+    return out
+
+
 def _dense_stats_numpy(Y: Tensor, X: np.ndarray, segments: np.ndarray | None, *, ar: bool,
                        center: bool, dtype: torch.dtype, memory_budget: int) -> GLMStats:
+    """float64 ``Y`` is used as is (one kernel call over all units); any other input is
+    copied to ``dtype`` in blocks of units of at most ``memory_budget`` bytes, each unit
+    centred first when ``center`` (the design spans the constant)."""
     Yn = Y.detach().numpy()
     T, N = Yn.shape
     P = X.shape[1]
     S = None if segments is None else int(segments.max()) + 1
     npdt = np.float64 if dtype == torch.float64 else np.float32
-    def err():  # NaN/inf in Y are reported (by unit) after the pass
-        return np.errstate(invalid="ignore", over="ignore")
-
     if Yn.dtype == npdt == np.float64:
-        # float64 as is: BLAS products and einsum reductions, nothing of Y's size.  Columns
-        # constant inside the design's segments (boxcars, run and constant columns) are
-        # summed per segment instead of multiplied row by row.
-        G = np.empty((3 * P if ar else P, N))
-        pc = np.zeros(P, bool)
-        seg_sums = None
-        with err():
-            if S is not None:
-                starts = np.r_[0, np.flatnonzero(np.diff(segments)) + 1]
-                seg_sums = _segment_sums(Yn, starts)
-                pc = (X == X[starts][segments]).all(0)
-                G[:P][pc] = X[starts][:, pc].T @ seg_sums
-            rest = np.flatnonzero(~pc)
-            up, dn = lag_matrices(X)
-            rows = [X[:, rest].T]
-            if ar:
-                rows += [up[:, rest].T, dn[:, rest].T]
-            if rest.size:
-                with _serial_blas():  # a few rows times Y: memory-bound, one thread is enough
-                    Gr = np.ascontiguousarray(np.concatenate(rows)) @ Yn
-                for k in range(len(rows)):
-                    G[k * P + rest] = Gr[k * rest.size : (k + 1) * rest.size]
-            if ar and pc.any():
-                # x_{t+1} - x_t and x_{t-1} - x_t are non-zero only at segment edges
-                dup, ddn = (up - X)[:, pc], (dn - X)[:, pc]
-                edge = np.flatnonzero((dup != 0).any(1) | (ddn != 0).any(1))
-                Ye = Yn[edge]
-                G[P : 2 * P][pc] = G[:P][pc] + dup[edge].T @ Ye
-                G[2 * P :][pc] = G[:P][pc] + ddn[edge].T @ Ye
-            yy = np.einsum("tn,tn->n", Yn, Yn)
-            ysum = seg_sums.sum(0) if seg_sums is not None else Yn.sum(0)
-            if ar:
-                lag = np.einsum("tn,tn->n", Yn[1:], Yn[:-1])
+        parts = _kernel(Yn, X, segments, ar)
         shift = np.zeros(N)
-        if seg_sums is not None:
-            G = np.concatenate([G, seg_sums])
-        if ar:
-            first, last = Yn[0].astype(np.float64), Yn[-1].astype(np.float64)
     else:
-        M = design_operator(X, ar=ar, segments=segments)
-        shift = Yn.mean(0, dtype=np.float64) if center else np.zeros(N)
-        sh = shift.astype(npdt)
-        Mc = M.astype(npdt)
-        rb = int(max(2, min(T, memory_budget // max(N * np.dtype(npdt).itemsize * 2, 1))))
-        G = np.zeros((M.shape[0], N))
-        yy = np.zeros(N)
-        ysum = np.zeros(N)
-        lag = np.zeros(N)
-        prev = None
-        for i in range(0, T, rb):
-            r = Yn[i : i + rb].astype(npdt)
-            r -= sh
-            with err():
-                G += Mc[:, i : i + rb] @ r
-                yy += np.einsum("tn,tn->n", r, r)
-                ysum += r.sum(0)
-                if ar:
-                    lag += np.einsum("tn,tn->n", r[1:], r[:-1])
-                    if prev is not None:
-                        lag += prev.astype(np.float64) * r[0]
-            if ar:
-                prev = r[-1].copy()
-                if i == 0:
-                    first = r[0].astype(np.float64)
-                last = r[-1].astype(np.float64)
+        chunk = int(max(256, memory_budget // max(T * np.dtype(npdt).itemsize, 1)))
+        parts = None
+        shift = np.zeros(N)
+        for j in range(0, N, chunk):
+            sl = slice(j, min(N, j + chunk))
+            ch = Yn[:, sl].astype(npdt)
+            if center:
+                mu = ch.mean(0, dtype=np.float64)
+                ch -= mu.astype(npdt)
+                shift[sl] = mu
+            part = _kernel(ch, X, segments, ar)
+            if parts is None:
+                parts = {k: np.empty(v.shape[:-1] + (N,)) for k, v in part.items()}
+            for k, v in part.items():
+                parts[k][..., sl] = v
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
-    Gt = t(G)
-    parts = _split(Gt, P, ar, S)
-    out = GLMStats(T, parts["xty"], t(yy), t(ysum), t(shift), seg=parts.get("seg"))
+    sp = _split(t(parts["G"]), P, ar, S)
+    out = GLMStats(T, sp["xty"], t(parts["yy"]), t(parts["ysum"]), t(shift),
+                   seg=sp.get("seg"))
     if ar:
-        out.xupy, out.xdny = parts["xupy"], parts["xdny"]
-        out.lag, out.first, out.last = t(lag), t(first), t(last)
+        out.xupy, out.xdny = sp["xupy"], sp["xdny"]
+        out.lag, out.first, out.last = t(parts["lag"]), t(parts["first"]), t(parts["last"])
     return out
 
 
