@@ -166,9 +166,19 @@ def run_digits(args, out: Path) -> dict:
         res["reconstruction_mse_by_dropout"][key] = float(((recon - x) ** 2).mean())
         al, ac, acn, ev = [], [], [], []
         for i, h in enumerate(hooks):
-            fit = npb.powerlaw_alpha(npb.eigenspectrum(cache[h]), n_boot=args.n_boot)
-            al.append({"layer": i, "hook": h, "alpha": fit.alpha, "ci_low": fit.ci_low,
-                       "ci_high": fit.ci_high, "r2": fit.r2})
+            spec = npb.eigenspectrum(cache[h])
+            ev = spec.eigenvalues
+            rank = int((ev > ev[0] * 1e-11).sum()) if float(ev[0]) > 0 else 0
+            n_live = int((cache[h] > 0).any(0).sum())  # units active on some digit
+            row = {"layer": i, "hook": h, "rank": rank, "live_units": n_live}
+            if rank >= 20:  # dead units can leave fewer than 50 components: shorter window
+                fit = npb.powerlaw_alpha(spec, (10, min(50, rank)), n_boot=args.n_boot)
+                row.update(alpha=fit.alpha, ci_low=fit.ci_low, ci_high=fit.ci_high, r2=fit.r2,
+                           fit_range=list(fit.fit_range))
+            else:
+                row.update(alpha=float("nan"), ci_low=float("nan"), ci_high=float("nan"),
+                           r2=float("nan"), fit_range=None)
+            al.append(row)
             proj = npb.random_projections(dcache[h], n=args.n_projections, dim=3,
                                           seed=args.seed, hook=h)
             z = proj.project(dcache[h])
@@ -182,14 +192,15 @@ def run_digits(args, out: Path) -> dict:
         res["action_by_dropout"][key] = ac
         res["normalized_action_by_dropout"][key] = acn
         res["explained_variance_by_dropout"][key] = ev
-    mean_alpha = {k: float(np.mean([r["alpha"] for r in v]))
+    mean_alpha = {k: float(np.nanmean([r["alpha"] for r in v]))
                   for k, v in res["alpha_by_dropout"].items()}
     keys = [str(p) for p in args.dropouts]
     from scipy.stats import spearmanr
 
-    flat_alpha = [r["alpha"] for k in keys for r in res["alpha_by_dropout"][k]]
-    flat_act = [a for k in keys for a in res["action_by_dropout"][k]]
-    flat_ev = [a for k in keys for a in res["explained_variance_by_dropout"][k]]
+    flat_alpha = np.array([r["alpha"] for k in keys for r in res["alpha_by_dropout"][k]])
+    flat_act = np.array([a for k in keys for a in res["action_by_dropout"][k]])
+    flat_ev = np.array([a for k in keys for a in res["explained_variance_by_dropout"][k]])
+    ok = np.isfinite(flat_alpha)
     res.update({
         "input_alpha": input_fit.alpha,
         "mean_alpha_by_dropout": mean_alpha,
@@ -198,7 +209,7 @@ def run_digits(args, out: Path) -> dict:
             k: float(np.mean(res["explained_variance_by_dropout"][k])) for k in keys},
         "spearman_dropout_vs_mean_alpha": float(spearmanr(
             [float(k) for k in keys], [mean_alpha[k] for k in keys]).statistic),
-        "spearman_alpha_vs_action": float(spearmanr(flat_alpha, flat_act).statistic),
+        "spearman_alpha_vs_action": float(spearmanr(flat_alpha[ok], flat_act[ok]).statistic),
         "spearman_action_vs_explained_variance": float(spearmanr(flat_act, flat_ev).statistic),
         "dropout_lowers_alpha": bool(mean_alpha[keys[-1]] < mean_alpha[keys[0]]),
         "hidden": [256, 256, 128, 256, 256],
@@ -251,6 +262,17 @@ def run_digits(args, out: Path) -> dict:
     return res
 
 
+def _finite(obj):
+    """NaN/inf -> None, so results.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, type=Path)
@@ -281,7 +303,7 @@ def main(argv=None) -> dict:
         print("lm alpha by layer:",
               [round(r["alpha"], 3) for r in results["lm"]["alpha_by_layer"]])
     results["seconds"] = time.time() - t0
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    (args.out / "results.json").write_text(json.dumps(_finite(results), indent=2))
     print(f"wrote {args.out / 'results.json'} in {results['seconds']:.1f} s")
     return results
 
