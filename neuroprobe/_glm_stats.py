@@ -60,6 +60,7 @@ class GLMStats:
     first: Tensor | None = None
     last: Tensor | None = None
     seg: Tensor | None = None
+    edges: Tensor | None = None  # rows of yc at the segment edges [E, N] (AR max-T)
 
     @property
     def has_ar(self) -> bool:
@@ -71,6 +72,14 @@ def spans_constant(X: np.ndarray) -> bool:
     one = np.ones(X.shape[0])
     g = np.linalg.lstsq(X, one, rcond=None)[0]
     return bool(np.linalg.norm(X @ g - one) <= 1e-8 * np.sqrt(X.shape[0]))
+
+
+def segment_edges(segments: np.ndarray) -> np.ndarray:
+    """First and last row of every segment (sorted, unique)."""
+    T = segments.shape[0]
+    starts = np.r_[0, np.flatnonzero(np.diff(segments)) + 1]
+    ends = np.r_[starts[1:] - 1, T - 1]
+    return np.unique(np.r_[starts, ends])
 
 
 def lag_matrices(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +151,11 @@ def _dense_stats_torch(Y: Tensor, Mn: np.ndarray, P: int, *, ar: bool, center: b
     lag = torch.empty(N, **f64)
     first = torch.empty(N, **f64)
     last = torch.empty(N, **f64)
+    erows = None
+    if ar and S:
+        seg = Mn[-S:].argmax(0)
+        erows = torch.as_tensor(segment_edges(seg), device=device)
+        edges = torch.empty(erows.shape[0], N, **f64)
     chunk = int(max(64, min(N, memory_budget // max(T * 8 * 3, 1))))
     for j in range(0, N, chunk):
         sl = slice(j, min(j + chunk, N))
@@ -157,11 +171,15 @@ def _dense_stats_torch(Y: Tensor, Mn: np.ndarray, P: int, *, ar: bool, center: b
             lag[sl] = (yc[1:] * yc[:-1]).sum(0).to(torch.float64)
             first[sl] = yc[0].to(torch.float64)
             last[sl] = yc[-1].to(torch.float64)
+            if erows is not None:
+                edges[:, sl] = yc[erows].to(torch.float64)
     parts = _split(G, P, ar, S)
     out = GLMStats(T, parts["xty"], yy, ysum, shift, seg=parts.get("seg"))
     if ar:
         out.xupy, out.xdny = parts["xupy"], parts["xdny"]
         out.lag, out.first, out.last = lag, first, last
+        if erows is not None:
+            out.edges = edges
     return out
 
 
@@ -226,6 +244,8 @@ def _kernel(Yc: np.ndarray, X: np.ndarray, segments: np.ndarray | None, ar: bool
         if ar:
             out["lag"] = np.einsum("tn,tn->n", Yc[1:], Yc[:-1])
             out["first"], out["last"] = Yc[0], Yc[-1]
+            if segments is not None:
+                out["edges"] = Yc[segment_edges(segments)]
     out["G"] = G if seg_sums is None else np.concatenate([G, seg_sums])
     return out
 
@@ -266,6 +286,8 @@ def _dense_stats_numpy(Y: Tensor, X: np.ndarray, segments: np.ndarray | None, *,
     if ar:
         out.xupy, out.xdny = sp["xupy"], sp["xdny"]
         out.lag, out.first, out.last = t(parts["lag"]), t(parts["first"]), t(parts["last"])
+        if "edges" in parts:
+            out.edges = t(parts["edges"])
     return out
 
 

@@ -41,6 +41,7 @@ from neuroprobe._glm_stats import (
     dense_stats,
     fit_ar1,
     fit_ols,
+    segment_edges,
     serial_torch,
     spans_constant,
 )
@@ -642,13 +643,17 @@ def fit_glm(
     seg, perm_cols = _segments(Xn, cols)
     st = dense_stats(Yt, Xn, ar=noise == "ar1", center=center, device=dev, dtype=dtype,
                      memory_budget=memory_budget, segments=seg)
-    perm = _perm_state(st, seg, perm_cols) if (perm_cols and noise == "ols") else None
+    perm = _perm_state(st, seg, perm_cols, noise)
     return _finish(st, Xn, cols, noise=noise, bins=bins, rank=rank, units=units, perm=perm)
 
 
-def _perm_state(st: GLMStats, seg, perm_cols) -> dict:
+def _perm_state(st: GLMStats, seg, perm_cols, noise: str) -> dict | None:
+    """What max-T needs later: segment sums (and, for AR(1), the lag statistics and the
+    rows at segment edges) -- O((P + S) N) numbers, not Y."""
+    if not perm_cols or st.seg is None or (noise == "ar1" and st.edges is None):
+        return None
     return {"segments": seg, "perm_cols": perm_cols, "seg_sums": st.seg, "xty": st.xty,
-            "yy": st.yy}
+            "yy": st.yy, "stats": st if noise == "ar1" else None}
 
 
 # ---------------------------------------------------------------------------------------
@@ -702,6 +707,7 @@ class GLMProbe:
         dn[1:] = self._X[:-1]
         self._Xall = torch.as_tensor(np.concatenate([self._X, up, dn], 1))
         self._seg, self._perm_cols = _segments(self._X, self._cols)
+        self._erows = None if self._seg is None else segment_edges(self._seg)
         self._T = T
         self._n = 0
         self._acc: dict | None = None
@@ -732,6 +738,12 @@ class GLMProbe:
             seg = torch.zeros(S, x.shape[1], dtype=torch.float64)
             seg.index_add_(0, torch.as_tensor(self._seg)[ti], x)
             acc["seg"] = seg
+            er = torch.as_tensor(self._erows)
+            pos = torch.searchsorted(er, ti).clamp(max=len(er) - 1)
+            hit = er[pos] == ti
+            edges = torch.zeros(len(self._erows), x.shape[1], dtype=torch.float64)
+            edges.index_add_(0, pos[hit], x[hit])
+            acc["edges"] = edges
         if self._acc is None:
             self._acc = acc
         else:
@@ -793,7 +805,8 @@ class GLMProbe:
         a = self._acc
         e = self._edges[0]
         st = GLMStats(self._T, a["xty"], a["yy"], a["ysum"], torch.zeros_like(a["yy"]),
-                      a["xupy"], a["xdny"], a["lag"], e[1], e[3], a.get("seg"))
+                      a["xupy"], a["xdny"], a["lag"], e[1], e[3], a.get("seg"),
+                      a.get("edges"))
         return st
 
     def fit(self, *, noise: str = "ols", bins: int = 100, allow_rank_deficient: bool = False,
@@ -802,8 +815,7 @@ class GLMProbe:
         _check_noise(noise, bins)
         st = self.stats()
         rank = _rank_check(self._X, self._cols, allow_rank_deficient)
-        perm = _perm_state(st, self._seg, self._perm_cols) \
-            if (self._perm_cols and noise == "ols") else None
+        perm = _perm_state(st, self._seg, self._perm_cols, noise)
         return _finish(st, self._X, self._cols, noise=noise, bins=bins, rank=rank,
                        units=units, perm=perm)
 

@@ -310,6 +310,42 @@ def test_max_t_against_a_plain_loop():
     np.testing.assert_allclose(p, ref)
 
 
+def test_ar1_max_t_against_a_plain_loop():
+    """AR(1) max-T: each unit keeps its rho bin; the permuted designs are whitened with it
+    (reference: nilearn's ARModel refitted for every permutation and bin)."""
+    from nilearn.glm.regression import ARModel
+
+    X = _design().matrix
+    Y = _data(X, N=40, rho=0.5, seed=11, offset=1.0)
+    Y[:, 0] += 3.0 * np.asarray(X["a"])
+    res = npb.fit_glm(Y, X, noise="ar1")
+    con = res.contrast("a - b")
+    p = con.corrected_p("max_t", n_permutations=15, seed=3, tail="two-sided").numpy()
+    blocks = _design().blocks
+    c = np.zeros(X.shape[1])
+    c[0], c[1] = 1.0, -1.0
+    rng = np.random.default_rng(3)
+    rho = res.rho.numpy()
+    null = []
+    for _ in range(15):
+        order = rng.permutation(len(blocks))
+        Xp = X.copy()
+        for s_, src in enumerate(order):
+            rows = slice(blocks.onset[s_], blocks.onset[s_] + blocks.length[s_])
+            Xp.iloc[rows, [0, 1]] = X.iloc[blocks.onset[src], [0, 1]].to_numpy()
+        tmax = 0.0
+        for r in np.unique(rho):
+            cols = rho == r
+            fit = ARModel(Xp.to_numpy(), float(r)).fit(Y[:, cols])
+            tmax = max(tmax, float(np.abs(np.atleast_1d(fit.Tcontrast(c).t)).max()))
+        null.append(tmax)
+    null = np.asarray(null)
+    obs = np.abs(con.t.numpy())
+    ref = (1 + (null[None, :] >= obs[:, None]).sum(1)) / 16
+    np.testing.assert_allclose(p, ref)
+    assert p[0] == 1 / 16
+
+
 def test_streaming_probe_equals_dense(ols_case):
     X, Y, _, _ = ols_case
     Yt = torch.as_tensor(Y, dtype=torch.float32)
@@ -330,9 +366,11 @@ def test_streaming_probe_equals_dense(ols_case):
         a = merged.fit(noise=noise).contrast("a - b")
         b = npb.fit_glm(Yt.double(), X, noise=noise).contrast("a - b")
         assert float((a.t - b.t).abs().max()) < 1e-8
-    mt_a = merged.fit().contrast("a").corrected_p("max_t", n_permutations=20)
-    mt_b = npb.fit_glm(Yt.double(), X).contrast("a").corrected_p("max_t", n_permutations=20)
-    torch.testing.assert_close(mt_a, mt_b)
+    for noise in ("ols", "ar1"):
+        mt_a = merged.fit(noise=noise).contrast("a").corrected_p("max_t", n_permutations=20)
+        mt_b = npb.fit_glm(Yt.double(), X, noise=noise).contrast("a").corrected_p(
+            "max_t", n_permutations=20)
+        torch.testing.assert_close(mt_a, mt_b)
 
 
 def test_constant_units():
@@ -385,8 +423,9 @@ def test_bad_input():
         con.significant(0.05, "bh")
     with pytest.raises(NeuroprobeError, match="noise must be 'ols' or 'ar1'"):
         npb.fit_glm(Y, X, noise="ar2")
-    with pytest.raises(NeuroprobeError, match="max_t' needs a noise='ols' fit"):
-        npb.fit_glm(Y, X, noise="ar1").contrast("a").significant(correction="max_t")
+    with pytest.raises(NeuroprobeError, match="no block structure to permute"):
+        npb.fit_glm(Y, npb.BlockDesign.from_blocks(BLOCKS, baseline="c", hrf="glover")
+                    ).contrast("a").significant(correction="max_t")
     with pytest.raises(NeuroprobeError, match="also weighs \\['constant'\\]"):
         npb.fit_glm(Y, X).contrast("a + constant").significant(correction="max_t")
 
