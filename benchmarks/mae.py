@@ -80,7 +80,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--top-n", type=int, default=10)
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1 avoids spin-waiting on a busy shared machine)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     from mae_local_search import sample_units
 
@@ -126,6 +129,7 @@ def main(argv=None) -> dict:
 
     summary = {
         "device": str(next(model.parameters()).device), "torch_threads": torch.get_num_threads(),
+        "load_average": list(__import__("os").getloadavg()),
         "n_units": len(rows), "identical": sum(r["identical"] for r in rows),
         "scan_seconds": scan_s,
         "median_seq_wall": med("seq_wall"), "median_batched_wall": med("batched_wall"),

