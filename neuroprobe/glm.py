@@ -477,7 +477,7 @@ class ContrastResult:
         correction : {"bonferroni", "holm", "fdr_bh", "none", "max_t"}
             ``max_t``: permutation max-T family-wise test permuting whole blocks (the
             condition labels of the design's blocks), ``n_permutations`` times with
-            ``seed``; OLS fits only.
+            ``seed`` (OLS and AR(1) fits; AR(1) units keep their rho bin).
         tail : {"upper", "lower", "two-sided"}
             Which t values count as evidence (F tests: upper only).
 
