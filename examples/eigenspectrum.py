@@ -167,8 +167,8 @@ def run_digits(args, out: Path) -> dict:
         al, ac, acn, ev = [], [], [], []
         for i, h in enumerate(hooks):
             spec = npb.eigenspectrum(cache[h])
-            ev = spec.eigenvalues
-            rank = int((ev > ev[0] * 1e-11).sum()) if float(ev[0]) > 0 else 0
+            eigs = spec.eigenvalues
+            rank = int((eigs > eigs[0] * 1e-11).sum()) if float(eigs[0]) > 0 else 0
             n_live = int((cache[h] > 0).any(0).sum())  # units active on some digit
             row = {"layer": i, "hook": h, "rank": rank, "live_units": n_live}
             if rank >= 20:  # dead units can leave fewer than 50 components: shorter window
