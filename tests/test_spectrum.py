@@ -476,3 +476,19 @@ def test_smollm2_stream_probe_equals_recording(smollm2):
     a = eigenspectrum(probe, max_components=10)
     b = eigenspectrum(rec, max_components=10)
     np.testing.assert_allclose(a.eigenvalues.numpy(), b.eigenvalues.numpy(), rtol=1e-4)
+
+
+def test_alpha_by_layer_from_probes_equals_tensors():
+    xs = {f"blocks.{i}.hook_post": _exact_spectrum_data(a, N=120, T=400, seed=i)[0]
+          for i, a in enumerate((-0.8, -1.5))}
+    probes = []
+    for h, x in xs.items():
+        p = SpectrumProbe(h)
+        p.update({h: x}, _meta(0, x.shape[0]))
+        probes.append(p)
+    a = alpha_by_layer(probes, n_boot=30)
+    b = alpha_by_layer(xs, n_boot=30)
+    np.testing.assert_allclose(a["alpha"], b["alpha"], atol=1e-8)
+    np.testing.assert_allclose(a["alpha"], [-0.8, -1.5], atol=0.02)
+    with pytest.raises(NeuroprobeError, match="source must be a Recording"):
+        alpha_by_layer(42)
