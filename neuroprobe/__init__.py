@@ -67,8 +67,8 @@ __all__ = [
     "preactivation_hooks", "hamming_distance", "jaccard_distance", "hamming_matrix",
     "jaccard_matrix", "expected_hamming", "expected_hamming_matrix", "PathDensity", "ScalingRays",
     "ClassDensity", "path_density", "endpoint_density", "scaling_rays", "class_density",
-    "untrained_copy", "activations", "Clusters", "DirectionOverlap", "cluster",
-    "nmf_directions", "direction_cluster_overlap",
+    "untrained_copy", "reinitialize_", "activations", "Clusters", "DirectionOverlap",
+    "hdbscan_clusters", "nmf_directions", "direction_cluster_overlap",
     # issue 7: spectrum, toy
     "Eigenspectrum", "PowerLawFit", "SpectrumProbe", "RandomProjections", "AverageAction", "ExplainedVariance",
     "eigenspectrum", "powerlaw_alpha", "alpha_by_layer", "random_projections", "average_action",
