@@ -42,8 +42,8 @@ def test_jaccard_matches_sklearn():
     A = a.unpack().numpy()
     ref = pairwise_distances(A, metric="jaccard")
     np.testing.assert_allclose(sp.jaccard_matrix(a, block_size=8), ref, atol=1e-6)
-    np.testing.assert_allclose(sp.jaccard_distance(a[:5], a[5:10]), ref[np.arange(5), np.arange(5, 10)],
-                               atol=1e-6)
+    np.testing.assert_allclose(sp.jaccard_distance(a[:5], a[5:10]),
+                               ref[np.arange(5), np.arange(5, 10)], atol=1e-6)
 
 
 @pytest.mark.parametrize("activation", ["silu", "gelu"])
@@ -108,3 +108,19 @@ def test_probe_stream_equals_batch():
     p1.update({"h.hook_pre": x[:5]}, BatchMeta(t[:5], t[:5], t[:5]))
     merged = p1.merge(p2).codes()
     np.testing.assert_array_equal(merged.packed, sp.spline_codes(x).packed)
+
+
+@pytest.mark.smollm2
+def test_smollm2_gate_codes(smollm2):
+    import neuroprobe as npb
+
+    texts = ["The cat sat on the mat.", "GATTACA"]
+    hooks = ["blocks.3.mlp.hook_pre", "blocks.4.mlp.hook_pre"]
+    c = sp.spline_codes(smollm2, texts, hooks=hooks)
+    rec = npb.record(smollm2, texts, hooks=hooks)
+    assert c.n_bits == 2 * 1536 and c.n_bytes == 384 and len(c) == rec.acts.shape[0]
+    assert torch.equal(c.unpack(), rec.acts > 0)
+    soft = sp.probabilistic_codes(rec, activation="silu")
+    torch.testing.assert_close(soft.probs, torch.sigmoid(rec.acts.double()).float())
+    with pytest.raises(NeuroprobeError, match="not pre-activation hooks"):
+        sp.spline_codes(smollm2, texts, hooks="blocks.3.mlp.hook_post")
