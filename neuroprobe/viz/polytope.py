@@ -72,7 +72,7 @@ def plot_density_by_layer(result, ax=None):
     return fig
 
 
-def plot_scaling_profile(rays, ax=None, max_rays: int = 0):
+def plot_scaling_profile(rays, ax=None, max_rays: int = 0, log: bool = False):
     """Mean crossing density along the scaling rays, with the class changes marked
     (``rays`` is a :class:`~neuroprobe.ScalingRays`)."""
     fig, ax = _ax(ax, (7, 3.8))
@@ -85,10 +85,12 @@ def plot_scaling_profile(rays, ax=None, max_rays: int = 0):
         ax2.hist(changes, bins=rays.bin_edges, color="tab:red", alpha=0.35)
         ax2.set_ylabel("class changes", color="tab:red")
     ax.axvline(1.0, color="tab:blue", ls="--", lw=1, label="s = 1 (the activation)")
+    if log:  # zero-density bins are left out of a log axis
+        ax.set_yscale("log", nonpositive="mask")
     ax.set_xlabel("scale s")
     ax.set_ylabel("crossings per unit length")
-    ax.set_title(f"scaling rays at {rays.hook}: inner/outer density "
-                 f"{rays.inner_outer_ratio:.2f}, peak at s = {rays.peak_scale:.2f}")
+    ax.set_title(f"{rays.hook}: inner/outer density {rays.inner_outer_ratio:.3g}, "
+                 f"peak at s = {rays.peak_scale:.3g}", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return fig
