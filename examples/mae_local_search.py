@@ -2,7 +2,7 @@
 search, on SmolLM2-135M (offline) or any model neuroprobe can load.
 
     python examples/mae_local_search.py --model smollm2-135m --out out/mae [--n-units 20]
-        [--units units.json] [--top-n 10] [--spans 1] [--window 0] [--max-drop 0.6]
+        [--units units.json] [--top-n 10] [--spans 1,2,3] [--window 1] [--max-drop 0.6]
 
 Units: by default a seeded sample of MLP neurons (``blocks.L.mlp.hook_post``) spread evenly
 over the layers; or a JSON file with a list of ``[hook, index]`` pairs (or a text file with
@@ -58,8 +58,8 @@ def main(argv=None) -> list:
     ap.add_argument("--n-units", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--top-n", type=int, default=10)
-    ap.add_argument("--spans", default="1", help="span lengths, e.g. 1 or 1,2,3")
-    ap.add_argument("--window", type=int, default=0)
+    ap.add_argument("--spans", default="1,2,3", help="span lengths, e.g. 1 or 1,2,3")
+    ap.add_argument("--window", type=int, default=1)
     ap.add_argument("--max-drop", type=float, default=0.6)
     ap.add_argument("--fallback", default="sentences", choices=["none", "text", "sentences"])
     ap.add_argument("--max-texts", type=int, default=None)
