@@ -628,7 +628,7 @@ class _TopPerText:
         self.hooks = self.top.hooks
 
     def update(self, acts: dict, meta) -> None:
-        from neuroprobe.probes import BatchMeta, _project
+        from neuroprobe.probes import _project
 
         x = _project(acts[self.hooks[0]], self.top._dirs).detach().float().cpu()
         if self.top.indices is not None:
@@ -647,7 +647,6 @@ class _TopPerText:
         tok = meta.token_ids if meta.token_ids is not None else torch.full_like(pi, -1)
         self.top._absorb(vals, col(meta.prompt_index), col(meta.position),
                          col(meta.time_index), col(tok))
-        _ = BatchMeta
 
     def merge(self, other):
         out = _TopPerText(self.top.target, self.top.k, self.top.indices)
@@ -710,7 +709,8 @@ def max_activating_examples(
     if _is_single_unit(units):
         units = [units]
     specs = [resolve_unit(model, u) for u in units]
-    if isinstance(corpus, (list, tuple)) and corpus and not isinstance(corpus[0], str):
+    if isinstance(corpus, (list, tuple)) and corpus and isinstance(corpus[0], (list, tuple,
+                                                                             Tensor)):
         texts = list(corpus)  # token-id sequences
     else:
         texts = list(iter_texts(corpus, text_column))
