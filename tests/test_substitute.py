@@ -168,3 +168,29 @@ def test_smollm2_local_search_round_trips(smollm2):
         ids = list(r.token_ids)
         assert tok(tok.decode(ids), add_special_tokens=False)["input_ids"] == ids
         assert "##" not in r.replacement and r.replacement.strip() != r.replaced.strip()
+
+
+def test_direction_unit_local_search(native):
+    g = torch.Generator().manual_seed(3)
+    d = npb.Directions("blocks.1.hook_resid_post", torch.randn(2, 32, generator=g), name="rand")
+    unit = (d, 1)
+    ids = [4, 18, 33, 7, 51, 2, 9]
+    mae = npb.prune_to_mae(native, unit, ids, window=2)
+    if not mae.activation > 0:  # pick the other sign of the direction
+        d = npb.Directions("blocks.1.hook_resid_post", -d.vectors, name="rand")
+        unit = (d, 1)
+        mae = npb.prune_to_mae(native, unit, ids, window=2)
+    assert mae.passed and mae.unit == "blocks.1.hook_resid_post@rand[1]"
+    found = local_search(native, unit, mae, top_n=3, spans=(1,))
+    assert len(found) > 0
+    got = {}
+
+    def fn(act, hook):
+        got["a"] = act[0]
+
+    for _, r in found.table.head(4).iterrows():
+        with torch.no_grad():
+            native.run_with_hooks(torch.tensor([list(r.token_ids)]),
+                                  fwd_hooks=[("blocks.1.hook_resid_post", fn)])
+        want = float(got["a"][r.anchor] @ d.vectors[1])
+        assert r.activation == pytest.approx(want, abs=1e-4)
