@@ -839,6 +839,7 @@ def functional_networks(
         notes.append("no unit passed the threshold in any run: every network is empty, "
                      "prediction is undefined (reported as no prediction)")
     by_layer, peak = _layer_profile(first["tm"], units, task_names)
+    s_by_layer, s_peak = _layer_profile(first["stm"], units, task_names)
     m_acc, s_acc = _mean_std(acc_runs)
     m_pa, s_pa = _mean_std(acc_prompts)
     m_sa, s_sa = _mean_std(spec_acc)
@@ -864,6 +865,8 @@ def functional_networks(
             "heldout_prompts_accuracy_std": s_spa,
             "null_accuracy": _mean_std(spec_null)[0],
             "shared_core_size": spec_core.size,
+            "network_fraction_by_layer": s_by_layer,
+            "peak_layer": s_peak,
         },
         "confusion": _confusion_dict(confusion, task_names),
         "prompts_confusion": _confusion_dict(p_confusion, task_names),

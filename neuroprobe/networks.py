@@ -112,7 +112,7 @@ class FunctionalNetwork:
     threshold: str = ""
 
     def __post_init__(self) -> None:
-        m = _as_mask(self.mask, "mask").clone()
+        m = torch.from_numpy(_as_mask(self.mask, "mask").numpy().copy())  # own copy
         object.__setattr__(self, "mask", m)
         if self.units is not None and len(self.units) != m.shape[0]:
             raise NeuroprobeError(
@@ -266,12 +266,13 @@ def jaccard(a: MaskLike, b: MaskLike) -> float:
     return nab / union if union else float("nan")
 
 
-def _stack(networks: Sequence[MaskLike], name: str = "networks") -> Tensor:
+def _stack(networks: Sequence[MaskLike], name: str = "networks") -> np.ndarray:
+    """Masks as a numpy bool matrix ``[k, N]`` (numpy: no thread start-up per small op)."""
     if isinstance(networks, (FunctionalNetwork, Tensor, np.ndarray)) and not (
         isinstance(networks, (Tensor, np.ndarray)) and np.ndim(networks) == 2
     ):
         raise NeuroprobeError(f"{name} must be a sequence of networks; got a single network")
-    masks = [_as_mask(n, name) for n in networks]
+    masks = [_as_mask(n, name).numpy() for n in networks]
     if not masks:
         raise NeuroprobeError(f"{name} is empty; pass at least one network")
     if len({m.shape[0] for m in masks}) != 1:
@@ -279,7 +280,12 @@ def _stack(networks: Sequence[MaskLike], name: str = "networks") -> Tensor:
             f"{name} have different lengths {sorted({m.shape[0] for m in masks})}; all must "
             "be over the same unit index"
         )
-    return torch.stack(masks)
+    return np.stack(masks)
+
+
+def _gram(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``|A_i ∩ B_j|`` for bool matrices (exact: float32 counts below 2**24)."""
+    return (A.astype(np.float32) @ B.astype(np.float32).T).astype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,9 +391,9 @@ def overlap_matrix(networks: Sequence[FunctionalNetwork], metric: str = "dice") 
     if metric not in ("dice", "jaccard"):
         raise NeuroprobeError(f"metric must be 'dice' or 'jaccard'; got {metric!r}")
     nets = list(networks)
-    M = _stack(nets).to(torch.float64)
-    inter = (M @ M.T).numpy()
-    sizes = M.sum(1).numpy()
+    M = _stack(nets)
+    inter = _gram(M, M)
+    sizes = M.sum(1).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         if metric == "dice":
             vals = 2 * inter / (sizes[:, None] + sizes[None, :])
@@ -429,12 +435,12 @@ def consensus(
         raise NeuroprobeError(
             f"min_runs must be between 1 and the number of networks ({n}); got {min_runs}"
         )
-    counts = M.sum(0)
+    counts = M.sum(0, dtype=np.int64)
     tasks = {getattr(x, "task", None) for x in nets}
     task = tasks.pop() if len(tasks) == 1 else None
     first = nets[0] if isinstance(nets[0], FunctionalNetwork) else None
     return FunctionalNetwork(
-        counts >= k,
+        torch.from_numpy(counts >= k),
         units=first.units if first is not None else None,
         name=name or f"{task or 'consensus'} template (>= {k}/{n} runs)",
         task=task,
@@ -598,15 +604,15 @@ def predict_task(
     if not tests:
         raise NeuroprobeError("test is empty; pass at least one held-out network")
     tasks = tuple(templates)
-    T = _stack([templates[t] for t in tasks], "templates").to(torch.float64)
-    R = _stack(tests, "test").to(torch.float64)
+    T = _stack([templates[t] for t in tasks], "templates")
+    R = _stack(tests, "test")
     if T.shape[1] != R.shape[1]:
         raise NeuroprobeError(
             f"test networks have {R.shape[1]} units but templates have {T.shape[1]}; both "
             "must be over the same unit index"
         )
-    inter = (R @ T.T).numpy()
-    tsize = T.sum(1).numpy()
+    inter = _gram(R, T)
+    tsize = T.sum(1).astype(np.float64)
     notes = []
     empty = [t for t, s in zip(tasks, tsize, strict=False) if s == 0]
     if empty:

@@ -62,6 +62,8 @@ _CAPTIONS = {
     "confusion_prompts": "Task prediction of runs built from set-B prompts, with templates "
     "from set A.",
     "network_by_layer": "Fraction of each hook's units in each task's template, by layer.",
+    "network_by_layer_specific": "The same for the task-specific templates (task - other "
+    "tasks): where in depth the task-specific units live.",
 }
 
 

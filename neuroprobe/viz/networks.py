@@ -163,7 +163,7 @@ def plot_confusion(confusion: Mapping | pd.DataFrame, ax=None, title: str = "tas
     return fig
 
 
-def plot_network_by_layer(networks: Mapping[str, Any]):
+def plot_network_by_layer(networks: Mapping[str, Any]):  # noqa: D401
     """Fraction of each hook kind's units in each task's network, by layer (one panel per
     hook kind): where in depth the networks live."""
     import matplotlib.pyplot as plt
@@ -217,4 +217,8 @@ def save_figures(result, out_dir: str | Path, dpi: int = 110) -> dict[str, Path]
         save("confusion_prompts", plot_confusion(result.metrics["prompts_confusion"],
                                                  title="set-B prompts vs set-A templates"))
     save("network_by_layer", plot_network_by_layer(result.templates))
+    if any(n.size for n in result.specific_templates.values()):
+        fig = plot_network_by_layer(result.specific_templates)
+        fig.suptitle("task-specific templates (task - other tasks)", fontsize=9)
+        save("network_by_layer_specific", fig)
     return paths
