@@ -82,17 +82,18 @@ def run_lm(args, out: Path) -> dict:
     t_load = time.time() - t0
     print(f"  {len(chosen)} texts, {n_tok} tokens; streaming {len(hooks)} hooks", flush=True)
     probes = [npb.SpectrumProbe(h) for h in hooks]
-    t1 = time.time()
+    t1, c1 = time.time(), time.process_time()
     with torch.no_grad():
+        # token-id prompts: skip position 0 (the BOS token) explicitly
         probes = npb.stream(model, chosen, probes, batch_size=args.batch_size,
-                            include_bos=False, progress=False)
-    t_stream = time.time() - t1
+                            positions=slice(1, None), progress=False)
+    t_stream, c_stream = time.time() - t1, time.process_time() - c1
     print(f"  streamed in {t_stream:.0f} s", flush=True)
-    t2 = time.time()
+    t2, c2 = time.time(), time.process_time()
     spectra = [npb.eigenspectrum(p, max_components=1000) for p in probes]
     fits = {m: [npb.powerlaw_alpha(s, method=m, n_boot=args.n_boot) for s in spectra]
             for m in ("huber", "stringer", "reptrix")}
-    t_fit = time.time() - t2
+    t_fit, c_fit = time.time() - t2, time.process_time() - c2
 
     def rows(fl):
         return [{"layer": i, "hook": h, "alpha": f.alpha, "ci_low": f.ci_low,
@@ -126,6 +127,7 @@ def run_lm(args, out: Path) -> dict:
         "hooks": "blocks.*.mlp.hook_post",
         "n_units": spectra[0].n_units,
         "n_tokens": int(probes[0].count),
+        "n_tokens_expected": n_tok,
         "n_prompts": len(chosen),
         "corpus": corpus_desc,
         "include_bos": False,
@@ -138,6 +140,8 @@ def run_lm(args, out: Path) -> dict:
         "seconds_stream": t_stream,
         "seconds_spectra_and_fits": t_fit,
         "seconds_alpha_all_layers_incl_recording": t_stream + t_fit,
+        "cpu_seconds_stream": c_stream,
+        "cpu_seconds_spectra_and_fits": c_fit,
     }
 
 
