@@ -46,6 +46,7 @@ def planted_acts(n, d, k=20, seed=0):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only-walk", action="store_true", help="only benchmark 4")
     ap.add_argument("--no-anchor-clustering", action="store_true",
                     help="skip the (minutes-long) hdbscan default runs")
     args = ap.parse_args(argv)
@@ -55,6 +56,8 @@ def main(argv=None):
     import neuroprobe as npb
 
     rows = []
+    if args.only_walk:
+        return _print(_walk(rows, npb))
 
     # 1. all-pairs Hamming -------------------------------------------------------------
     n, bits = 5000, 3000
@@ -98,6 +101,11 @@ def main(argv=None):
     rows.append(("  same, vs hdbscan on our precomputed matrix", t_np3, t_ref3b,
                  f"ARI {same:.3f} (identical labels expected)"))
 
+    _walk(rows, npb)
+    return _print(rows)
+
+
+def _walk(rows, npb):
     # 4. exact path density on the digits MLP -------------------------------------------
     torch.set_num_threads(1)
     from neuroprobe._relu_mlp import train_digits
@@ -109,25 +117,38 @@ def main(argv=None):
     j = torch.randint(0, len(xte), (1000,), generator=g)
     keep = i != j
     i, j = i[keep], j[keep]
-    res, t_exact = _t(lambda: npb.path_density(model, "hook_input", xte[i], xte[j]))
-    pps = len(i) / t_exact
-    rows.append((f"exact path density, {len(i)} pairs (input space, digits MLP)", t_exact,
-                 float("nan"), f"{pps:.0f} pairs/s; mean {res.crossings.mean():.1f} crossings"))
-    # the sampled grid that reaches the exact counts, on 20 pairs
-    sub = slice(0, 20)
-    ex20, t_ex20 = _t(lambda: npb.path_density(model, "hook_input", xte[i][sub], xte[j][sub]))
-    f = _Downstream(_prepare_model(model, True), "hook_input", xte[i][sub], None,
-                    torch.float64, 8192)
-    s0, s1 = xte[i][sub].double(), xte[j][sub].double()
-    rows_ = torch.arange(20)
-    for n_steps in (100, 1000, 10000, 100000):
-        cnt, t_grid = _t(lambda n=n_steps: _sampled_counts(f, s0, s1, rows_, n, 8192))
-        ok = bool((cnt == ex20.crossings).all())
-        rows.append((f"  sampled grid {n_steps} steps, 20 pairs", t_ex20, t_grid,
-                     f"reaches the exact counts: {ok} ({int((cnt == ex20.crossings).sum())}/20)"))
-        if ok:
+    for hook in ("hook_input", "blocks.0.mlp.hook_post"):
+        a = npb.activations(model, xte, hook)
+        res, t_exact = _t(lambda a=a, hook=hook: npb.path_density(model, hook, a[i], a[j],
+                                                                   inputs=xte[i]))
+        rows.append((f"exact path density, {len(i)} pairs at {hook}", t_exact, float("nan"),
+                     f"{len(i) / t_exact:.0f} pairs/s; mean {res.crossings.mean():.1f} "
+                     f"crossings, max {res.crossings.max()}"))
+    # the sampled grid that reaches the exact counts, on the same 200 pairs
+    n_sub = 200
+    s0, s1 = xte[i][:n_sub], xte[j][:n_sub]
+    ex, t_ex = _t(lambda: npb.path_density(model, "hook_input", s0, s1))
+    f = _Downstream(_prepare_model(model, True), "hook_input", s0, None, torch.float64, 8192)
+    r_ = torch.arange(n_sub)
+    for n_steps in (100, 1000, 10000):
+        cnt, t_grid = _t(lambda n=n_steps: _sampled_counts(f, s0.double(), s1.double(), r_, n,
+                                                           16384))
+        ok = int((cnt == ex.crossings).sum())
+        rows.append((f"  exact vs sampled grid of {n_steps} steps, {n_sub} pairs", t_ex, t_grid,
+                     f"grid reaches the exact count on {ok}/{n_sub} pairs"))
+        if ok == n_sub:
             break
+    # the sampled method as a user runs it: N steps plus the 10N convergence check
+    sm, t_sm = _t(lambda: npb.path_density(model, "hook_input", s0, s1, method="sampled",
+                                           n_steps=1000))
+    rows.append((f"  exact vs method='sampled' (1000 + 10000 check), {n_sub} pairs", t_ex, t_sm,
+                 f"converged on {int(sm.converged.sum())}/{n_sub}; equal to exact on "
+                 f"{int((sm.crossings == ex.crossings).sum())}/{n_sub}"))
 
+    return rows
+
+
+def _print(rows):
     print(f"\n{'benchmark':58s} {'neuroprobe s':>12s} {'anchor s':>10s} {'speed-up':>9s}  note")
     for name, a, b_, note in rows:
         ratio = b_ / a if b_ == b_ else float("nan")

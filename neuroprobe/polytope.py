@@ -221,9 +221,8 @@ def _exact_walk(f: _Downstream, start: Tensor, end: Tensor, rows: Tensor,
         done = ta >= 1.0
         same = ((zd > 0) == region).all(1)
         slope = (zd - z) / _DELTA
-        with np.errstate(all="ignore"):
-            root = -z / slope
-        root = torch.where((root > 0) & torch.isfinite(root), root, torch.inf)
+        root = -z / slope  # NaN (0/0) and non-positive roots are not exits; +inf is none
+        root.masked_fill_(~(root > 0), torch.inf)
         step = root.min(1).values
         if not checked:
             _check_linearity(f, h, direction[active], z, slope, step, rows[active], same)
