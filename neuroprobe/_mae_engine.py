@@ -19,25 +19,8 @@ from torch import Tensor
 
 from neuroprobe._errors import NeuroprobeError
 from neuroprobe._hooks import resolve_hooks
+from neuroprobe.capture import _device, _pad_left  # one padding/mask rule for all
 from neuroprobe.units import Directions, hook_layer
-
-
-def _device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
-def _pad_left(seqs: list, pad_id: int) -> tuple[Tensor, Tensor]:
-    """Left-padded ids and the attention mask built from the lengths (never from pad ids)."""
-    S = max(t.numel() for t in seqs)
-    ids = torch.full((len(seqs), S), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), S), dtype=torch.long)
-    for i, t in enumerate(seqs):
-        ids[i, S - t.numel():] = t
-        mask[i, S - t.numel():] = 1
-    return ids, mask
 
 
 def _stop_layer(model, canonical: str) -> int | None:
