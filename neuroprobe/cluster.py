@@ -204,12 +204,17 @@ def _knn_graph(codes: SplineCodes, n_neighbors: int, metric: str, block_size: in
 
 
 def _pca(x: Tensor, n_components: int) -> np.ndarray:
-    x = x.double()
-    xc = x - x.mean(0)
-    cov = xc.T @ xc / max(x.shape[0] - 1, 1)
-    _, vecs = torch.linalg.eigh(cov)
-    top = vecs[:, -n_components:].flip(1)
-    return (xc @ top).numpy()
+    """Scores on the top principal components: randomized SVD (seeded) for wide data,
+    covariance eigendecomposition otherwise."""
+    xc = x.float() - x.float().mean(0)
+    if xc.shape[1] > 4 * n_components and xc.shape[0] > 4 * n_components:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            u, s, _ = torch.svd_lowrank(xc, q=n_components + 10, niter=4)
+        return (u[:, :n_components] * s[:n_components]).double().numpy()
+    xd = xc.double()
+    _, vecs = torch.linalg.eigh(xd.T @ xd)
+    return (xd @ vecs[:, -n_components:].flip(1)).numpy()
 
 
 def hdbscan_clusters(
