@@ -121,9 +121,11 @@ def digits_part(out: Path, n_pairs: int, n_rays: int) -> dict:
 
     # prediction 3: scaling rays in the input space of layer 1 (first hidden layer's output)
     ray_hook = "blocks.0.mlp.hook_post"
-    rays = npb.scaling_rays(model, ray_hook, xte[:n_rays], k=4.0, n_bins=80, n_grid=801)
-    rays_u = npb.scaling_rays(untrained, ray_hook, xte[:n_rays], k=4.0, n_bins=80, n_grid=801)
-    vz.plot_scaling_profile(rays, max_rays=20).savefig(out / "scaling_profile.png", dpi=120)
+    k = 20.0  # far beyond the data: the paper saw class changes at large scales
+    rays = npb.scaling_rays(model, ray_hook, xte[:n_rays], k=k, n_bins=400, n_grid=4001)
+    rays_u = npb.scaling_rays(untrained, ray_hook, xte[:n_rays], k=k, n_bins=400, n_grid=4001)
+    vz.plot_scaling_profile(rays, max_rays=20, log=True).savefig(out / "scaling_profile.png",
+                                                             dpi=120)
     changes = np.sort(np.concatenate(rays.class_change_scales))
     print(f"scaling rays ({ray_hook}): inner/outer {rays.inner_outer_ratio:.3f} (untrained "
           f"{rays_u.inner_outer_ratio:.3f}), peak s={rays.peak_scale:.3f}, "
@@ -175,7 +177,7 @@ def digits_part(out: Path, n_pairs: int, n_rays: int) -> dict:
         "scaling": {
             "hook": ray_hook,
             "n_rays": n_rays,
-            "k": 4.0,
+            "k": k,
             "inner_outer_ratio": rays.inner_outer_ratio,
             "untrained_inner_outer_ratio": rays_u.inner_outer_ratio,
             "class_change_scales": [round(float(s), 4) for s in changes],
