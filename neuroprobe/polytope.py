@@ -104,7 +104,10 @@ class _Downstream:
         if hook not in order:
             raise NeuroprobeError(f"hook {hook!r} never fired in a forward pass of the model.")
         after = order[order.index(hook) + 1:]
-        self.region_hooks = [p for p in after if _is_pre_hook(p)]
+        # a path in a pre-activation space crosses that layer's own boundaries too
+        self.self_pre = _is_pre_hook(hook)
+        self.region_hooks = ([hook] if self.self_pre else []) + \
+            [p for p in after if _is_pre_hook(p)]
         if not self.region_hooks:
             raise NeuroprobeError(
                 f"no pre-activation hook fires after {hook!r}: there is no downstream spline "
@@ -128,6 +131,10 @@ class _Downstream:
             offs[p] = (o, o + self.width[p])
             o += self.width[p]
         self.n_units = o
+        # units of the deepest region hook influence no other region unit: their crossings
+        # never change the affine model of the others, so the walk need not stop at them
+        self.last_mask = torch.zeros(o, dtype=torch.bool)
+        self.last_mask[offs[self.region_hooks[-1]][0]:] = True
         self.code_cols = np.concatenate([np.arange(*offs[c]) for c in self.code_hooks])
         self.all_is_code = len(self.code_cols) == o
 
@@ -153,16 +160,21 @@ class _Downstream:
         def rep(t, hook):
             state["fired"] = True
             if pos is None:
-                return h.reshape(t.shape).to(t.dtype)
-            t = t.clone()
-            t[:, pos] = h.reshape(t[:, pos].shape).to(t.dtype)
+                t = h.reshape(t.shape).to(t.dtype)
+                new = t
+            else:
+                t = t.clone()
+                t[:, pos] = h.reshape(t[:, pos].shape).to(t.dtype)
+                new = t[:, pos]
+            if self.self_pre:
+                zs.append(new.reshape(new.shape[0], -1))
             return t
 
         def cap(t, hook):
             zs.append((t if pos is None else t[:, pos]).reshape(t.shape[0], -1))
             return t
 
-        fwd = [(self.hook, rep)] + [(p, cap) for p in self.region_hooks]
+        fwd = [(self.hook, rep)] + [(p, cap) for p in self.region_hooks if p != self.hook]
         with torch.no_grad(), self.model.hooks(fwd_hooks=fwd):
             out = self.model(self._carrier(rows))
         z = torch.cat(zs, 1).to(torch.float64).cpu()
@@ -195,6 +207,7 @@ def _exact_walk(f: _Downstream, start: Tensor, end: Tensor, rows: Tensor,
     positions: list[list[float]] = [[] for _ in range(P)] if record else []
     active = torch.arange(P)
     cols = torch.as_tensor(f.code_cols)
+    skip_last = f.last_mask
     checked = False
     it = 0
     while active.numel():
@@ -223,7 +236,12 @@ def _exact_walk(f: _Downstream, start: Tensor, end: Tensor, rows: Tensor,
         slope = (zd - z) / _DELTA
         root = -z / slope  # NaN (0/0) and non-positive roots are not exits; +inf is none
         root.masked_fill_(~(root > 0), torch.inf)
-        step = root.min(1).values
+        if record:  # rays need every crossing's own position
+            step = root.min(1).values
+        elif bool(skip_last.all()):  # every unit is affine along the whole path
+            step = torch.full((root.shape[0],), torch.inf, dtype=root.dtype)
+        else:  # deepest-layer crossings are counted at the next stop (Hamming of codes)
+            step = root[:, ~skip_last].min(1).values
         if not checked:
             _check_linearity(f, h, direction[active], z, slope, step, rows[active], same)
             checked = True
@@ -236,7 +254,7 @@ def _exact_walk(f: _Downstream, start: Tensor, end: Tensor, rows: Tensor,
 
 def _check_linearity(f, h, d, z, slope, step, rows, same):
     """Refuse smooth networks: the affine model must hold half way to the region's exit."""
-    ok = same & torch.isfinite(step)
+    ok = same  # an infinite step (no exit ahead) is checked half way along the path
     if not bool(ok.any()):
         return
     idx = torch.nonzero(ok).flatten()[:64]

@@ -49,6 +49,12 @@ def test_hand_built_boundaries(hand_net):
     b = pt.activations(hand_net, xe, "blocks.0.mlp.hook_post")
     r3 = pt.path_density(hand_net, "blocks.0.mlp.hook_post", a, b, inputs=xs)
     assert r3.crossings.tolist() == [1, 0]
+    # a path in layer 1's pre-activation space also crosses layer 1's own boundaries
+    zs = pt.activations(hand_net, start[:1], "blocks.0.mlp.hook_pre")
+    ze = pt.activations(hand_net, end[:1], "blocks.0.mlp.hook_pre")
+    r4 = pt.path_density(hand_net, "blocks.0.mlp.hook_pre", zs, ze, inputs=start[:1])
+    assert r4.crossings.tolist() == [4] and r4.endpoint_hamming.tolist() == [2]
+    assert r4.code_hooks == ("blocks.0.mlp.hook_pre", "blocks.1.mlp.hook_pre")
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -67,6 +73,13 @@ def test_exact_equals_dense_grid(seed):
         coarse = pt._sampled_counts(f, start, end, rows, n, 8192)
         assert (r.crossings >= coarse).all()
     assert (r.crossings >= r.endpoint_hamming).all()
+    # deeper paths (one downstream layer: the walk jumps straight to the end)
+    for hook in ("blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"):
+        ha, hb = pt.activations(m, a, hook), pt.activations(m, b, hook)
+        rr = pt.path_density(m, hook, ha, hb, inputs=a)
+        fh = pt._Downstream(pt._prepare_model(m, True), hook, a, None, torch.float64, 8192)
+        gh = pt._sampled_counts(fh, ha.double(), hb.double(), rows, 20_000, 8192)
+        np.testing.assert_array_equal(rr.crossings, gh)
 
 
 def test_sampled_method_and_convergence_flag():
