@@ -608,6 +608,17 @@ def functional_networks(
     Returns
     -------
     FunctionalNetworksResult
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> model = npb.load_model("smollm2-135m")                  # doctest: +SKIP
+    >>> res = npb.functional_networks(model, n_splits=50)        # doctest: +SKIP
+    >>> s = res.summary()                                        # doctest: +SKIP
+    >>> s["within_task_dice"] > s["across_task_dice"]            # doctest: +SKIP
+    True
+    >>> res.save("out/fn", report=True)                          # doctest: +SKIP
+    PosixPath('out/fn/report.html')
     """
     t_start = time_now = _clock()
     seconds: dict[str, float] = {}
