@@ -204,8 +204,14 @@ def _source_to_matrix(source, hook: str | None, name: str) -> tuple[Tensor, str 
         hooks = list(units.hooks)
         if hook is not None:
             cols = units.select(hook=hook)
+            matched = units.subset(cols).hooks
+            if len(matched) > 1:
+                raise NeuroprobeError(
+                    f"hook={hook!r} matches {len(matched)} hooks of the recording "
+                    f"({matched[:4]}); a spectrum is per layer: name one exact hook."
+                )
             x = as_tensor(source.acts, name, ndim=2)[:, torch.as_tensor(cols, dtype=torch.long)]
-            found_hook = hook
+            found_hook = matched[0]
         else:
             if len(hooks) > 1:
                 raise NeuroprobeError(

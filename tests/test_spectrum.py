@@ -116,6 +116,8 @@ def test_recording_input_and_hook_selection():
                         position=torch.arange(300))
     with pytest.raises(NeuroprobeError, match=r"Recording of 2 hooks.*hook='blocks.0.hook_post'"):
         eigenspectrum(rec)
+    with pytest.raises(NeuroprobeError, match=r"hook='blocks.\*.hook_post' matches 2 hooks"):
+        eigenspectrum(rec, hook="blocks.*.hook_post")
     s = eigenspectrum(rec, hook="blocks.1.hook_post")
     np.testing.assert_allclose(s.eigenvalues.numpy(), eigenspectrum(x[:, 12:]).eigenvalues,
                                rtol=1e-10)
