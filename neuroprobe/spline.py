@@ -190,7 +190,7 @@ def _resolve_hooks(names: Sequence[str], patterns) -> list[str]:
     return out
 
 
-def _preacts_from_source(source, inputs, hooks, check_hooks, batch_size):
+def _preacts_from_source(source, inputs, hooks, check_hooks, batch_size, spatial=None):
     """Pre-activation matrix ``[n, units]`` and its UnitIndex from any supported source."""
     if isinstance(source, torch.nn.Module):
         avail = preactivation_hooks(source)
@@ -208,13 +208,21 @@ def _preacts_from_source(source, inputs, hooks, check_hooks, batch_size):
             )
         if isinstance(inputs, Tensor) and not hasattr(source, "tokenizer"):
             acts = run_hooks(source, inputs, names, batch_size=batch_size)
-            widths = {n: acts[n].shape[-1] for n in names}
+            if spatial is not None:
+                acts = {n: _at_position(a, n, spatial) for n, a in acts.items()}
+            widths = {n: int(np.prod(acts[n].shape[1:])) for n in names}
             x = torch.cat([acts[n].reshape(acts[n].shape[0], -1) for n in names], 1)
             return x, UnitIndex.from_hooks(widths)
+        if spatial is not None:
+            raise NeuroprobeError("spatial=(i, j) is for convolutional HookedRootModules run "
+                                  "on a tensor of images; language models have none.")
         from neuroprobe.capture import record  # lazily: only language models need it
 
         rec = record(source, inputs, hooks=names, batch_size=batch_size)
         return rec.acts, rec.units
+    if spatial is not None:
+        raise NeuroprobeError("spatial=(i, j) needs a model and image inputs; slice "
+                              "pre-activations yourself.")
     if inputs is not None:
         raise NeuroprobeError(
             "spline_codes(x, inputs=...) : inputs are only used when the first argument is a "
@@ -234,6 +242,21 @@ def _preacts_from_source(source, inputs, hooks, check_hooks, batch_size):
             "hook; got a bare tensor. Slice the columns yourself or pass the Recording."
         )
     return x, units
+
+
+def _at_position(a: Tensor, name: str, spatial) -> Tensor:
+    """Channels of a ``[n, C, H, W]`` hook output at one spatial position -> ``[n, C]``."""
+    i, j = spatial
+    if a.ndim != 4:
+        raise NeuroprobeError(
+            f"spatial=(i, j) needs [batch, channel, height, width] outputs; hook {name!r} gives "
+            f"shape {tuple(a.shape)}."
+        )
+    if not (-a.shape[2] <= i < a.shape[2] and -a.shape[3] <= j < a.shape[3]):
+        raise NeuroprobeError(
+            f"spatial={tuple(spatial)} is outside hook {name!r}'s {a.shape[2]}x{a.shape[3]} map."
+        )
+    return a[:, :, i, j]
 
 
 def run_hooks(model, inputs: Tensor, hooks: Sequence[str], *, batch_size: int = 4096):
@@ -266,6 +289,7 @@ def spline_codes(
     hooks: str | Sequence[str] | None = None,
     threshold: float = 0.0,
     check_hooks: bool = True,
+    spatial: tuple[int, int] | None = None,
     batch_size: int = 256,
 ) -> SplineCodes:
     """Binary spline codes: ``pre-activation > threshold`` for every unit, bit-packed.
@@ -287,6 +311,9 @@ def spline_codes(
         A unit is on when its pre-activation is strictly above this value (0 for ReLU).
     check_hooks : bool
         Raise when a hook is not a pre-activation (name not ending in ``hook_pre``).
+    spatial : (int, int), optional
+        Convolutional networks: code the channels at this (row, column) of each
+        ``[batch, channel, height, width]`` pre-activation (default: every position).
 
     Returns
     -------
@@ -298,7 +325,7 @@ def spline_codes(
     >>> spline_codes(torch.randn(5, 3072)).n_bytes
     384
     """
-    x, units = _preacts_from_source(source, inputs, hooks, check_hooks, batch_size)
+    x, units = _preacts_from_source(source, inputs, hooks, check_hooks, batch_size, spatial)
     if not x.is_floating_point():
         x = x.float()
     check_finite(x, "pre-activations", axis_name="unit")
@@ -377,6 +404,7 @@ def probabilistic_codes(
     temperature: float = 1.0,
     hooks: str | Sequence[str] | None = None,
     check_hooks: bool = True,
+    spatial: tuple[int, int] | None = None,
     batch_size: int = 256,
 ) -> ProbabilisticCodes:
     """Probabilistic spline codes for smooth activations (Balestriero & Baraniuk).
@@ -411,7 +439,7 @@ def probabilistic_codes(
             f"temperature must be a positive finite number; got {temperature!r}. Use a small "
             "value (1e-3) for codes close to binary."
         )
-    x, units = _preacts_from_source(source, inputs, hooks, check_hooks, batch_size)
+    x, units = _preacts_from_source(source, inputs, hooks, check_hooks, batch_size, spatial)
     x = x.double()
     check_finite(x, "pre-activations", axis_name="unit")
     z = x / float(temperature)

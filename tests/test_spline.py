@@ -124,3 +124,48 @@ def test_smollm2_gate_codes(smollm2):
     torch.testing.assert_close(soft.probs, torch.sigmoid(rec.acts.double()).float())
     with pytest.raises(NeuroprobeError, match="not pre-activation hooks"):
         sp.spline_codes(smollm2, texts, hooks="blocks.3.mlp.hook_post")
+
+
+class _ConvLayer(torch.nn.Module):
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        from transformer_lens.hook_points import HookPoint
+
+        self.conv = torch.nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.hook_pre = HookPoint()
+
+    def forward(self, x):
+        return torch.relu(self.hook_pre(self.conv(x)))
+
+
+def _tiny_cnn():
+    from transformer_lens import HookedRootModule
+
+    class CNN(HookedRootModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.c1 = _ConvLayer(1, 4)
+            self.c2 = _ConvLayer(4, 6)
+            self.setup()
+
+        def forward(self, x):
+            return self.c2(self.c1(x)).mean((2, 3))
+
+    return CNN()
+
+
+def test_cnn_channels_at_a_position():
+    m = _tiny_cnn()
+    x = _rand(5, 64, 8).reshape(5, 1, 8, 8)
+    c = sp.spline_codes(m, x, spatial=(2, 3))
+    with torch.no_grad():
+        z1 = m.c1.conv(x)
+        z2 = m.c2.conv(torch.relu(z1))
+    ref = torch.cat([z1[:, :, 2, 3], z2[:, :, 2, 3]], 1) > 0
+    assert c.n_bits == 10 and torch.equal(c.unpack(), ref)
+    assert len(c.units) == 10 and c.units.hooks == ["c1.hook_pre", "c2.hook_pre"]
+    full = sp.spline_codes(m, x)  # every position: 4*64 + 6*64 bits
+    assert full.n_bits == 640 and len(full.units) == 640
+    with pytest.raises(NeuroprobeError, match="outside hook 'c1.hook_pre'"):
+        sp.spline_codes(m, x, spatial=(9, 0))
