@@ -112,12 +112,18 @@ def main() -> None:
     def do_store():
         return _record_store(model, texts, NETWORK_HOOKS, "prompt", False, bs, 0, 0)
 
+    def show(**kv):
+        res.update(kv)
+        for k_, v in kv.items():
+            print(f"{k_:40s} {v:.4g}" if isinstance(v, float) else f"{k_:40s} {v}", flush=True)
+
+    show(**{k: v for k, v in res.items()})
     timed(forward_masked)  # warm up
     t_fwd, _ = timed(forward_masked, repeat=2)
     t_rec, rec = timed(do_record, repeat=2)
     t_store, (store, units) = timed(do_store, repeat=1)
     n_tok = int(rec.acts.shape[0])
-    res.update(
+    show(
         n_units=len(rec.units), n_time_points=n_tok, forward_s=t_fwd, record_s=t_rec,
         record_over_forward=t_rec / t_fwd, record_plus_stats_s=t_store,
         record_plus_stats_over_forward=t_store / t_fwd,
@@ -142,10 +148,11 @@ def main() -> None:
         k += len(r.stim)
     fast2 = _Fitter(raw_store, 0.05, "bonferroni", "fast")
     full2 = _Fitter(raw_store, 0.05, "bonferroni", "full")
-    t_fast_glm, a = timed(lambda: [fast2.task_vs_control(r) for r in rr], repeat=3)
-    t_full_glm, b = timed(lambda: [full2.task_vs_control(r) for r in rr], repeat=1)
+    t_fast_glm, a = timed(lambda: fast2.split(rr, ["t"])[0], repeat=3)
+    t_full_glm, b = timed(lambda: [full2._full([r], lambda cols, r=r: f"{r.task} - control")
+                                   for r in rr], repeat=1)
     same = all(torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
-    res.update(glm_fast_per_run_s=t_fast_glm / len(rr), glm_fit_glm_per_run_s=t_full_glm / len(rr),
+    show(glm_fast_per_run_s=t_fast_glm / len(rr), glm_fit_glm_per_run_s=t_full_glm / len(rr),
                glm_speedup=t_full_glm / t_fast_glm, glm_masks_identical=bool(same))
 
     # ---- networks for one split -------------------------------------------------------------
@@ -161,10 +168,7 @@ def main() -> None:
         return om, predict_task([x for x in nets if x.run == 0], tm)
 
     t_nets, _ = timed(nets_stage, repeat=3)
-    res["networks_one_fold_s"] = t_nets
-
-    for k_, v in res.items():
-        print(f"{k_:40s} {v:.4g}" if isinstance(v, float) else f"{k_:40s} {v}")
+    show(networks_one_fold_s=t_nets)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
