@@ -8,11 +8,14 @@ on held-out prompts) on any model with hook points, and returns a
 
 How the runs are built (and why it is cheap to redo them many times): every stimulus --
 each task prompt of sets A and B and its token-length-matched random-word control -- is
-run through the model *once*, and its rows of the recording are kept (float16).  A run is
-then a concatenation of stored rows in block order (task, control, task, control, ...),
-so random re-partitions of the prompts into runs ("splits") cost a GLM fit each, not a
+run through the model *once* and reduced to per-stimulus sufficient statistics (number of
+rows, mean, sum of squares about the mean).  A run is a sequence of stimuli in block order
+(task, control, task, control, ...); because every regressor of these designs is constant
+within a block, a run's OLS fit depends on its rows only through those statistics, so
+random re-partitions of the prompts into runs ("splits") cost a segment sum each, not a
 forward pass.  This is exact: prompts are independent forward passes, so a prompt's
-activations do not depend on which run it is placed in.
+activations do not depend on which run it is placed in (``glm="full"`` keeps the rows and
+calls :func:`neuroprobe.fit_glm` per run instead; the tests check both agree).
 
 Two contrasts are reported:
 
@@ -84,7 +87,7 @@ _TIME_MODES = ("prompt", "generated")
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class _Store:
-    """Per-stimulus sufficient statistics (and optionally the raw rows, float16).
+    """Per-stimulus sufficient statistics (and optionally some stimuli's raw rows).
 
     With ``mu`` a per-unit centre (the mean over all stimuli), stimulus ``s`` with ``n_s``
     rows, mean ``m_s`` and within-stimulus sum of squares ``ss_s`` is summarised by
@@ -150,7 +153,7 @@ def _record_store(
         else:
             rec = capture.record_generation(model, sub, max_new_tokens=max_new_tokens,
                                             hooks=list(hooks), seed=seed + c0, progress=False)
-        acts = torch.as_tensor(rec.acts).detach().to("cpu", torch.float64)
+        acts = torch.as_tensor(rec.acts).detach().to("cpu", torch.float32)
         if not bool(torch.isfinite(acts).all()):
             raise NeuroprobeError(
                 "the recording contains NaN or inf activations; check the model and dtype"
@@ -163,30 +166,28 @@ def _record_store(
                 f"stimulus {bad} ({texts[bad]!r:.60}) produced no time point; with "
                 "include_bos=False a prompt needs at least one real token"
             )
-        sums = torch.zeros(len(sub), acts.shape[1], dtype=torch.float64).index_add_(0, pidx, acts)
-        mean = sums / n[:, None]
-        dev = acts - mean[pidx]
-        ss = torch.zeros_like(sums).index_add_(0, pidx, dev * dev)
-        means.append(mean)
-        sss.append(ss.float())
-        lengths.append(n.numpy())
-        if keep_raw:
+        if keep_raw:  # rows kept as recorded (float32), before they are centred in place
             for j in range(len(sub)):
                 if c0 + j in keep_raw:
-                    rows = acts[pidx == j]
+                    rows = acts[pidx == j].clone()
                     raw_start[c0 + j] = n_raw
                     n_raw += rows.shape[0]
-                    raws.append(rows.to(torch.float16) if float(rows.abs().max()) < 6e4
-                                else rows.float())
+                    raws.append(rows)
+        # float32 per-stimulus mean and sum of squares about it (a few rows each: exact to
+        # float32 rounding), in place on the chunk's rows; float64 from here on
+        sums = torch.zeros(len(sub), acts.shape[1]).index_add_(0, pidx, acts)
+        mean = sums / n[:, None].float()
+        acts.sub_(mean[pidx]).square_()
+        ss = sums.zero_().index_add_(0, pidx, acts)
+        means.append(mean.double())
+        sss.append(ss)
+        lengths.append(n.numpy())
         units = rec.units if units is None else units
-        del acts, dev, sums
+        del acts, sums
         if progress is not None and (c0 // chunk) % 4 == 3 or c0 + chunk >= len(texts):
             if progress is not None:
                 progress(f"recorded {min(c0 + chunk, len(texts))}/{len(texts)} stimuli")
-    raw = None
-    if raws:
-        dt = torch.float32 if any(r.dtype == torch.float32 for r in raws) else torch.float16
-        raw = torch.cat([r.to(dt) for r in raws])
+    raw = torch.cat(raws) if raws else None
     lens = np.concatenate(lengths).astype(np.int64)
     mean = torch.cat(means)
     del means

@@ -235,3 +235,23 @@ def test_smollm2_small_run_separates_tasks(smollm2, small):
     assert s["n_units"] == 30 * 576
     assert s["within_task_dice"] > s["across_task_dice"]
     assert s["heldout_accuracy"] > s["chance"]
+
+
+def test_generate_prompts_is_seeded_and_cached(tiny, tmp_path):
+    from neuroprobe.stimuli import generate_prompts
+
+    a = generate_prompts(tiny, "volcanoes", n=2, seed=1, cache_dir=tmp_path, max_new_tokens=6,
+                         max_attempts=2)
+    files = list(tmp_path.glob("prompts-*.json"))
+    assert len(files) == 1 and isinstance(a, list) and len(a) <= 2
+    assert json.loads(files[0].read_text())["prompts"] == a
+    # served from the cache: the same list without generating again
+
+    class NoGenerate:
+        cfg, tokenizer = tiny.cfg, tiny.tokenizer
+
+        def generate(self, *args, **kwargs):
+            raise AssertionError("generate called despite the cache")
+
+    assert generate_prompts(NoGenerate(), "volcanoes", n=2, seed=1, cache_dir=tmp_path,
+                            max_new_tokens=6) == a
