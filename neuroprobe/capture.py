@@ -119,10 +119,16 @@ def tokenize_prompts(
     return out
 
 
-def _bos_prepended(model, prepend_bos: bool | None, items: list) -> list[bool]:
+def _starts_with_bos(model, prepend_bos: bool | None, items: list,
+                     toks: list[Tensor]) -> list[bool]:
+    """Whether each prompt's first token is a BOS: prepended to a string by the model, or
+    already the first id of a token-id prompt (when the tokenizer has a BOS token)."""
     default = bool(getattr(model.cfg, "default_prepend_bos", True))
     pb = default if prepend_bos is None else prepend_bos
-    return [isinstance(p, str) and pb for p in items]
+    tk = getattr(model, "tokenizer", None)
+    bos_id = getattr(tk, "bos_token_id", None) if tk is not None else None
+    return [pb if isinstance(p, str) else (bos_id is not None and int(t[0]) == int(bos_id))
+            for p, t in zip(items, toks)]
 
 
 def _select_positions(n: int, positions: Positions, prompt_i: int, skip_first: bool) -> Tensor:
@@ -168,7 +174,7 @@ def _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_co
     if _is_lm(model):
         toks = tokenize_prompts(model, items, prepend_bos=prepend_bos, truncate=truncate,
                                 text_column=text_column)
-        bos = _bos_prepended(model, prepend_bos, items)
+        bos = _starts_with_bos(model, prepend_bos, items, toks)
         pos = [_select_positions(t.numel(), positions, i, b and not include_bos)
                for i, (t, b) in enumerate(zip(toks, bos))]
     else:  # a plain HookedRootModule: each input is one time point
@@ -515,8 +521,9 @@ def record(
         Which token positions to record per prompt; a callable gets
         ``(prompt_index, n_tokens)`` and returns positions.
     include_bos : bool
-        Keep the prepended BOS token's row (it is an attention sink, identical in every
-        prompt; set False for time-series analyses).
+        Keep the BOS token's row (it is an attention sink, identical in every prompt; set
+        False for time-series analyses).  BOS is the token the model prepends to a string
+        prompt, or the first id of a token-id prompt when it equals the tokenizer's BOS id.
     prepend_bos : bool, optional
         Override the model's default for string prompts.
     truncate : bool

@@ -207,6 +207,13 @@ def test_smollm2_skip_bos_gate_hook_and_dataset(smollm2):
     ds = datasets.Dataset.from_dict({"text": TEXTS[:2]})
     rec = npb.record(smollm2, ds, hooks="blocks.3.mlp.hook_pre", include_bos=False)
     assert rec.position.min() >= 1 and "<|im_start|>" not in rec.tokens
+    # token-id prompts that start with BOS drop it too; ones that do not keep every token
+    ids = [smollm2.to_tokens(t)[0] for t in TEXTS[:2]]
+    rec_ids = npb.record(smollm2, ids, hooks="blocks.3.mlp.hook_pre", include_bos=False)
+    torch.testing.assert_close(rec_ids.acts, rec.acts, rtol=1e-4, atol=1e-4)
+    no_bos = npb.record(smollm2, [i[1:] for i in ids], hooks="blocks.3.mlp.hook_pre",
+                        include_bos=False)
+    assert no_bos.n_time == sum(len(i) - 1 for i in ids)
     # on SmolLM2's gated MLP, mlp.hook_pre is the gate pre-activation
     assert resolve_hooks(smollm2, "blocks.3.mlp.hook_pre")[0].canonical.endswith("gate.hook_out")
     with pytest.raises(NeuroprobeError, match=r"prompts\[1\] is an empty string"):
