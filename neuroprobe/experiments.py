@@ -424,7 +424,7 @@ class FunctionalNetworksResult:
         out = {
             "model": self.model,
             "n_units": self.n_units,
-            "hooks": self.units.hooks[:3] + (["..."] if len(self.units.hooks) > 3 else []),
+            "hooks": m.get("hooks", self.units.hooks),
             "n_runs_per_task": self.n_runs_per_task,
             "n_task_blocks": self.n_task_blocks,
             "n_splits": self.n_splits,
@@ -885,6 +885,7 @@ def functional_networks(
         "network_fraction_by_layer": by_layer,
         "peak_layer": peak,
         "noise_model_sizes": noise_sizes,
+        "hooks": [h if isinstance(h, str) else repr(h) for h in all_hooks],
     }
     name = model_name or getattr(getattr(model, "cfg", None), "model_name", None) or type(
         model).__name__
