@@ -5,7 +5,9 @@ examples, spline codes and polytope densities, eigenspectra and random projectio
 all on TransformerLens hooks.
 
 >>> import neuroprobe as npb
->>> "record" in npb.__all__ and "fit_glm" in npb.__all__ or True
+>>> all(hasattr(npb, name) for name in npb.__all__)
+True
+>>> {"load_model", "record", "fit_glm", "prune_to_mae", "eigenspectrum"} <= set(npb.__all__)
 True
 """
 
@@ -70,7 +72,8 @@ __all__ = [
     "untrained_copy", "reinitialize_", "activations", "Clusters", "DirectionOverlap",
     "hdbscan_clusters", "nmf_directions", "direction_cluster_overlap",
     # issue 7: spectrum, toy
-    "Eigenspectrum", "PowerLawFit", "SpectrumProbe", "RandomProjections", "AverageAction", "ExplainedVariance",
+    "Eigenspectrum", "PowerLawFit", "SpectrumProbe", "RandomProjections", "AverageAction",
+    "ExplainedVariance",
     "eigenspectrum", "powerlaw_alpha", "alpha_by_layer", "random_projections", "average_action",
     "explained_input_variance", "FIT_PRESETS", "MovingDot", "moving_dot", "MLPAutoencoder",
     "train_digits_autoencoder", "load_digits_images",
