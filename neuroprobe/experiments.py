@@ -59,7 +59,13 @@ from neuroprobe.networks import (
     shared_core,
     templates,
 )
-from neuroprobe.stimuli import CONTROL, PromptSet, count_tokens, load_prompts
+from neuroprobe.stimuli import (
+    CONTROL,
+    PromptSet,
+    _require_enough_prompts,
+    count_tokens,
+    load_prompts,
+)
 from neuroprobe.units import UnitIndex
 
 __all__ = [
@@ -662,15 +668,8 @@ def functional_networks(
             raise
         set_b = None
     task_names = set_a.tasks
+    _require_enough_prompts(set_a, n_runs, n_task_blocks)
     need = n_runs * n_task_blocks
-    short = {t: len(set_a[t]) for t in task_names if len(set_a[t]) < need}
-    if short:
-        raise NeuroprobeError(
-            f"prompt set A is too small for n_runs={n_runs} x n_task_blocks={n_task_blocks}: "
-            f"that needs {need} prompts per task, but "
-            + ", ".join(f"{t!r} has {n}" for t, n in short.items())
-            + ". Lower n_runs or n_task_blocks, or add prompts."
-        )
     notes: list[str] = []
     n_runs_b = 0
     if set_b is not None:

@@ -508,6 +508,24 @@ class BlockRun:
         )
 
 
+def _require_enough_prompts(ps: PromptSet, n_runs: int, n_task_blocks: int) -> None:
+    """Raise unless every task of ``ps`` has ``n_runs * n_task_blocks`` prompts.
+
+    Examples
+    --------
+    >>> _require_enough_prompts(PromptSet({"t": ["a", "b"]}), n_runs=1, n_task_blocks=2)
+    """
+    need = n_runs * n_task_blocks
+    short = {t: len(p) for t, p in ps.prompts.items() if len(p) < need}
+    if short:
+        raise NeuroprobeError(
+            f"prompt set {ps.name!r} is too small for n_runs={n_runs} x "
+            f"n_task_blocks={n_task_blocks}: that needs {need} prompts per task, but "
+            + ", ".join(f"{t!r} has {n}" for t, n in short.items())
+            + ". Lower n_runs or n_task_blocks, or add prompts."
+        )
+
+
 def make_runs(
     prompts: PromptSet,
     tokenizer: Any,
@@ -556,15 +574,8 @@ def make_runs(
     ps = prompts if isinstance(prompts, PromptSet) else load_prompts(prompts)
     if tasks is not None:
         ps = ps.select(tasks)
+    _require_enough_prompts(ps, n_runs, n_task_blocks)
     need = n_runs * n_task_blocks
-    short = {t: len(p) for t, p in ps.prompts.items() if len(p) < need}
-    if short:
-        raise NeuroprobeError(
-            f"prompt set {ps.name!r} is too small for n_runs={n_runs} x "
-            f"n_task_blocks={n_task_blocks}: that needs {need} prompts per task, but "
-            + ", ".join(f"{t!r} has {n}" for t, n in short.items())
-            + ". Lower n_runs or n_task_blocks, or add prompts."
-        )
     rng = np.random.default_rng(seed)
     chosen: dict[str, list[list[str]]] = {}
     for t in ps.tasks:

@@ -26,18 +26,7 @@ def native():
 # ---- the plain sequential reference (one candidate per forward pass, no padding) ----------
 def _act_at(model, unit, seq, pos):
     """Activation of ``unit`` at position ``pos`` of one unpadded sequence, full model."""
-    hook, idx = unit if not isinstance(unit, npb.Directions) else (unit.hook, None)
-    got = {}
-
-    def fn(act, hook):
-        got["a"] = act[0]
-
-    with torch.no_grad():
-        model.run_with_hooks(torch.tensor([seq]), fwd_hooks=[(hook, fn)])
-    a = got["a"]
-    if idx is None:
-        return float(a[pos] @ unit.vectors[0].to(a.dtype))
-    return float(a[pos, idx])
+    return float(_acts_all(model, unit, seq)[pos])
 
 
 def _acts_all(model, unit, seq):
