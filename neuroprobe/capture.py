@@ -24,7 +24,7 @@ from torch import Tensor
 from neuroprobe._errors import NeuroprobeError
 from neuroprobe._hooks import HookRequest, HookSpec, hook_names, resolve_hooks
 from neuroprobe._validation import check_positive_int
-from neuroprobe.probes import BatchMeta
+from neuroprobe.probes import BatchMeta, _project
 from neuroprobe.recording import Recording
 from neuroprobe.units import UnitIndex, hook_layer
 
@@ -371,12 +371,7 @@ def _run(
             sel = sel.reshape(sel.shape[0], -1)
             for kind, key in consumers:
                 if kind == "rec":
-                    r = reqs[key]
-                    v = sel
-                    if r.directions is not None:
-                        v = v @ r.directions.vectors.to(device=v.device, dtype=v.dtype).T
-                    elif r.indices is not None:
-                        v = v[:, torch.as_tensor(r.indices, device=v.device)]
+                    v = _recorded_columns(reqs[key], sel)
                     a = col_offsets[key]
                     # a batch's rows are one contiguous range of the time series
                     buffer[state["r0"]:state["r1"], a:a + v.shape[1]] = v.to(
@@ -430,6 +425,24 @@ def _run(
                 )
                 for (probe, _), acts in zip(probe_reqs, state["probe_acts"]):
                     probe.update(acts, meta)
+
+
+def _recorded_columns(req: HookRequest, acts: Tensor) -> Tensor:
+    """The columns ``record`` keeps of one hook's ``[n, d]`` output: its directions
+    projected, its chosen neurons, or everything."""
+    if req.directions is not None:
+        return _project(acts, req.directions.vectors)
+    if req.indices is not None:
+        return acts[:, torch.as_tensor(req.indices, device=acts.device)]
+    return acts
+
+
+def _token_strings(model, token_ids: Tensor) -> list[str] | None:
+    """Each token id as the text it decodes to (None without a tokenizer)."""
+    tk = getattr(model, "tokenizer", None)
+    if tk is None:
+        return None
+    return [tk.convert_tokens_to_string([t]) for t in tk.convert_ids_to_tokens(token_ids.tolist())]
 
 
 def _check_indices(reqs: list[HookRequest], widths: dict[str, int]) -> None:
@@ -576,10 +589,7 @@ def record(
     token_ids = tokens = None
     if lm:
         token_ids = torch.cat([t[p] for t, p in zip(plan.tokens, plan.positions)]).long()
-        tk = getattr(model, "tokenizer", None)
-        if tk is not None:
-            tokens = tk.convert_ids_to_tokens(token_ids.tolist())
-            tokens = [tk.convert_tokens_to_string([t]) for t in tokens]
+        tokens = _token_strings(model, token_ids)
     return Recording(
         acts=buffer, units=units, prompt_index=pidx, position=pos, token_ids=token_ids,
         tokens=tokens, prompt_labels=labels, n_prompts=len(plan.tokens),
@@ -687,65 +697,45 @@ def record_generation(
     dev = _device(model)
     rows: list[Tensor] = []
     pidx, pos, ids = [], [], []
-    step_rows: list[Tensor | None] = []  # refilled for each prompt, read by the hooks
+    step_rows: list[Tensor | None] = [None] * len(reqs)  # this step's row, hook by hook
+    steps: list[Tensor] = []  # the current prompt's rows, one per generation step
 
     def make_hook(j: int):
-        r = reqs[j]
-
         def fn(act: Tensor, hook) -> None:
             v = act[:, -1].reshape(act.shape[0], -1)  # the token processed at this step
-            if r.directions is not None:
-                v = v @ r.directions.vectors.to(device=v.device, dtype=v.dtype).T
-            elif r.indices is not None:
-                v = v[:, torch.as_tensor(r.indices, device=v.device)]
-            step_rows[j] = v[0].to("cpu", dtype)
-            return None
+            step_rows[j] = _recorded_columns(reqs[j], v)[0].to("cpu", dtype)
 
         return fn
 
+    def commit_step(act: Tensor, hook) -> None:  # fires after every recorded hook of a step
+        steps.append(torch.cat(step_rows))
 
+    fwd = [(r.canonical, make_hook(j)) for j, r in enumerate(reqs)]
+    fwd.append((_final_hook(model), commit_step))
     if progress is None:
         progress = sys.stderr.isatty() and len(toks) > 1
     from tqdm.auto import tqdm
 
-    N = len(units)
-    with torch.no_grad():
+    with torch.no_grad(), model.hooks(fwd_hooks=fwd):
         for i, t in enumerate(tqdm(toks, desc="record_generation", disable=not progress)):
-            step_cache: list[Tensor] = []
-            step_rows[:] = [None] * len(reqs)
-
-            def commit_hook(act: Tensor, hook, _cache=step_cache) -> None:
-                _cache.append(torch.cat([step_rows[j] for j in range(len(reqs))]))
-                return None
-
-            fwd = [(r.canonical, make_hook(j)) for j, r in enumerate(reqs)]
-            # commit after the last hook of the step: the final layer norm always fires
-            fwd.append((_final_hook(model), commit_hook))
+            steps.clear()
             if do_sample:
                 torch.manual_seed(seed + i)
-            with model.hooks(fwd_hooks=fwd):
-                out = model.generate(
-                    t[None].to(dev), max_new_tokens=max_new_tokens, do_sample=do_sample,
-                    temperature=temperature, top_k=top_k, stop_at_eos=stop_at_eos,
-                    use_past_kv_cache=True, verbose=False, return_type="tokens",
-                )
-            out = out[0].cpu()
-            n_steps = len(step_cache)
-            rows.append(torch.stack(step_cache) if n_steps else torch.zeros(0, N, dtype=dtype))
+            out = model.generate(
+                t[None].to(dev), max_new_tokens=max_new_tokens, do_sample=do_sample,
+                temperature=temperature, top_k=top_k, stop_at_eos=stop_at_eos,
+                use_past_kv_cache=True, verbose=False, return_type="tokens",
+            )[0].cpu()
+            n_steps = len(steps)
+            rows.append(torch.stack(steps) if n_steps else torch.zeros(0, len(units), dtype=dtype))
             p = torch.arange(t.numel() - 1, t.numel() - 1 + n_steps)
             pos.append(p)
             pidx.append(torch.full((n_steps,), i, dtype=torch.long))
             ids.append(out[p])
-    acts = torch.cat(rows)
     token_ids = torch.cat(ids).long()
-    tk = getattr(model, "tokenizer", None)
-    tokens = None
-    if tk is not None:
-        tokens = [tk.convert_tokens_to_string([s])
-                  for s in tk.convert_ids_to_tokens(token_ids.tolist())]
     return Recording(
-        acts=acts, units=units, prompt_index=torch.cat(pidx), position=torch.cat(pos),
-        token_ids=token_ids, tokens=tokens,
+        acts=torch.cat(rows), units=units, prompt_index=torch.cat(pidx),
+        position=torch.cat(pos), token_ids=token_ids, tokens=_token_strings(model, token_ids),
         prompt_labels=None if labels is None else list(labels), n_prompts=len(toks),
         source=f"{_model_name(model)}: generated tokens",
     )

@@ -134,7 +134,7 @@ def _pass_through(module: torch.nn.Module, dev, dt) -> torch.nn.Module:
             "self.setup() at the end of __init__); plain nn.Modules have no hook points."
         )
     if dev is not None or dt is not None:
-        module.to(device=dev, dtype=dt) if dt is not None else module.to(dev)
+        module.to(device=dev, dtype=dt)
     return module
 
 
