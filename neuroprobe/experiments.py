@@ -510,6 +510,22 @@ class FunctionalNetworksResult:
         )
 
 
+def _contrast_summary(within, across, acc_runs, acc_prompts, acc_null) -> dict:
+    """Repeatability and prediction figures of one contrast's networks (means over pairs and
+    random splits, with the spread of the accuracies)."""
+    m_acc, s_acc = _mean_std(acc_runs)
+    m_pa, s_pa = _mean_std(acc_prompts)
+    return {
+        "within_task_dice": _mean_std(within)[0],
+        "across_task_dice": _mean_std(across)[0],
+        "heldout_accuracy": m_acc,
+        "heldout_accuracy_std": s_acc,
+        "heldout_prompts_accuracy": m_pa,
+        "heldout_prompts_accuracy_std": s_pa,
+        "null_accuracy": _mean_std(acc_null)[0],
+    }
+
+
 def _round(a: np.ndarray, nd: int = 4) -> list:
     return np.where(np.isnan(a), None, np.round(a.astype(float), nd)).tolist()
 
@@ -851,30 +867,14 @@ def functional_networks(
                      "prediction is undefined (reported as no prediction)")
     by_layer, peak = _layer_profile(first["tm"], units, task_names)
     s_by_layer, s_peak = _layer_profile(first["stm"], units, task_names)
-    m_acc, s_acc = _mean_std(acc_runs)
-    m_pa, s_pa = _mean_std(acc_prompts)
-    m_sa, s_sa = _mean_std(spec_acc)
-    m_spa, s_spa = _mean_std(spec_prompts)
     metrics = {
-        "within_task_dice": _mean_std(within)[0],
-        "across_task_dice": _mean_std(across)[0],
-        "heldout_accuracy": m_acc,
-        "heldout_accuracy_std": s_acc,
-        "heldout_prompts_accuracy": m_pa,
-        "heldout_prompts_accuracy_std": s_pa,
-        "null_accuracy": _mean_std(acc_null)[0],
+        **_contrast_summary(within, across, acc_runs, acc_prompts, acc_null),
         "shared_core_fraction": core_frac,
         "specific_contrast": {
             "contrast": "task - mean(other tasks), one GLM over the five tasks' runs",
             "network_sizes": {t: [n.size for n in first["spec"] if n.task == t]
                               for t in task_names},
-            "within_task_dice": _mean_std(spec_within)[0],
-            "across_task_dice": _mean_std(spec_across)[0],
-            "heldout_accuracy": m_sa,
-            "heldout_accuracy_std": s_sa,
-            "heldout_prompts_accuracy": m_spa,
-            "heldout_prompts_accuracy_std": s_spa,
-            "null_accuracy": _mean_std(spec_null)[0],
+            **_contrast_summary(spec_within, spec_across, spec_acc, spec_prompts, spec_null),
             "shared_core_size": spec_core.size,
             "network_fraction_by_layer": s_by_layer,
             "peak_layer": s_peak,
