@@ -39,4 +39,7 @@ def test_public_api_exported_with_docstrings():
         if callable(obj):
             assert obj.__doc__ and obj.__doc__.strip(), f"{name} has no docstring"
     assert issubclass(npb.NeuroprobeError, ValueError)
+    api = (ROOT / "docs" / "api.md").read_text()
+    missing = [n for n in npb.__all__ if f"`{n}`" not in api]
+    assert not missing, f"public names missing from docs/api.md: {missing}"
     assert (ROOT / "neuroprobe" / "py.typed").exists()
