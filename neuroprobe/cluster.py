@@ -249,6 +249,16 @@ def hdbscan_clusters(
     Returns
     -------
     Clusters
+
+    Examples
+    --------
+    >>> import torch, neuroprobe as npb
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.cat([torch.randn(30, 2, generator=g) * 0.1,
+    ...                torch.randn(30, 2, generator=g) * 0.1 + 5])
+    >>> cl = npb.hdbscan_clusters(x, min_cluster_size=10)
+    >>> sorted(set(cl.labels.tolist())), (cl.labels[:30] == cl.labels[0]).all().item()
+    ([0, 1], True)
     """
     check_positive_int(min_cluster_size, "min_cluster_size", minimum=2)
     min_samples = min_cluster_size if min_samples is None else check_positive_int(

@@ -482,6 +482,17 @@ def path_density(
     Returns
     -------
     PathDensity
+
+    Examples
+    --------
+    >>> import torch, neuroprobe as npb
+    >>> from neuroprobe._relu_mlp import ReLUMLP
+    >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
+    >>> a, b = torch.tensor([[-2.0, -1.0]]), torch.tensor([[2.0, 1.5]])
+    >>> exact = npb.path_density(m, "hook_input", a, b)
+    >>> grid = npb.path_density(m, "hook_input", a, b, method="sampled", n_steps=5000)
+    >>> exact.crossings.tolist(), grid.crossings.tolist()
+    ([14], [14])
     """
     _check_method(method)
     check_positive_int(n_steps, "n_steps")
@@ -692,6 +703,17 @@ def scaling_rays(
     Returns
     -------
     ScalingRays
+
+    Examples
+    --------
+    >>> import torch, neuroprobe as npb
+    >>> from neuroprobe._relu_mlp import ReLUMLP
+    >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
+    >>> x = torch.tensor([[1.0, 0.5]])
+    >>> rays = npb.scaling_rays(m, "hook_input", x, k=3.0, n_bins=6, n_grid=60)
+    >>> ray = npb.path_density(m, "hook_input", torch.zeros_like(x), 3.0 * x)
+    >>> [len(c) for c in rays.crossing_scales] == ray.crossings.tolist(), rays.density.shape
+    (True, (1, 6))
     """
     _check_method(method)
     if not (isinstance(k, (int, float)) and k > 1):
@@ -920,6 +942,18 @@ def class_density(
     Returns
     -------
     ClassDensity
+
+    Examples
+    --------
+    >>> import numpy as np, torch, neuroprobe as npb
+    >>> from neuroprobe._relu_mlp import ReLUMLP
+    >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
+    >>> y = np.repeat([0, 1], 8)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(16, 2, generator=g) + 3 * torch.tensor(y)[:, None]
+    >>> res = npb.class_density(m, x, y, ["hook_input"], n_pairs=10, n_boot=50)
+    >>> sorted(res.to_dataframe()["network"])
+    ['null', 'trained']
     """
     _check_method(method)
     check_positive_int(n_pairs, "n_pairs")

@@ -496,7 +496,19 @@ def hamming_distance(a: SplineCodes, b: SplineCodes) -> np.ndarray:
 
 
 def jaccard_distance(a: SplineCodes, b: SplineCodes) -> np.ndarray:
-    """Jaccard distance ``1 - |a & b| / |a | b|`` between matching rows (0 if both empty)."""
+    """Jaccard distance ``1 - |a & b| / |a | b|`` between matching rows (0 if both empty).
+
+    Examples
+    --------
+    >>> import torch, neuroprobe as npb
+    >>> from neuroprobe._relu_mlp import ReLUMLP
+    >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
+    >>> x = torch.randn(5, 2, generator=torch.Generator().manual_seed(1))
+    >>> a = npb.spline_codes(m, x, hooks="blocks.*.mlp.hook_pre")
+    >>> b = npb.spline_codes(m, -x, hooks="blocks.*.mlp.hook_pre")
+    >>> npb.jaccard_distance(a, a).tolist(), npb.jaccard_distance(a, b).round(3).tolist()
+    ([0.0, 0.0, 0.0, 0.0, 0.0], [0.182, 0.25, 0.182, 0.25, 0.333])
+    """
     inter, union = _rowwise(a, b)
     with np.errstate(invalid="ignore", divide="ignore"):
         d = 1.0 - inter / union
@@ -638,7 +650,19 @@ def expected_hamming(p, q) -> np.ndarray:
 
 
 def expected_hamming_matrix(p, q=None, *, block_size: int = 2048) -> np.ndarray:
-    """All-pairs expected Hamming distance ``sum p + sum q - 2 p.q`` (float64 ``[n, m]``)."""
+    """All-pairs expected Hamming distance ``sum p + sum q - 2 p.q`` (float64 ``[n, m]``).
+
+    Examples
+    --------
+    >>> import numpy as np, torch, neuroprobe as npb
+    >>> from neuroprobe._relu_mlp import ReLUMLP
+    >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
+    >>> x = torch.randn(5, 2, generator=torch.Generator().manual_seed(1))
+    >>> soft = npb.probabilistic_codes(m, x, hooks="blocks.*.mlp.hook_pre", temperature=1e-4)
+    >>> hard = npb.spline_codes(m, x, hooks="blocks.*.mlp.hook_pre")
+    >>> bool(np.abs(npb.expected_hamming_matrix(soft) - npb.hamming_matrix(hard)).max() < 1e-3)
+    True
+    """
     a = _check_prob(p, "p")
     b = a if q is None else _check_prob(q, "q")
     if a.shape[1] != b.shape[1]:

@@ -621,6 +621,15 @@ def generate_prompts(
     model, topic, n and seed, and read back on the next call.  Expect a few seconds per
     prompt on a CPU.  Returns fewer than ``n`` prompts only if ``max_attempts`` (default
     ``4 * n``) runs out; check the length.
+
+    Examples
+    --------
+    Generation takes seconds per prompt on a CPU, so this example is not run in the tests:
+
+    >>> import neuroprobe as npb
+    >>> model = npb.load_model("smollm2-135m")  # doctest: +SKIP
+    >>> npb.generate_prompts(model, "paleontology", n=3, cache_dir="prompt-cache")  # doctest: +SKIP
+    ['What did the first dinosaurs eat?', ...]
     """
     import hashlib
 

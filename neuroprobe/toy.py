@@ -202,7 +202,15 @@ class MLPAutoencoder(HookedRootModule):
 
 def load_digits_images() -> Float[Tensor, "n 64"]:
     """scikit-learn's bundled 8x8 digits (1,797 images, shipped with the package, no
-    download) scaled to ``[0, 1]``, flattened to ``[n, 64]``."""
+    download) scaled to ``[0, 1]``, flattened to ``[n, 64]``.
+
+    Examples
+    --------
+    >>> from neuroprobe import load_digits_images
+    >>> x = load_digits_images()
+    >>> tuple(x.shape), float(x.min()), float(x.max())
+    ((1797, 64), 0.0, 1.0)
+    """
     from sklearn.datasets import load_digits
 
     return torch.from_numpy(load_digits().data.astype(np.float32) / 16.0)

@@ -1,6 +1,7 @@
 """The project's promises to a new user: two commands, CI calls the test command, docs exist,
 every public name is exported and documented."""
 
+import inspect
 import re
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def test_public_api_exported_with_docstrings():
         obj = getattr(npb, name)
         if callable(obj):
             assert obj.__doc__ and obj.__doc__.strip(), f"{name} has no docstring"
+        if inspect.isfunction(obj):
+            assert "Examples\n" in obj.__doc__, f"{name} has no Examples section"
     assert issubclass(npb.NeuroprobeError, ValueError)
     api = (ROOT / "docs" / "api.md").read_text()
     missing = [n for n in npb.__all__ if f"`{n}`" not in api]
