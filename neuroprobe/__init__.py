@@ -11,7 +11,7 @@ True
 True
 """
 
-from neuroprobe._errors import NeuroprobeError
+from neuroprobe._errors import NeuroprobeError, NeuroprobeWarning
 from neuroprobe.probes import BatchMeta, Probe, RunningCovariance, TopK
 from neuroprobe.units import Directions, UnitIndex
 
@@ -37,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NeuroprobeError",
+    "NeuroprobeWarning",
     "load_model",
     "OFFLINE_MODELS",
     "record",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NeuroprobeError"]
+__all__ = ["NeuroprobeError", "NeuroprobeWarning"]
 
 
 class NeuroprobeError(ValueError):
@@ -15,5 +15,19 @@ class NeuroprobeError(ValueError):
     --------
     >>> from neuroprobe import NeuroprobeError
     >>> issubclass(NeuroprobeError, ValueError)
+    True
+    """
+
+
+class NeuroprobeWarning(UserWarning):
+    """Warned for degenerate science or a slower fallback that still gives exact numbers.
+
+    Filter it like any warning category, e.g.
+    ``warnings.simplefilter("error", npb.NeuroprobeWarning)`` to make every such case fail.
+
+    Examples
+    --------
+    >>> from neuroprobe import NeuroprobeWarning
+    >>> issubclass(NeuroprobeWarning, UserWarning)
     True
     """

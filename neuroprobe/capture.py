@@ -14,7 +14,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Union
 
 import numpy as np
@@ -652,19 +652,37 @@ def record_generation(
     temperature: float = 1.0,
     top_k: int | None = None,
     seed: int = 0,
-    stop_at_eos: bool = True,
+    stop_at_eos: bool | None = None,
     labels: Sequence | None = None,
+    batch_size: int = 16,
     dtype: torch.dtype = torch.float32,
     progress: bool | None = None,
 ) -> Recording:
     """Record hooks over *generated* tokens: one row per generation step.
 
-    Each prompt is generated with TransformerLens's own loop (KV cache on), one prompt at a
-    time.  Step ``k`` processes one input token -- the last prompt token at ``k = 0``, the
+    Tokens are generated in batches of ``batch_size`` prompts (left-padded, with an
+    attention mask), then the generated positions are recorded in one teacher-forced pass
+    over prompt + generated tokens with :func:`record`.  In a causal model the activation
+    at position ``p`` depends only on tokens ``<= p``, so this is exact, and it cannot be
+    broken by how a library threads its KV cache (transformers 5.24 broke TransformerLens's
+    cached generation silently; see ``docs/capture.md``).
+
+    Step ``k`` processes one input token -- the last prompt token at ``k = 0``, the
     ``k``-th generated token after that -- and produces the next token; its activations
     form row ``k`` of that prompt.  ``position`` is the input token's position in the full
     sequence and ``token_ids`` the input token.  Greedy by default; with ``do_sample=True``
-    the generator is seeded with ``seed + prompt_index`` so runs are reproducible.
+    prompt ``i`` samples from its own generator seeded with ``seed + i``, so its
+    continuation does not depend on ``batch_size`` or on the other prompts.
+
+    Parameters
+    ----------
+    stop_at_eos : bool, optional
+        Stop a prompt once it generates the end-of-sequence token (that step is kept).
+        Default: True when the model has an EOS token (from its tokenizer or config),
+        False otherwise; True for a model without one raises.
+    temperature, top_k
+        Sampling settings (used with ``do_sample=True``): ``temperature > 0``, ``top_k``
+        None (all tokens) or an int in ``[1, d_vocab]``.
 
     Examples
     --------
@@ -672,14 +690,32 @@ def record_generation(
     >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
     ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
     >>> rec = npb.record_generation(model, [[1, 2, 3]], max_new_tokens=4,
-    ...                             hooks="blocks.0.hook_resid_post", stop_at_eos=False)
+    ...                             hooks="blocks.0.hook_resid_post")
     >>> rec.acts.shape, rec.position.tolist()
     (torch.Size([4, 16]), [2, 3, 4, 5])
     """
-    if not _is_lm(model) or not hasattr(model, "generate"):
-        raise NeuroprobeError("record_generation needs a language model (TransformerBridge).")
+    from neuroprobe._generate import check_sampling, eos_token_id, generate_tokens
+
+    if not _is_lm(model):
+        raise NeuroprobeError(
+            "record_generation needs a language model (a TransformerBridge from "
+            f"npb.load_model); got {type(model).__name__}."
+        )
     max_new_tokens = check_positive_int(max_new_tokens, "max_new_tokens")
-    reqs = resolve_hooks(model, hooks)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    d_vocab = int(getattr(model.cfg, "d_vocab", 1 << 62))
+    top_k = check_sampling(do_sample, temperature, top_k, d_vocab)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise NeuroprobeError(f"seed must be an int; got {seed!r}.")
+    eos = eos_token_id(model)
+    if stop_at_eos is None:
+        stop_at_eos = eos is not None
+    elif stop_at_eos and eos is None:
+        raise NeuroprobeError(
+            "stop_at_eos=True, but this model has no end-of-sequence token (no tokenizer and "
+            "no cfg.eos_token_id); pass stop_at_eos=False (or leave it None) to generate "
+            "max_new_tokens tokens per prompt."
+        )
     items = _as_prompt_list(prompts, "text")
     toks = tokenize_prompts(model, items)
     n_ctx = int(getattr(model.cfg, "n_ctx", 1 << 30))
@@ -690,61 +726,28 @@ def record_generation(
                 f"it exceeds the context of {n_ctx}. Lower max_new_tokens or shorten it."
             )
     if labels is not None and len(list(labels)) != len(toks):
-        raise NeuroprobeError(f"labels has {len(list(labels))} entries for {len(toks)} prompts.")
-    reqs, widths = _hook_widths(model, reqs, toks[0], True)
-    _check_indices(reqs, widths)
-    units, _ = _unit_index(reqs, widths)
-    dev = _device(model)
-    rows: list[Tensor] = []
-    pidx, pos, ids = [], [], []
-    step_rows: list[Tensor | None] = [None] * len(reqs)  # this step's row, hook by hook
-    steps: list[Tensor] = []  # the current prompt's rows, one per generation step
-
-    def make_hook(j: int):
-        def fn(act: Tensor, hook) -> None:
-            v = act[:, -1].reshape(act.shape[0], -1)  # the token processed at this step
-            step_rows[j] = _recorded_columns(reqs[j], v)[0].to("cpu", dtype)
-
-        return fn
-
-    def commit_step(act: Tensor, hook) -> None:  # fires after every recorded hook of a step
-        steps.append(torch.cat(step_rows))
-
-    fwd = [(r.canonical, make_hook(j)) for j, r in enumerate(reqs)]
-    fwd.append((_final_hook(model), commit_step))
+        raise NeuroprobeError(
+            f"labels has {len(list(labels))} entries for {len(toks)} prompts; give one "
+            "label per prompt."
+        )
+    reqs = resolve_hooks(model, hooks)  # fail on a bad hook before generating anything
+    del reqs
     if progress is None:
-        progress = sys.stderr.isatty() and len(toks) > 1
+        progress = sys.stderr.isatty() and len(toks) > batch_size
     from tqdm.auto import tqdm
 
-    with torch.no_grad(), model.hooks(fwd_hooks=fwd):
-        for i, t in enumerate(tqdm(toks, desc="record_generation", disable=not progress)):
-            steps.clear()
-            if do_sample:
-                torch.manual_seed(seed + i)
-            out = model.generate(
-                t[None].to(dev), max_new_tokens=max_new_tokens, do_sample=do_sample,
-                temperature=temperature, top_k=top_k, stop_at_eos=stop_at_eos,
-                use_past_kv_cache=True, verbose=False, return_type="tokens",
-            )[0].cpu()
-            n_steps = len(steps)
-            rows.append(torch.stack(steps) if n_steps else torch.zeros(0, len(units), dtype=dtype))
-            p = torch.arange(t.numel() - 1, t.numel() - 1 + n_steps)
-            pos.append(p)
-            pidx.append(torch.full((n_steps,), i, dtype=torch.long))
-            ids.append(out[p])
-    token_ids = torch.cat(ids).long()
-    return Recording(
-        acts=torch.cat(rows), units=units, prompt_index=torch.cat(pidx),
-        position=torch.cat(pos), token_ids=token_ids, tokens=_token_strings(model, token_ids),
-        prompt_labels=None if labels is None else list(labels), n_prompts=len(toks),
-        source=f"{_model_name(model)}: generated tokens",
+    new = generate_tokens(
+        model, toks, max_new_tokens, do_sample=do_sample, temperature=float(temperature),
+        top_k=top_k, seeds=[seed + i for i in range(len(toks))],
+        eos_id=eos if stop_at_eos else None, batch_size=batch_size,
+        progress=(lambda it: tqdm(it, desc="generate", unit="batch")) if progress else None,
     )
-
-
-def _final_hook(model) -> str:
-    for name in ("unembed.hook_out", "unembed.hook_in", "ln_final.hook_out", "hook_unembed"):
-        if name in model.hook_dict:
-            return name
-    raise NeuroprobeError(  # pragma: no cover
-        "record_generation: this model has no final hook (unembed/ln_final) to mark steps."
+    # step k feeds token L-1+k and produces generated token k: the last one is never an input
+    seqs = [torch.cat([t, g[:-1]]) for t, g in zip(toks, new)]
+    first = [t.numel() - 1 for t in toks]
+    rec = record(
+        model, seqs, hooks, batch_size=batch_size, include_bos=True,
+        positions=lambda i, n: range(first[i], n), labels=labels, dtype=dtype,
+        progress=progress,
     )
+    return replace(rec, source=f"{_model_name(model)}: generated tokens")

@@ -616,7 +616,7 @@ def generate_prompts(
 
     The paper had a chat model write its prompts; this does the same with the loaded model
     (best with an instruction-tuned one such as SmolLM2-135M-Instruct).  Sampling is seeded
-    (``torch.manual_seed(seed + attempt)``); each reply's first line that ends in ``?`` and
+    (attempt ``a`` samples from its own generator seeded with ``seed + a``); each reply's first line that ends in ``?`` and
     has at least 5 words is kept.  With ``cache_dir`` the list is stored as JSON keyed by
     model, topic, n and seed, and read back on the next call.  Expect a few seconds per
     prompt on a CPU.  Returns fewer than ``n`` prompts only if ``max_attempts`` (default
@@ -632,8 +632,6 @@ def generate_prompts(
     ['What did the first dinosaurs eat?', ...]
     """
     import hashlib
-
-    import torch
 
     from neuroprobe._validation import check_positive_int
 
@@ -653,23 +651,27 @@ def generate_prompts(
         )
     else:
         text = request + "\nQuestion:"
+    from neuroprobe._generate import eos_token_id, generate_tokens
+
+    ids = model.to_tokens(text)[0].cpu()
     out: list[str] = []
     attempts = max_attempts if max_attempts is not None else 4 * n
-    for a in range(attempts):
+    eos = eos_token_id(model)
+    for a0 in range(0, attempts, 8):  # eight seeded attempts per batch
         if len(out) >= n:
             break
-        torch.manual_seed(seed + a)
-        with torch.no_grad():
-            reply = model.generate(
-                text, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.9,
-                verbose=False, use_past_kv_cache=True,
-            )
-        reply = reply[len(text):] if isinstance(reply, str) and reply.startswith(text) else reply
-        for line in str(reply).splitlines():
-            line = line.strip().strip('"').strip()
-            if line.endswith("?") and len(line.split()) >= 5 and line not in out:
-                out.append(line)
+        seeds = [seed + a for a in range(a0, min(attempts, a0 + 8))]
+        replies = generate_tokens(model, [ids] * len(seeds), max_new_tokens, do_sample=True,
+                                  temperature=0.9, seeds=seeds, eos_id=eos,
+                                  batch_size=len(seeds))
+        for reply in replies:
+            if len(out) >= n:
                 break
+            for line in tok.decode(reply.tolist(), skip_special_tokens=True).splitlines():
+                line = line.strip().strip('"').strip()
+                if line.endswith("?") and len(line.split()) >= 5 and line not in out:
+                    out.append(line)
+                    break
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"model": name, "topic": topic, "seed": seed,

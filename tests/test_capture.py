@@ -101,24 +101,95 @@ def test_stop_at_layer_chosen_automatically(native_model):
     assert _stop_layer(native_model, resolve_hooks(native_model, "ln_final.hook_out")) is None
 
 
-def test_record_generation_equals_rerun_native(native_model):
-    gen = npb.record_generation(native_model, [[3, 4, 5], [7, 8]], max_new_tokens=5,
-                                hooks=HOOKS, stop_at_eos=False)
-    assert gen.acts.shape[0] == 10
-    for i, prompt in enumerate([[3, 4, 5], [7, 8]]):
+def _greedy_by_hand(model, prompt: list[int], n: int) -> list[int]:
+    """Greedy decoding with a full forward pass per step: no cache, no batching."""
+    seq = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+    return seq[len(prompt):]
+
+
+def _check_generation(model, gen, prompts, hooks, n_new):
+    """Rows equal ``record`` over prompt + generated tokens (float32 noise relative to each
+    hook's scale) and the tokens equal greedy decoding by hand."""
+    for i, prompt in enumerate(prompts):
         rows = gen.prompt_index == i
-        seq = prompt + gen.token_ids[rows].tolist()[1:]
-        rerun = npb.record(native_model, [seq], hooks=HOOKS)
-        torch.testing.assert_close(gen.acts[rows], rerun.acts[gen.position[rows]],
-                                   rtol=1e-4, atol=1e-4)
+        generated = gen.token_ids[rows].tolist()[1:]
+        hand = _greedy_by_hand(model, prompt, n_new)
+        assert generated == hand[: n_new - 1]
+        seq = prompt + hand[:-1]
+        rerun = npb.record(model, [seq], hooks=hooks)
+        assert gen.position[rows].tolist() == list(range(len(prompt) - 1, len(seq)))
+        got, ref = gen.acts[rows], rerun.acts[gen.position[rows]]
+        for hook in gen.units.hooks:
+            cols = torch.as_tensor(gen.units.select(hook=hook))
+            scale = float(ref[:, cols].abs().max())
+            assert float((got[:, cols] - ref[:, cols]).abs().max()) < 1e-5 * scale
 
 
-def test_record_generation_sampling_is_seeded(native_model):
-    a = npb.record_generation(native_model, [[3, 4]], max_new_tokens=6, hooks=HOOKS[0],
-                              do_sample=True, seed=3, stop_at_eos=False)
-    b = npb.record_generation(native_model, [[3, 4]], max_new_tokens=6, hooks=HOOKS[0],
-                              do_sample=True, seed=3, stop_at_eos=False)
+def test_record_generation_native_equals_rerun_and_hand_greedy(native_model):
+    prompts = [[3, 4, 5], [7, 8], [9]]
+    gen = npb.record_generation(native_model, prompts, max_new_tokens=5, hooks=HOOKS,
+                                batch_size=2)
+    assert gen.acts.shape[0] == 15 and gen.source.endswith("generated tokens")
+    _check_generation(native_model, gen, prompts, HOOKS, 5)
+
+
+def test_record_generation_defaults_work_without_a_tokenizer(native_model):
+    gen = npb.record_generation(native_model, [[1, 2, 3]], max_new_tokens=3)
+    assert gen.acts.shape[0] == 3 and gen.position.tolist() == [2, 3, 4]
+    with pytest.raises(NeuroprobeError, match="stop_at_eos=True, but this model has no"):
+        npb.record_generation(native_model, [[1, 2, 3]], max_new_tokens=3, stop_at_eos=True)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(do_sample=True, top_k=0), r"top_k must be None .* or an int >= 1; got 0"),
+    (dict(do_sample=True, top_k=1000), r"top_k=1000 is larger than the vocabulary \(100"),
+    (dict(do_sample=True, temperature=-1.0), r"temperature must be a finite number > 0; got -1"),
+    (dict(temperature=0), r"temperature must be .* got 0"),
+    (dict(do_sample="yes"), r"do_sample must be True or False"),
+    (dict(max_new_tokens=0), r"max_new_tokens"),
+    (dict(seed=1.5), r"seed must be an int"),
+])
+def test_record_generation_bad_arguments(native_model, kw, match):
+    kw = {"max_new_tokens": 3, **kw}
+    with pytest.raises(NeuroprobeError, match=match):
+        npb.record_generation(native_model, [[1, 2, 3]], **kw)
+
+
+def test_record_generation_sampling_is_seeded_per_prompt(native_model):
+    prompts = [[3, 4], [5, 6, 7], [8]]
+    kw = dict(max_new_tokens=6, hooks=HOOKS[0], do_sample=True, seed=3, top_k=20,
+              temperature=1.5)
+    a = npb.record_generation(native_model, prompts, batch_size=3, **kw)
+    b = npb.record_generation(native_model, prompts, batch_size=3, **kw)
     assert torch.equal(a.token_ids, b.token_ids) and torch.equal(a.acts, b.acts)
+    # prompt i draws from its own generator: the batch it shares does not matter
+    alone = npb.record_generation(native_model, prompts[1:2], **{**kw, "seed": 4})
+    assert alone.token_ids.tolist() == a.token_ids[a.prompt_index == 1].tolist()
+    other = npb.record_generation(native_model, prompts, batch_size=3, **{**kw, "seed": 9})
+    assert not torch.equal(other.token_ids, a.token_ids)
+
+
+def test_broken_kv_cache_is_detected_and_bypassed(native_model, monkeypatch):
+    """A cache that silently drops the context (what transformers 5.24 did to the bridge)
+    must be caught by the per-model check: tokens and rows stay exact."""
+    from neuroprobe import _generate
+
+    class DropsContext(_generate._Cached):
+        def first(self):
+            return self.model(self.ids, attention_mask=self.mask)[:, -1]
+
+        def next(self, tok):  # sees only the new token
+            return self.model(tok[:, None])[:, -1]
+
+    monkeypatch.setattr(_generate, "_Cached", DropsContext)
+    monkeypatch.setattr(_generate, "_CACHE_OK", _generate.weakref.WeakKeyDictionary())
+    with pytest.warns(npb.NeuroprobeWarning, match="KV cache does not reproduce"):
+        gen = npb.record_generation(native_model, [[3, 4, 5], [7, 8]], max_new_tokens=4,
+                                    hooks=HOOKS[0])
+    _check_generation(native_model, gen, [[3, 4, 5], [7, 8]], HOOKS[0], 4)
 
 
 class TinyMLP(HookedRootModule):
@@ -221,12 +292,12 @@ def test_smollm2_skip_bos_gate_hook_and_dataset(smollm2):
 
 
 @pytest.mark.smollm2
-def test_smollm2_generation_equals_rerun(smollm2):
-    gen = npb.record_generation(smollm2, ["The capital of France is"], max_new_tokens=5,
-                                hooks="blocks.*.hook_resid_post", stop_at_eos=False)
-    prompt = smollm2.to_tokens("The capital of France is")[0].tolist()
-    seq = prompt + gen.token_ids.tolist()[1:]
-    rerun = npb.record(smollm2, [seq], hooks="blocks.*.hook_resid_post")
-    got, ref = gen.acts, rerun.acts[gen.position]
-    # KV-cached generation vs one full pass: float32 noise relative to the residual scale
-    assert float(((got - ref).abs() / (ref.abs() + 1)).max()) < 1e-3
+def test_smollm2_generation_equals_rerun_and_hand_greedy(smollm2):
+    texts = ["The capital of France is", "Once upon a time, there was a little"]
+    gen = npb.record_generation(smollm2, texts, max_new_tokens=5,
+                                hooks=["blocks.*.hook_resid_post", "blocks.3.mlp.hook_post"],
+                                stop_at_eos=False)
+    prompts = [smollm2.to_tokens(t)[0].tolist() for t in texts]
+    _check_generation(smollm2, gen, prompts,
+                      ["blocks.*.hook_resid_post", "blocks.3.mlp.hook_post"], 5)
+    assert "Paris" in smollm2.tokenizer.decode(gen.token_ids[gen.prompt_index == 0])

