@@ -48,7 +48,7 @@ def bench_overhead(n_tokens: int, repeats: int, batch_size: int) -> dict:
     import torch
 
     import neuroprobe as npb
-    from neuroprobe.capture import _pad_left
+    from neuroprobe.core.capture import _pad_left
 
     torch.set_grad_enabled(False)
     model = npb.load_model("smollm2-135m")
@@ -99,7 +99,7 @@ def _memory_child(n_tokens: int, batch_size: int) -> None:
 
     # weights load memory-mapped: one forward pass pages them in, so the peak below is what
     # recording adds, not the model's pages arriving
-    from neuroprobe.capture import _pad_left
+    from neuroprobe.core.capture import _pad_left
 
     with torch.no_grad():
         ids, mask = _pad_left(prompts[:batch_size], 2)

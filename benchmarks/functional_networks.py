@@ -45,9 +45,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import neuroprobe as npb
-    from neuroprobe import capture
-    from neuroprobe.experiments import NETWORK_HOOKS, _Fitter, _record_store, _split
-    from neuroprobe.stimuli import count_tokens, load_prompts, load_words, random_word_controls
+    from neuroprobe.core import capture
+    from neuroprobe.networks.experiment import NETWORK_HOOKS, _Fitter, _record_store, _split
+    from neuroprobe.networks.stimuli import count_tokens, load_prompts, load_words, random_word_controls
 
     torch.set_grad_enabled(False)
     res: dict[str, float] = {}
@@ -145,7 +145,7 @@ def main() -> None:
     raw_store = _record_store(model, [texts[i] for r in runs[:2] for i in r.stim], NETWORK_HOOKS,
                               "prompt", False, bs, 0, 0, keep_raw=set(range(32)))[0]
     # the raw store renumbers stimuli 0..; rebuild the two runs on it
-    from neuroprobe.experiments import _Run
+    from neuroprobe.networks.experiment import _Run
 
     k = 0
     rr = []
@@ -162,7 +162,7 @@ def main() -> None:
                glm_speedup=t_full_glm / t_fast_glm, glm_masks_identical=bool(same))
 
     # ---- networks for one split -------------------------------------------------------------
-    from neuroprobe.networks import FunctionalNetwork, overlap_matrix, predict_task, templates
+    from neuroprobe.networks.sets import FunctionalNetwork, overlap_matrix, predict_task, templates
 
     rng = np.random.default_rng(1)
     nets = [FunctionalNetwork(torch.from_numpy(rng.random(len(units)) < 0.1), task=f"t{t}",

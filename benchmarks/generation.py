@@ -34,7 +34,7 @@ PROMPTS = [
 
 def old_loop(model, prompts, max_new_tokens, hooks):
     """The previous record_generation: one prompt at a time through model.generate."""
-    from neuroprobe._hooks import resolve_hooks
+    from neuroprobe.core.hooks import resolve_hooks
 
     reqs = resolve_hooks(model, hooks)
     rows: list = []
@@ -69,7 +69,7 @@ def main() -> None:
     import transformers
 
     import neuroprobe as npb
-    from neuroprobe._generate import _cache_is_exact
+    from neuroprobe.core.generation import _cache_is_exact
 
     model = npb.load_model("smollm2-135m")
     prompts = (PROMPTS * (args.prompts // len(PROMPTS) + 1))[: args.prompts]

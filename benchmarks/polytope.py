@@ -108,8 +108,8 @@ def main(argv=None):
 def _walk(rows, npb):
     # 4. exact path density on the digits MLP -------------------------------------------
     torch.set_num_threads(1)
-    from neuroprobe._relu_mlp import train_digits
-    from neuroprobe.polytope import _Downstream, _prepare_model, _sampled_counts
+    from neuroprobe._relu_mlp_tmp import train_digits
+    from neuroprobe.polytope.density import _Downstream, _prepare_model, _sampled_counts
 
     model, _, (_, _, xte, yte), acc = train_digits(sizes=(64, 64, 64, 64, 64, 10), epochs=40)
     g = torch.Generator().manual_seed(0)

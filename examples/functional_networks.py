@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import neuroprobe as npb
-    from neuroprobe.experiments import functional_networks
+    from neuroprobe.networks.experiment import functional_networks
 
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()

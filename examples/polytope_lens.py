@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import neuroprobe as npb  # noqa: E402
-from neuroprobe._relu_mlp import train_digits  # noqa: E402
+from neuroprobe._relu_mlp_tmp import train_digits  # noqa: E402
 from neuroprobe.viz import polytope as vz  # noqa: E402
 
 # A small labelled corpus: 12 topics x 10 texts.  Tokens inherit their text's topic, which

@@ -69,7 +69,7 @@ _CAPTIONS = {
 
 def write_report(result, out_dir: str | Path, figures: Mapping[str, Path]) -> Path:
     """Write ``out_dir/report.html`` for a
-    :class:`~neuroprobe.experiments.FunctionalNetworksResult` and return its path."""
+    :class:`~neuroprobe.networks.experiment.FunctionalNetworksResult` and return its path."""
     out = Path(out_dir)
     s = result.summary()
     spec = s["specific_contrast"]

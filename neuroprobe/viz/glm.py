@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neuroprobe._errors import NeuroprobeError
+from neuroprobe.core.errors import NeuroprobeError
 
 __all__ = ["plot_design_matrix", "plot_stat_map", "plot_stat_histogram"]
 

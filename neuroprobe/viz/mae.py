@@ -53,7 +53,7 @@ def tokens_html(tokens: Sequence[str], values: Sequence[float], *, anchor: int |
 
 
 def mae_html(mae) -> str:
-    """HTML card of an :class:`~neuroprobe.mae.MAE`: original text and MAE, coloured."""
+    """HTML card of an :class:`~neuroprobe.mae.prune.MAE`: original text and MAE, coloured."""
     vmax = max([abs(mae.original_activation)] + [abs(v) for v in mae.activations
                                                   if math.isfinite(v)] + [1e-12])
     ok = "passed" if mae.passed else "FAILED"

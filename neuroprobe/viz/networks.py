@@ -2,14 +2,14 @@
 
 Every function draws into a matplotlib ``Axes`` (or makes a figure) and returns the figure;
 matplotlib is imported lazily.  :func:`save_figures` writes the standard set for a
-:class:`~neuroprobe.experiments.FunctionalNetworksResult`.
+:class:`~neuroprobe.networks.experiment.FunctionalNetworksResult`.
 
 Examples
 --------
 >>> import matplotlib
 >>> matplotlib.use("Agg")
 >>> import torch
->>> from neuroprobe.networks import FunctionalNetwork
+>>> from neuroprobe.networks.sets import FunctionalNetwork
 >>> a = FunctionalNetwork(torch.tensor([1, 1, 0, 0]).bool(), task="a")
 >>> b = FunctionalNetwork(torch.tensor([0, 1, 1, 0]).bool(), task="b")
 >>> fig = plot_venn([a, b])
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from neuroprobe._errors import NeuroprobeError
+from neuroprobe.core.errors import NeuroprobeError
 
 __all__ = [
     "plot_design",
@@ -106,7 +106,7 @@ def plot_tmaps(tmaps: np.ndarray, units, tasks: Sequence[str], clip: float | Non
 
 
 def plot_overlap(om, ax=None, title: str | None = None):
-    """Heatmap of an :class:`~neuroprobe.networks.OverlapMatrix` (networks ordered by task)."""
+    """Heatmap of an :class:`~neuroprobe.networks.sets.OverlapMatrix` (networks ordered by task)."""
     fig, ax = _axes(ax, (6, 5.2))
     im = ax.imshow(om.values, vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
     k = len(om.labels)

@@ -5,7 +5,7 @@ Examples
 >>> import matplotlib
 >>> matplotlib.use("Agg")
 >>> import torch
->>> from neuroprobe._relu_mlp import ReLUMLP
+>>> from neuroprobe._relu_mlp_tmp import ReLUMLP
 >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
 >>> fig = plot_partition_slice(m, torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]),
 ...                            resolution=20)
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from neuroprobe._errors import NeuroprobeError
+from neuroprobe.core.errors import NeuroprobeError
 
 __all__ = [
     "plot_density_by_layer",
@@ -104,7 +104,7 @@ def plot_partition_slice(model, points, *, hook: str = "hook_input", inputs=None
     boundaries (code changes between neighbouring pixels) are drawn in black and the three
     points marked.
     """
-    from neuroprobe.polytope import _Downstream
+    from neuroprobe.polytope.density import _Downstream
 
     p = torch.as_tensor(points, dtype=torch.float64).reshape(3, -1)
     o, u, v = p[0], p[1] - p[0], p[2] - p[0]

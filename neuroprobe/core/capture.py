@@ -1,0 +1,753 @@
+"""Hook capture: record chosen hooks for every token as a time series, or stream probes.
+
+``record`` tokenizes each prompt exactly as ``model.to_tokens`` does, batches prompts with
+left padding and an explicit attention mask (built from token counts, never from pad ids),
+and writes each batch's activations straight into one preallocated ``[T, N]`` buffer from
+inside the hooks -- no ``ActivationCache`` of the whole run is ever held.  When ``[T, N]``
+would exceed the memory budget the buffer is a disk-backed memmap instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.hooks import HookRequest, HookSpec, hook_names, resolve_hooks
+from neuroprobe.core.validation import check_positive_int
+from neuroprobe.core.probes import BatchMeta, _project
+from neuroprobe.core.recording import Recording
+from neuroprobe.core.units import UnitIndex, hook_layer
+
+__all__ = ["record", "stream", "record_generation", "hook_names", "tokenize_prompts"]
+
+Positions = Union[str, slice, Callable[[int, int], Sequence[int]]]
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+def _is_lm(model) -> bool:
+    return hasattr(model, "to_tokens") and hasattr(model, "cfg")
+
+
+def _as_prompt_list(prompts, text_column: str) -> list:
+    if prompts is None:
+        raise NeuroprobeError("prompts is None; pass a list of strings or token-id sequences.")
+    if isinstance(prompts, str):
+        raise NeuroprobeError(
+            "prompts must be a list of prompts; got a single str. Wrap it: prompts=[text]."
+        )
+    if hasattr(prompts, "column_names") and hasattr(prompts, "__getitem__"):  # datasets.Dataset
+        if text_column not in prompts.column_names:
+            raise NeuroprobeError(
+                f"the dataset has no column {text_column!r}; columns are "
+                f"{prompts.column_names}. Pass text_column=..."
+            )
+        prompts = prompts[text_column]
+    if isinstance(prompts, Tensor) and prompts.ndim == 2:
+        return list(prompts)
+    out = list(prompts) if isinstance(prompts, Iterable) else None
+    if out is None:
+        raise NeuroprobeError(f"prompts must be iterable; got {type(prompts).__name__}.")
+    if not out:
+        raise NeuroprobeError("prompts is empty; pass at least one prompt.")
+    return out
+
+
+def tokenize_prompts(
+    model, prompts, *, prepend_bos: bool | None = None, truncate: bool = False,
+    text_column: str = "text",
+) -> list[Tensor]:
+    """Token ids of each prompt, exactly as ``model.to_tokens(prompt)`` gives them.
+
+    Strings are tokenized (BOS prepended per the model's default unless ``prepend_bos``
+    says otherwise); token-id sequences (lists or 1-D tensors) are used as given.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
+    >>> [t.tolist() for t in npb.tokenize_prompts(model, [[1, 2, 3], [4, 5]])]
+    [[1, 2, 3], [4, 5]]
+    """
+    items = _as_prompt_list(prompts, text_column)
+    n_ctx = int(getattr(model.cfg, "n_ctx", 1 << 30))
+    d_vocab = int(getattr(model.cfg, "d_vocab", 1 << 62))
+    out = []
+    for i, p in enumerate(items):
+        if isinstance(p, str):
+            if not p.strip():
+                raise NeuroprobeError(
+                    f"prompts[{i}] is an empty string; remove it or give it some text."
+                )
+            if getattr(model, "tokenizer", None) is None:
+                raise NeuroprobeError(
+                    f"prompts[{i}] is a string but this model has no tokenizer (a native "
+                    "model?); pass token-id sequences instead, e.g. [[1, 5, 9], [2, 7]]."
+                )
+            ids = model.to_tokens(p, prepend_bos=prepend_bos, truncate=False)[0].cpu()
+        else:
+            ids = torch.as_tensor(p.tolist() if isinstance(p, Tensor) else list(p))
+            if ids.ndim != 1 or ids.numel() == 0 or ids.is_floating_point():
+                raise NeuroprobeError(
+                    f"prompts[{i}] must be a str or a non-empty 1-D sequence of token ids; "
+                    f"got {type(p).__name__} with shape {tuple(ids.shape)}."
+                )
+            if int(ids.min()) < 0 or int(ids.max()) >= d_vocab:
+                raise NeuroprobeError(
+                    f"prompts[{i}] has token ids outside [0, {d_vocab}) (min {int(ids.min())},"
+                    f" max {int(ids.max())}); the model's vocabulary has {d_vocab} tokens."
+                )
+            ids = ids.long()
+        if ids.numel() > n_ctx:
+            if not truncate:
+                raise NeuroprobeError(
+                    f"prompts[{i}] has {ids.numel()} tokens, longer than the model's context "
+                    f"of {n_ctx}; shorten it or pass truncate=True to keep its first {n_ctx}."
+                )
+            ids = ids[:n_ctx]
+        out.append(ids)
+    return out
+
+
+def _starts_with_bos(model, prepend_bos: bool | None, items: list,
+                     toks: list[Tensor]) -> list[bool]:
+    """Whether each prompt's first token is a BOS: prepended to a string by the model, or
+    already the first id of a token-id prompt (when the tokenizer has a BOS token)."""
+    default = bool(getattr(model.cfg, "default_prepend_bos", True))
+    pb = default if prepend_bos is None else prepend_bos
+    tk = getattr(model, "tokenizer", None)
+    bos_id = getattr(tk, "bos_token_id", None) if tk is not None else None
+    return [pb if isinstance(p, str) else (bos_id is not None and int(t[0]) == int(bos_id))
+            for p, t in zip(items, toks)]
+
+
+def _select_positions(n: int, positions: Positions, prompt_i: int, skip_first: bool) -> Tensor:
+    start = 1 if skip_first else 0
+    if isinstance(positions, str):
+        if positions == "all":
+            return torch.arange(start, n)
+        if positions == "last":
+            return torch.tensor([n - 1]) if n - 1 >= start else torch.zeros(0, dtype=torch.long)
+        raise NeuroprobeError(
+            f"positions={positions!r}; use 'all', 'last', a slice, or a callable "
+            "(prompt_index, n_tokens) -> positions."
+        )
+    if isinstance(positions, slice):
+        pos = torch.arange(n)[positions]
+    elif callable(positions):
+        pos = torch.as_tensor(list(positions(prompt_i, n)), dtype=torch.long)
+        if pos.numel() and (int(pos.min()) < 0 or int(pos.max()) >= n):
+            raise NeuroprobeError(
+                f"positions callable returned {pos.tolist()} for prompt {prompt_i} with {n} "
+                "tokens; positions must lie in [0, n_tokens)."
+            )
+    else:
+        raise NeuroprobeError(
+            f"positions must be 'all', 'last', a slice or a callable; got {positions!r}."
+        )
+    return pos[pos >= start]
+
+
+# ---- plan -----------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """Which rows each prompt contributes, and where they go."""
+
+    tokens: list[Tensor]
+    positions: list[Tensor]  # selected positions per prompt
+    offsets: np.ndarray  # first row of each prompt in the time series
+    n_rows: int
+
+
+def _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_column) -> _Plan:
+    items = _as_prompt_list(prompts, text_column)
+    if _is_lm(model):
+        toks = tokenize_prompts(model, items, prepend_bos=prepend_bos, truncate=truncate,
+                                text_column=text_column)
+        bos = _starts_with_bos(model, prepend_bos, items, toks)
+        pos = [_select_positions(t.numel(), positions, i, b and not include_bos)
+               for i, (t, b) in enumerate(zip(toks, bos))]
+    else:  # a plain HookedRootModule: each input is one time point
+        toks = [torch.as_tensor(x) for x in items]
+        pos = [torch.zeros(1, dtype=torch.long) for _ in toks]
+    counts = np.array([p.numel() for p in pos], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return _Plan(toks, pos, offsets, int(counts.sum()))
+
+
+def _batches(n: int, batch_size: int):
+    for s in range(0, n, batch_size):
+        yield list(range(s, min(n, s + batch_size)))
+
+
+def _pad_left(tokens: list[Tensor], pad_id: int) -> tuple[Tensor, Tensor]:
+    S = max(t.numel() for t in tokens)
+    ids = torch.full((len(tokens), S), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(tokens), S), dtype=torch.long)
+    for i, t in enumerate(tokens):
+        ids[i, S - t.numel():] = t
+        mask[i, S - t.numel():] = 1
+    return ids, mask
+
+
+def _stop_layer(model, reqs: Sequence[HookRequest]) -> int | None:
+    n_layers = int(getattr(getattr(model, "cfg", None), "n_layers", 0) or 0)
+    if not n_layers or not _is_lm(model):
+        return None
+    layers = [hook_layer(r.canonical) for r in reqs]
+    if any(layer < 0 and not r.canonical.startswith(("embed", "pos_embed", "hook_embed",
+                                                      "hook_pos_embed"))
+           for layer, r in zip(layers, reqs)):
+        return None  # a hook after the blocks (ln_final, unembed): run the whole model
+    last = max(max(layers), 0)
+    return last + 1 if last + 1 < n_layers else None
+
+
+# ---- the engine -------------------------------------------------------------------------------
+class _AllHooksFired(Exception):
+    """Raised from a hook once every requested hook of the batch has fired, to skip the rest
+    of the forward pass (final norm, unembedding, logits): nothing after it is needed."""
+
+
+def _forward_until_done(model, x: Tensor, kw: dict) -> None:
+    try:
+        model(x, **kw)
+    except _AllHooksFired:
+        pass
+
+
+def _hook_widths(model, reqs: list[HookRequest], example: Tensor,
+                 lm: bool) -> tuple[list[HookRequest], dict[str, int]]:
+    """Width of each hook's per-token output, from a forward pass on one token.
+
+    Hooks matched by a glob or callable that do not fire, or whose output is not per token
+    (attention patterns), are dropped; a hook named exactly raises instead.
+    """
+    widths: dict[str, int] = {}
+    shapes: dict[str, tuple] = {}
+    need = {r.canonical for r in reqs}
+
+    def grab(name):
+        def fn(act, hook):
+            shapes[name] = tuple(act.shape)
+            per_token = (act.ndim >= 3 and act.shape[1] == 1) if lm else act.ndim >= 1
+            if per_token:
+                per = act.shape[2:] if lm else act.shape[1:]
+                widths[name] = int(np.prod(per)) if len(per) else 1
+            if len(shapes) == len(need):
+                raise _AllHooksFired
+        return fn
+
+    with torch.no_grad(), model.hooks(fwd_hooks=[(c, grab(c)) for c in need]):
+        # one token (or one input) is enough to learn each hook's width
+        x = example[None, :1] if lm else example[None].to(_param_dtype(model))
+        kw = {}
+        stop = _stop_layer(model, reqs)
+        if stop is not None:
+            kw["stop_at_layer"] = stop
+        _forward_until_done(model, x.to(_device(model)), kw)
+    kept = []
+    for r in reqs:
+        if r.canonical in widths:
+            kept.append(r)
+        elif not r.optional:
+            if r.canonical in shapes:
+                raise NeuroprobeError(
+                    f"hook {r.name!r} gives shape {shapes[r.canonical]} for one token, not "
+                    "[batch, pos, ...]; only per-token hooks can be recorded as time series."
+                )
+            raise NeuroprobeError(
+                f"hook {r.name!r} did not fire in a forward pass of this model; it cannot be "
+                "recorded."
+            )
+    if not kept:
+        raise NeuroprobeError(
+            f"none of the requested hooks {[r.name for r in reqs][:6]} gives per-token "
+            "activations; choose hooks like 'blocks.*.hook_resid_post'."
+        )
+    return kept, widths
+
+
+def _device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _param_dtype(model) -> torch.dtype:
+    try:
+        return next(p for p in model.parameters() if p.is_floating_point()).dtype
+    except StopIteration:
+        return torch.float32
+
+
+def _available_memory() -> int:
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return 8 << 30
+
+
+def _allocate(T: int, N: int, dtype: torch.dtype, budget: int | None,
+              storage_dir: str | None) -> tuple[Tensor, str | None]:
+    nbytes = T * N * torch.tensor([], dtype=dtype).element_size()
+    budget = int(_available_memory() * 0.5) if budget is None else int(budget)
+    if nbytes <= budget:
+        return torch.empty((T, N), dtype=dtype), None
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    fd, path = tempfile.mkstemp(suffix=".npy", prefix="neuroprobe-rec-", dir=storage_dir)
+    os.close(fd)
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np_dtype, shape=(T, N))
+    warnings.warn(
+        f"record: the recording [{T} x {N}] needs {nbytes / 2**30:.2f} GiB, over the memory "
+        f"budget of {budget / 2**30:.2f} GiB; writing it to a disk-backed memmap at {path}.",
+        stacklevel=3,
+    )
+    return torch.from_numpy(mm), path
+
+
+def _run(
+    model, plan: _Plan, reqs: list[HookRequest], probe_reqs: list[tuple[Any, list[HookRequest]]],
+    *, buffer: Tensor | None, col_offsets: dict[int, int], batch_size: int,
+    progress: bool | None, desc: str,
+) -> None:
+    """One pass over the data: hooks write into ``buffer`` and feed probes, batch by batch."""
+    lm = _is_lm(model)
+    dev = _device(model)
+    pad_id = 0
+    tok = getattr(model, "tokenizer", None)
+    if tok is not None and getattr(tok, "pad_token_id", None) is not None:
+        pad_id = int(tok.pad_token_id)
+    all_reqs = list(reqs) + [r for _, rs in probe_reqs for r in rs]
+    stop = _stop_layer(model, all_reqs)
+    by_canon: dict[str, list[tuple[str, Any]]] = {}
+    for j, r in enumerate(reqs):
+        by_canon.setdefault(r.canonical, []).append(("rec", j))
+    for pi, (_, rs) in enumerate(probe_reqs):
+        for r in rs:
+            by_canon.setdefault(r.canonical, []).append(("probe", (pi, r.name)))
+
+    n = len(plan.tokens)
+    batches = list(_batches(n, batch_size))
+    if progress is None:
+        progress = sys.stderr.isatty() and len(batches) > 4
+    try:
+        from tqdm.auto import tqdm
+
+        it = tqdm(batches, desc=desc, disable=not progress, unit="batch")
+    except ImportError:  # pragma: no cover
+        it = batches
+
+    state: dict[str, Any] = {}
+    n_needed = len(by_canon)
+
+    def make_hook(canonical: str):
+        consumers = by_canon[canonical]
+
+        def fn(act: Tensor, hook) -> None:
+            _consume(act)
+            state["fired"].add(canonical)
+            if len(state["fired"]) == n_needed:
+                raise _AllHooksFired
+
+        def _consume(act: Tensor) -> None:
+            if not lm:
+                sel = act
+            elif state["dense"]:  # no padding, every position kept: a view, no copy
+                sel = act.reshape(act.shape[0] * act.shape[1], *act.shape[2:])
+            else:
+                sel = act[state["b"], state["s"]]
+            sel = sel.reshape(sel.shape[0], -1)
+            for kind, key in consumers:
+                if kind == "rec":
+                    v = _recorded_columns(reqs[key], sel)
+                    a = col_offsets[key]
+                    # a batch's rows are one contiguous range of the time series
+                    buffer[state["r0"]:state["r1"], a:a + v.shape[1]] = v.to(
+                        device=buffer.device, dtype=buffer.dtype)
+                else:
+                    state["probe_acts"][key[0]][key[1]] = sel
+
+        return fn
+
+    fwd = [(c, make_hook(c)) for c in by_canon]
+    with torch.no_grad(), model.hooks(fwd_hooks=fwd):
+        for idx in it:
+            toks = [plan.tokens[i] for i in idx]
+            if lm:
+                ids, mask = _pad_left(toks, pad_id)
+                S = ids.shape[1]
+                bi, si, dest, pidx, ppos = [], [], [], [], []
+                for k, i in enumerate(idx):
+                    p = plan.positions[i]
+                    L = toks[k].numel()
+                    bi.append(torch.full_like(p, k))
+                    si.append(p + (S - L))
+                    dest.append(torch.arange(p.numel()) + int(plan.offsets[i]))
+                    pidx.append(torch.full_like(p, i))
+                    ppos.append(p)
+                b, s = torch.cat(bi), torch.cat(si)
+                state.update(b=b.to(dev), s=s.to(dev), dest=torch.cat(dest),
+                             dense=b.numel() == ids.numel())
+                meta_ids = ids[b, s]
+                kw: dict[str, Any] = {"attention_mask": mask.to(dev)}
+                if stop is not None:
+                    kw["stop_at_layer"] = stop
+                x = ids.to(dev)
+            else:
+                x = torch.stack(toks).to(dev, _param_dtype(model))
+                state.update(dest=torch.as_tensor([int(plan.offsets[i]) for i in idx]))
+                pidx = [torch.as_tensor([i]) for i in idx]
+                ppos = [torch.zeros(1, dtype=torch.long) for _ in idx]
+                meta_ids = None
+                kw = {}
+            d = state["dest"]
+            state["r0"] = int(d[0]) if d.numel() else 0
+            state["r1"] = state["r0"] + d.numel()
+            state["probe_acts"] = [{} for _ in probe_reqs]
+            state["fired"] = set()
+            _forward_until_done(model, x, kw)
+            if probe_reqs:
+                meta = BatchMeta(
+                    prompt_index=torch.cat(pidx), position=torch.cat(ppos),
+                    time_index=state["dest"], token_ids=meta_ids,
+                )
+                for (probe, _), acts in zip(probe_reqs, state["probe_acts"]):
+                    probe.update(acts, meta)
+
+
+def _recorded_columns(req: HookRequest, acts: Tensor) -> Tensor:
+    """The columns ``record`` keeps of one hook's ``[n, d]`` output: its directions
+    projected, its chosen neurons, or everything."""
+    if req.directions is not None:
+        return _project(acts, req.directions.vectors)
+    if req.indices is not None:
+        return acts[:, torch.as_tensor(req.indices, device=acts.device)]
+    return acts
+
+
+def _token_strings(model, token_ids: Tensor) -> list[str] | None:
+    """Each token id as the text it decodes to (None without a tokenizer)."""
+    tk = getattr(model, "tokenizer", None)
+    if tk is None:
+        return None
+    return [tk.convert_tokens_to_string([t]) for t in tk.convert_ids_to_tokens(token_ids.tolist())]
+
+
+def _check_indices(reqs: list[HookRequest], widths: dict[str, int]) -> None:
+    for r in reqs:
+        w = widths[r.canonical]
+        if r.indices is not None:
+            bad = r.indices[(r.indices < 0) | (r.indices >= w)]
+            if bad.size:
+                raise NeuroprobeError(
+                    f"index {int(bad[0])} is out of range for hook {r.name!r}, whose valid "
+                    f"indices are 0..{w - 1}."
+                )
+        if r.directions is not None and r.directions.width != w:
+            raise NeuroprobeError(
+                f"Directions at {r.name!r} have width {r.directions.width}, but the hook's "
+                f"output has width {w}; build the directions with that width."
+            )
+
+
+def _unit_index(reqs: list[HookRequest], widths: dict[str, int]) -> tuple[UnitIndex, dict]:
+    ui = UnitIndex()
+    col: dict[int, int] = {}
+    for j, r in enumerate(reqs):
+        col[j] = len(ui)
+        if r.directions is not None:
+            ui = ui.extended(r.name, "direction", np.arange(r.directions.n_directions),
+                             r.directions.name)
+        elif r.indices is not None:
+            ui = ui.extended(r.name, "neuron", r.indices.astype(np.int64))
+        else:
+            ui = ui.extended(r.name, "neuron", np.arange(widths[r.canonical]))
+    return ui, col
+
+
+def _probe_requests(model, probes) -> list[tuple[Any, list[HookRequest]]]:
+    out = []
+    for p in probes:
+        if not (hasattr(p, "hooks") and hasattr(p, "update")):
+            raise NeuroprobeError(
+                f"probes entries must follow the Probe protocol (a .hooks attribute and an "
+                f".update(acts, meta) method); got {type(p).__name__}."
+            )
+        out.append((p, resolve_hooks(model, list(p.hooks), argname=f"{type(p).__name__}.hooks")))
+    return out
+
+
+def _model_name(model) -> str:
+    cfg = getattr(model, "cfg", None)
+    return str(getattr(cfg, "model_name", type(model).__name__))
+
+
+# ---- public API -----------------------------------------------------------------------------
+def record(
+    model,
+    prompts,
+    hooks: HookSpec | Sequence[HookSpec] = "blocks.*.hook_resid_post",
+    *,
+    batch_size: int = 16,
+    positions: Positions = "all",
+    include_bos: bool = True,
+    prepend_bos: bool | None = None,
+    truncate: bool = False,
+    labels: Sequence | None = None,
+    probes: Sequence[Any] = (),
+    dtype: torch.dtype = torch.float32,
+    memory_budget: int | None = None,
+    storage_dir: str | None = None,
+    progress: bool | None = None,
+    text_column: str = "text",
+) -> Recording:
+    """Record hooks for every token of every prompt as one time series ``[T, N]``.
+
+    Parameters
+    ----------
+    model : TransformerBridge or HookedRootModule
+        From :func:`neuroprobe.load_model`.
+    prompts : list of str, list of token-id sequences, datasets.Dataset, or Tensor
+        Strings are tokenized like ``model.to_tokens``; token ids are used as given; a
+        ``datasets.Dataset`` uses its ``text_column``.  For a non-language
+        ``HookedRootModule`` this is a tensor ``[n, ...]`` of inputs, one time point each.
+    hooks : str, callable, Directions, (hook, indices), or a list of them
+        Exact names (canonical or TransformerLens aliases), glob patterns
+        (``"blocks.*.mlp.hook_post"``), a callable ``name -> bool``, a
+        :class:`~neuroprobe.Directions` (projected inside the hook, so only
+        ``T x n_directions`` is stored), or ``(hook, indices)`` to keep some neurons.
+    batch_size : int
+        Prompts per forward pass (left-padded with an attention mask).
+    positions : "all", "last", slice, or callable
+        Which token positions to record per prompt; a callable gets
+        ``(prompt_index, n_tokens)`` and returns positions.
+    include_bos : bool
+        Keep the BOS token's row (it is an attention sink, identical in every prompt; set
+        False for time-series analyses).  BOS is the token the model prepends to a string
+        prompt, or the first id of a token-id prompt when it equals the tokenizer's BOS id.
+    prepend_bos : bool, optional
+        Override the model's default for string prompts.
+    truncate : bool
+        Cut prompts longer than the context instead of raising.
+    labels : sequence, optional
+        One label per prompt, carried to every row (``rec.labels``).
+    probes : sequence of probes
+        Streaming probes fed in the same pass (see :mod:`neuroprobe.core.probes`).
+    dtype : torch.dtype
+        Storage dtype of ``acts``.
+    memory_budget : int, optional
+        Bytes allowed for ``acts`` in memory (default: half the free memory); above it the
+        recording goes to a disk-backed memmap (in ``storage_dir``) with a warning.
+    progress : bool, optional
+        A tqdm bar (default: only on a terminal, for more than 4 batches).
+
+    Returns
+    -------
+    Recording
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> model = npb.load_model(dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
+    >>> rec = npb.record(model, [[1, 2, 3], [4, 5]], hooks="blocks.*.mlp.hook_post")
+    >>> rec.acts.shape, rec.units[33], rec.prompt_index.tolist()
+    (torch.Size([5, 64]), ('blocks.1.mlp.hook_post', 1), [0, 0, 0, 1, 1])
+    """
+    batch_size = check_positive_int(batch_size, "batch_size")
+    reqs = resolve_hooks(model, hooks)
+    plan = _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_column)
+    if labels is not None:
+        labels = list(labels)
+        if len(labels) != len(plan.tokens):
+            raise NeuroprobeError(
+                f"labels has {len(labels)} entries for {len(plan.tokens)} prompts; give one "
+                "label per prompt."
+            )
+    lm = _is_lm(model)
+    reqs, widths = _hook_widths(model, reqs, plan.tokens[0], lm)
+    _check_indices(reqs, widths)
+    units, col = _unit_index(reqs, widths)
+    buffer, path = _allocate(plan.n_rows, len(units), dtype, memory_budget, storage_dir)
+    _run(model, plan, reqs, _probe_requests(model, probes), buffer=buffer, col_offsets=col,
+         batch_size=batch_size, progress=progress, desc="record")
+    pidx = torch.cat([torch.full((p.numel(),), i, dtype=torch.long)
+                      for i, p in enumerate(plan.positions)])
+    pos = torch.cat(plan.positions).long()
+    token_ids = tokens = None
+    if lm:
+        token_ids = torch.cat([t[p] for t, p in zip(plan.tokens, plan.positions)]).long()
+        tokens = _token_strings(model, token_ids)
+    return Recording(
+        acts=buffer, units=units, prompt_index=pidx, position=pos, token_ids=token_ids,
+        tokens=tokens, prompt_labels=labels, n_prompts=len(plan.tokens),
+        source=f"{_model_name(model)}: prompt tokens", storage=path,
+    )
+
+
+def stream(
+    model,
+    prompts,
+    probes: Sequence[Any],
+    *,
+    batch_size: int = 16,
+    positions: Positions = "all",
+    include_bos: bool = True,
+    prepend_bos: bool | None = None,
+    truncate: bool = False,
+    progress: bool | None = None,
+    text_column: str = "text",
+) -> list:
+    """Run probes over prompts in one pass, storing nothing else; returns the probes.
+
+    Use this for analyses too large to hold as a ``[T, N]`` recording: a running
+    covariance over millions of tokens, top-k examples over a corpus, GLM statistics.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
+    >>> cov, top = npb.stream(model, [[1, 2, 3], [4, 5, 6, 7]],
+    ...                       [npb.RunningCovariance("blocks.0.hook_resid_post"),
+    ...                        npb.TopK("blocks.0.mlp.hook_post", k=2)])
+    >>> cov.count, tuple(cov.covariance.shape), tuple(top.values.shape)
+    (7, (16, 16), (2, 32))
+    """
+    probes = list(probes)
+    if not probes:
+        raise NeuroprobeError("stream(probes=...) is empty; pass at least one probe.")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    plan = _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_column)
+    lm = _is_lm(model)
+    preqs = []
+    for p, rs in _probe_requests(model, probes):
+        rs, widths = _hook_widths(model, rs, plan.tokens[0], lm)
+        _check_indices(rs, widths)
+        preqs.append((p, rs))
+    _run(model, plan, [], preqs, buffer=None, col_offsets={}, batch_size=batch_size,
+         progress=progress, desc="stream")
+    return probes
+
+
+def record_generation(
+    model,
+    prompts,
+    max_new_tokens: int = 32,
+    hooks: HookSpec | Sequence[HookSpec] = "blocks.*.hook_resid_post",
+    *,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    stop_at_eos: bool | None = None,
+    labels: Sequence | None = None,
+    batch_size: int = 16,
+    dtype: torch.dtype = torch.float32,
+    progress: bool | None = None,
+) -> Recording:
+    """Record hooks over *generated* tokens: one row per generation step.
+
+    Tokens are generated in batches of ``batch_size`` prompts (left-padded, with an
+    attention mask), then the generated positions are recorded in one teacher-forced pass
+    over prompt + generated tokens with :func:`record`.  In a causal model the activation
+    at position ``p`` depends only on tokens ``<= p``, so this is exact, and it cannot be
+    broken by how a library threads its KV cache (transformers 5.24 broke TransformerLens's
+    cached generation silently; see ``docs/capture.md``).
+
+    Step ``k`` processes one input token -- the last prompt token at ``k = 0``, the
+    ``k``-th generated token after that -- and produces the next token; its activations
+    form row ``k`` of that prompt.  ``position`` is the input token's position in the full
+    sequence and ``token_ids`` the input token.  Greedy by default; with ``do_sample=True``
+    prompt ``i`` samples from its own generator seeded with ``seed + i``, so its
+    continuation does not depend on ``batch_size`` or on the other prompts.
+
+    Parameters
+    ----------
+    stop_at_eos : bool, optional
+        Stop a prompt once it generates the end-of-sequence token (that step is kept).
+        Default: True when the model has an EOS token (from its tokenizer or config),
+        False otherwise; True for a model without one raises.
+    temperature, top_k
+        Sampling settings (used with ``do_sample=True``): ``temperature > 0``, ``top_k``
+        None (all tokens) or an int in ``[1, d_vocab]``.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
+    >>> rec = npb.record_generation(model, [[1, 2, 3]], max_new_tokens=4,
+    ...                             hooks="blocks.0.hook_resid_post")
+    >>> rec.acts.shape, rec.position.tolist()
+    (torch.Size([4, 16]), [2, 3, 4, 5])
+    """
+    from neuroprobe.core.generation import check_sampling, eos_token_id, generate_tokens
+
+    if not _is_lm(model):
+        raise NeuroprobeError(
+            "record_generation needs a language model (a TransformerBridge from "
+            f"npb.load_model); got {type(model).__name__}."
+        )
+    max_new_tokens = check_positive_int(max_new_tokens, "max_new_tokens")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    d_vocab = int(getattr(model.cfg, "d_vocab", 1 << 62))
+    top_k = check_sampling(do_sample, temperature, top_k, d_vocab)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise NeuroprobeError(f"seed must be an int; got {seed!r}.")
+    eos = eos_token_id(model)
+    if stop_at_eos is None:
+        stop_at_eos = eos is not None
+    elif stop_at_eos and eos is None:
+        raise NeuroprobeError(
+            "stop_at_eos=True, but this model has no end-of-sequence token (no tokenizer and "
+            "no cfg.eos_token_id); pass stop_at_eos=False (or leave it None) to generate "
+            "max_new_tokens tokens per prompt."
+        )
+    items = _as_prompt_list(prompts, "text")
+    toks = tokenize_prompts(model, items)
+    n_ctx = int(getattr(model.cfg, "n_ctx", 1 << 30))
+    for i, t in enumerate(toks):
+        if t.numel() + max_new_tokens > n_ctx:
+            raise NeuroprobeError(
+                f"prompts[{i}] has {t.numel()} tokens; with max_new_tokens={max_new_tokens} "
+                f"it exceeds the context of {n_ctx}. Lower max_new_tokens or shorten it."
+            )
+    if labels is not None and len(list(labels)) != len(toks):
+        raise NeuroprobeError(
+            f"labels has {len(list(labels))} entries for {len(toks)} prompts; give one "
+            "label per prompt."
+        )
+    reqs = resolve_hooks(model, hooks)  # fail on a bad hook before generating anything
+    del reqs
+    if progress is None:
+        progress = sys.stderr.isatty() and len(toks) > batch_size
+    from tqdm.auto import tqdm
+
+    new = generate_tokens(
+        model, toks, max_new_tokens, do_sample=do_sample, temperature=float(temperature),
+        top_k=top_k, seeds=[seed + i for i in range(len(toks))],
+        eos_id=eos if stop_at_eos else None, batch_size=batch_size,
+        progress=(lambda it: tqdm(it, desc="generate", unit="batch")) if progress else None,
+    )
+    # step k feeds token L-1+k and produces generated token k: the last one is never an input
+    seqs = [torch.cat([t, g[:-1]]) for t, g in zip(toks, new)]
+    first = [t.numel() - 1 for t in toks]
+    rec = record(
+        model, seqs, hooks, batch_size=batch_size, include_bos=True,
+        positions=lambda i, n: range(first[i], n), labels=labels, dtype=dtype,
+        progress=progress,
+    )
+    return replace(rec, source=f"{_model_name(model)}: generated tokens")

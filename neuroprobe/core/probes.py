@@ -1,0 +1,284 @@
+"""Streaming probes: analyses that see every batch once and keep a running state.
+
+A probe is any object with
+
+``hooks``
+    a sequence of hook names or glob patterns it needs (resolved by :func:`neuroprobe.record`
+    or :func:`neuroprobe.stream` against the model, exactly like ``record(hooks=...)``);
+``update(acts, meta)``
+    called once per batch, in time order, with ``acts`` a dict ``{hook_name: Tensor[n, d]}``
+    (one row per recorded token of the batch, rows aligned with ``meta``) and ``meta`` a
+    :class:`BatchMeta`;
+``merge(other)``
+    returning a new probe whose state is exactly what one probe would hold after seeing
+    both probes' data (so shards recorded in different processes or machines combine).
+
+Probes never receive padding tokens.  Rows of consecutive batches are consecutive time
+points (``meta.time_index`` tells the global row), so a probe that needs lag-1 products
+can keep the previous batch's last row.
+
+Two built-in probes prove the protocol: :class:`RunningCovariance` (mean and covariance in
+float64) and :class:`TopK` (the top-k activating tokens of every unit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.units import Directions
+
+__all__ = ["BatchMeta", "Probe", "RunningCovariance", "TopK"]
+
+
+@dataclass(frozen=True)
+class BatchMeta:
+    """Metadata of the rows a probe receives for one batch.
+
+    Attributes
+    ----------
+    prompt_index : LongTensor ``[n]``
+        Which prompt (0-based, in the order given to ``record``) each row comes from.
+    position : LongTensor ``[n]``
+        Token position of the row inside its prompt (0 = first token, BOS if prepended).
+    time_index : LongTensor ``[n]``
+        Global row number in the whole recording (time point of the time series).
+    token_ids : LongTensor ``[n]`` or None
+        Token id of each row (None for models whose inputs are not tokens).
+    """
+
+    prompt_index: Int[Tensor, " n"]
+    position: Int[Tensor, " n"]
+    time_index: Int[Tensor, " n"]
+    token_ids: Int[Tensor, " n"] | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.time_index.shape[0])
+
+
+@runtime_checkable
+class Probe(Protocol):
+    """The protocol every streaming probe follows (see the module docstring)."""
+
+    hooks: Sequence[str]
+
+    def update(self, acts: dict[str, Tensor], meta: BatchMeta) -> None: ...
+
+    def merge(self, other: Probe) -> Probe: ...
+
+
+def _as_hook_and_dirs(target) -> tuple[str, Tensor | None]:
+    if isinstance(target, Directions):
+        return target.hook, target.vectors
+    if isinstance(target, str):
+        return target, None
+    raise NeuroprobeError(
+        f"probe target must be a hook name (str) or a Directions object; got {type(target)}"
+    )
+
+
+def _project(x: Tensor, dirs: Tensor | None) -> Tensor:
+    if dirs is None:
+        return x
+    if x.shape[-1] != dirs.shape[-1]:
+        raise NeuroprobeError(
+            f"Directions have width {dirs.shape[-1]} but the hook's output has width "
+            f"{x.shape[-1]}; build the directions for this hook."
+        )
+    return x @ dirs.to(device=x.device, dtype=x.dtype).T
+
+
+@dataclass
+class RunningCovariance:
+    """Running mean and covariance of one hook's output (or of directions at it).
+
+    Accumulates in float64 with the Chan et al. pairwise update, so float32 activations over
+    millions of tokens stay accurate, and :meth:`merge` is exact.
+
+    Parameters
+    ----------
+    target : str or Directions
+        The hook (exact name) or a set of directions at a hook.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from neuroprobe.core.probes import RunningCovariance, BatchMeta
+    >>> x = torch.randn(100, 3, dtype=torch.float64)
+    >>> meta = lambda a, b: BatchMeta(*(torch.arange(a, b),) * 3)
+    >>> p, q = RunningCovariance("h"), RunningCovariance("h")
+    >>> p.update({"h": x[:60]}, meta(0, 60)); q.update({"h": x[60:]}, meta(60, 100))
+    >>> torch.allclose(p.merge(q).covariance, torch.cov(x.T))
+    True
+    """
+
+    target: object
+    count: int = 0
+    mean: Tensor | None = None
+    m2: Tensor | None = None
+    hooks: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        hook, self._dirs = _as_hook_and_dirs(self.target)
+        self.hooks = (hook,)
+
+    def update(self, acts: dict[str, Tensor], meta: BatchMeta) -> None:
+        x = _project(acts[self.hooks[0]], self._dirs).detach().to(torch.float64)
+        n = x.shape[0]
+        if n == 0:
+            return
+        bmean = x.mean(0)
+        xc = x - bmean
+        bm2 = xc.T @ xc
+        self._combine(n, bmean, bm2)
+
+    def _combine(self, n: int, bmean: Tensor, bm2: Tensor) -> None:
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n, bmean.clone(), bm2.clone()
+            return
+        tot = self.count + n
+        delta = (bmean - self.mean).to(self.mean.device)
+        self.m2 = self.m2 + bm2.to(self.m2.device) + torch.outer(delta, delta) * (
+            self.count * n / tot
+        )
+        self.mean = self.mean + delta * (n / tot)
+        self.count = tot
+
+    def merge(self, other: RunningCovariance) -> RunningCovariance:
+        if not isinstance(other, RunningCovariance) or other.hooks != self.hooks:
+            raise NeuroprobeError(
+                f"can only merge a RunningCovariance of the same hook {self.hooks}; got {other!r}"
+            )
+        out = RunningCovariance(self.target)
+        if self.count:
+            out._combine(self.count, self.mean, self.m2)
+        if other.count:
+            out._combine(other.count, other.mean, other.m2)
+        return out
+
+    @property
+    def covariance(self) -> Float[Tensor, "d d"]:
+        """Unbiased covariance (divides by ``count - 1``), float64."""
+        if self.count < 2:
+            raise NeuroprobeError(
+                f"RunningCovariance has seen {self.count} rows; a covariance needs at least 2."
+            )
+        return self.m2 / (self.count - 1)
+
+    def __repr__(self) -> str:
+        d = None if self.mean is None else int(self.mean.shape[0])
+        return f"RunningCovariance(hook={self.hooks[0]!r}, count={self.count}, d={d})"
+
+
+@dataclass
+class TopK:
+    """The ``k`` highest-activating tokens of every unit at a hook (or of directions).
+
+    Keeps, per unit, the top-``k`` values with their ``(prompt_index, position, time_index,
+    token_id)``.  Ties are broken by earlier time.  :meth:`merge` is exact.
+
+    Parameters
+    ----------
+    target : str or Directions
+        The hook (exact name) or directions at a hook.
+    k : int
+        How many examples to keep per unit.
+    indices : sequence of int, optional
+        Track only these coordinates of the hook (all by default).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from neuroprobe.core.probes import TopK, BatchMeta
+    >>> x = torch.tensor([[0.0, 5.0], [3.0, 1.0], [2.0, 4.0]])
+    >>> p = TopK("h", k=2)
+    >>> p.update({"h": x}, BatchMeta(*(torch.arange(3),) * 3))
+    >>> p.values.T.tolist()
+    [[3.0, 2.0], [5.0, 4.0]]
+    """
+
+    target: object
+    k: int = 20
+    indices: Sequence[int] | None = None
+    values: Tensor | None = None
+    prompt_index: Tensor | None = None
+    position: Tensor | None = None
+    time_index: Tensor | None = None
+    token_ids: Tensor | None = None
+    hooks: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise NeuroprobeError(f"TopK(k=...) must be a positive int; got {self.k!r}")
+        hook, self._dirs = _as_hook_and_dirs(self.target)
+        self.hooks = (hook,)
+
+    def update(self, acts: dict[str, Tensor], meta: BatchMeta) -> None:
+        x = _project(acts[self.hooks[0]], self._dirs).detach().float().cpu()
+        if self.indices is not None:
+            x = x[:, torch.as_tensor(list(self.indices), dtype=torch.long)]
+        n, d = x.shape
+        if n == 0:
+            return
+        tok = meta.token_ids if meta.token_ids is not None else torch.full((n,), -1)
+        cols = [meta.prompt_index, meta.position, meta.time_index, tok]
+        cols = [c.cpu().long()[:, None].expand(n, d) for c in cols]
+        self._absorb(x, *cols)
+
+    def _absorb(self, vals: Tensor, pi: Tensor, pos: Tensor, ti: Tensor, tok: Tensor) -> None:
+        if self.values is not None:
+            vals = torch.cat([self.values, vals])
+            pi = torch.cat([self.prompt_index, pi])
+            pos = torch.cat([self.position, pos])
+            ti = torch.cat([self.time_index, ti])
+            tok = torch.cat([self.token_ids, tok])
+        # stable ordering: sort by time first, then a stable sort by value (descending)
+        order_t = torch.argsort(ti, dim=0, stable=True)
+        vals_t = torch.gather(vals, 0, order_t)
+        order_v = torch.argsort(vals_t, dim=0, descending=True, stable=True)[: self.k]
+        order = torch.gather(order_t, 0, order_v)
+        self.values = torch.gather(vals, 0, order)
+        self.prompt_index = torch.gather(pi, 0, order)
+        self.position = torch.gather(pos, 0, order)
+        self.time_index = torch.gather(ti, 0, order)
+        self.token_ids = torch.gather(tok, 0, order)
+
+    def merge(self, other: TopK) -> TopK:
+        if not isinstance(other, TopK) or other.hooks != self.hooks or other.k != self.k:
+            raise NeuroprobeError(
+                f"can only merge a TopK of the same hook {self.hooks} and k={self.k}; "
+                f"got {other!r}"
+            )
+        out = TopK(self.target, self.k, self.indices)
+        for p in (self, other):
+            if p.values is not None:
+                out._absorb(p.values, p.prompt_index, p.position, p.time_index, p.token_ids)
+        return out
+
+    def to_dataframe(self, unit: int) -> pd.DataFrame:
+        """The top-k rows of one unit (column ``unit`` of this probe), best first."""
+        if self.values is None:
+            raise NeuroprobeError("TopK has seen no data yet; run it through record/stream.")
+        return pd.DataFrame(
+            {
+                "rank": np.arange(self.values.shape[0]),
+                "activation": self.values[:, unit].numpy(),
+                "prompt_index": self.prompt_index[:, unit].numpy(),
+                "position": self.position[:, unit].numpy(),
+                "time_index": self.time_index[:, unit].numpy(),
+                "token_id": self.token_ids[:, unit].numpy(),
+            }
+        )
+
+    def __repr__(self) -> str:
+        shape = None if self.values is None else tuple(self.values.shape)
+        return f"TopK(hook={self.hooks[0]!r}, k={self.k}, values={shape})"

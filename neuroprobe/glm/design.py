@@ -1,0 +1,323 @@
+"""Block designs: design matrices for a mass-univariate GLM over token time series.
+
+A recording of a network is a time series ``[T, N]`` (one row per token).  In a *block
+design* consecutive stretches of tokens (one prompt per block) belong to one condition
+(``"medical"``, ``"random"`` ...).  :class:`BlockDesign` turns the sequence of blocks (or the
+per-token labels of a :class:`~neuroprobe.core.capture.Recording`) into a design matrix ``[T, P]``
+with named columns, ready for :func:`neuroprobe.fit_glm`.
+
+Columns, in order:
+
+* one boxcar per condition (1 inside the condition's blocks, 0 elsewhere), except the
+  ``baseline`` condition when one is named;
+* drift regressors per run (``drift="polynomial"`` or ``"cosine"``), none by default;
+* run regressors ``run_1 ... run_{R-1}`` when there are several runs (run 0 is the reference);
+* ``constant`` (intercept) -- unless the condition boxcars already sum to one.
+
+**Implicit baseline vs own column.**  With ``baseline="random"`` the control condition has no
+column: the intercept models its mean and the ``medical`` beta *is* the difference
+medical - random (contrast ``"medical"``).  With ``baseline=None`` every condition gets its own
+column; when every time point belongs to some condition the boxcars sum to one, so no
+intercept is added (a cell-means model) and the same test is the contrast
+``"medical - random"``.  Both give identical t statistics for that difference.
+
+No haemodynamic convolution by default (tokens are not BOLD); ``hrf="glover"`` or ``"spm"``
+convolve the boxcars with nilearn's canonical HRFs sampled every ``t_r`` for comparison with
+fMRI practice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from neuroprobe.core.errors import NeuroprobeError
+
+__all__ = ["BlockDesign"]
+
+_DRIFTS = (None, "polynomial", "cosine")
+_HRFS = (None, "glover", "spm")
+
+
+def _is_rest(lab) -> bool:
+    return lab is None or (isinstance(lab, float) and np.isnan(lab)) or lab == ""
+
+
+def _gamma_difference_hrf(t_r, delay, undershoot, dispersion, u_dispersion, ratio,
+                          time_length=32.0, oversampling=1):
+    """nilearn's gamma-difference HRF, sampled every ``t_r / oversampling``, summing to 1."""
+    from scipy.stats import gamma
+
+    dt = t_r / oversampling
+    ts = np.linspace(0, time_length, int(np.rint(float(time_length) / dt)))
+    peak = gamma.pdf(ts, delay / dispersion, loc=dt, scale=dispersion)
+    under = gamma.pdf(ts, undershoot / u_dispersion, loc=dt, scale=u_dispersion)
+    hrf = peak - ratio * under
+    return hrf / hrf.sum()
+
+
+def _hrf_kernel(name: str, t_r: float) -> np.ndarray:
+    if name == "spm":
+        return _gamma_difference_hrf(t_r, 6, 16.0, 1.0, 1.0, 0.167)
+    return _gamma_difference_hrf(t_r, 6, 12.0, 0.9, 0.9, 0.48)  # glover
+
+
+def _poly_drift(n: int, order: int, t_r: float) -> np.ndarray:
+    """nilearn's polynomial drift (orthogonalised powers), without its constant column."""
+    ft = np.arange(n) * t_r
+    tmax = float(ft.max()) if n > 1 else 1.0
+    pol = np.stack([(ft / tmax) ** k for k in range(order + 1)], axis=1)
+    for i in range(1, pol.shape[1]):
+        pol[:, i] -= pol[:, i] @ pol[:, :i] @ np.linalg.pinv(pol[:, :i])
+    return pol[:, 1:]
+
+
+def _cosine_drift(n: int, high_pass: float, t_r: float) -> np.ndarray:
+    """nilearn's discrete-cosine drift basis, without its constant column."""
+    order = min(n - 1, int(np.floor(2 * n * high_pass * t_r)))
+    tim = np.arange(n)
+    out = np.zeros((n, order))
+    for k in range(1, order + 1):
+        out[:, k - 1] = np.sqrt(2.0 / n) * np.cos((np.pi / n) * (tim + 0.5) * k)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class BlockDesign:
+    """A block design over ``T`` time points, and its design matrix.
+
+    Build it with :meth:`from_blocks` (a list of ``(condition, length)`` blocks) or
+    :meth:`from_labels` (one condition label per time point, e.g. ``rec.labels``).
+
+    Parameters
+    ----------
+    labels : tuple of str
+        Condition of every time point (``""`` = unlabelled, modelled by the intercept only).
+    runs : ndarray of int ``[T]``
+        Run (session) of every time point; runs are consecutive stretches.
+    baseline : str, optional
+        Condition without a column (implicit baseline, modelled by the intercept).
+    drift : {None, "polynomial", "cosine"}
+        Drift regressors added per run.
+    drift_order : int
+        Order of the polynomial drift.
+    high_pass : float
+        Cut-off frequency (cycles per time unit) of the cosine drift.
+    hrf : {None, "glover", "spm"}
+        Convolve the condition boxcars with a canonical HRF (off by default).
+    t_r : float
+        Time between two time points (only matters for ``hrf`` and ``high_pass``).
+
+    Examples
+    --------
+    >>> from neuroprobe import BlockDesign
+    >>> d = BlockDesign.from_blocks([("task", 3), ("control", 2)] * 2, baseline="control")
+    >>> d.matrix.columns.tolist()
+    ['task', 'constant']
+    >>> d.matrix["task"].tolist()
+    [1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+    >>> BlockDesign.from_blocks([("task", 3), ("control", 2)] * 2).matrix.columns.tolist()
+    ['task', 'control']
+    """
+
+    labels: tuple
+    runs: np.ndarray
+    baseline: str | None = None
+    drift: str | None = None
+    drift_order: int = 1
+    high_pass: float = 0.01
+    hrf: str | None = None
+    t_r: float = 1.0
+
+    def __post_init__(self) -> None:
+        labels = tuple("" if _is_rest(x) else str(x) for x in self.labels)
+        object.__setattr__(self, "labels", labels)
+        T = len(labels)
+        if T == 0:
+            raise NeuroprobeError("BlockDesign needs at least one time point; got 0 labels.")
+        runs = np.asarray(self.runs if self.runs is not None else np.zeros(T, int))
+        if runs.shape != (T,):
+            raise NeuroprobeError(
+                f"runs must have one entry per time point ({T}); got shape {runs.shape}."
+            )
+        # runs are consecutive stretches, renumbered 0..R-1 in order of appearance
+        change = np.r_[True, runs[1:] != runs[:-1]]
+        order = list(dict.fromkeys(runs.tolist()))
+        if int(change.sum()) != len(order):
+            raise NeuroprobeError(
+                "runs must be consecutive stretches of time points (each run appears once); "
+                f"got runs {order} interleaved. Concatenate each run's blocks together."
+            )
+        object.__setattr__(self, "runs", np.cumsum(change) - 1)
+        conds = self.conditions_all
+        if not conds:
+            raise NeuroprobeError(
+                "BlockDesign has no labelled time point; give each block a condition name."
+            )
+        if self.baseline is not None and self.baseline not in conds:
+            raise NeuroprobeError(
+                f"baseline={self.baseline!r} is not a condition of the design; conditions are: "
+                f"{', '.join(conds)}."
+            )
+        if self.drift not in _DRIFTS:
+            raise NeuroprobeError(
+                f"drift must be one of {_DRIFTS}; got {self.drift!r}."
+            )
+        if self.hrf not in _HRFS:
+            raise NeuroprobeError(f"hrf must be one of {_HRFS}; got {self.hrf!r}.")
+        if not (isinstance(self.t_r, (int, float)) and self.t_r > 0):
+            raise NeuroprobeError(f"t_r must be a positive number; got {self.t_r!r}.")
+        if not (isinstance(self.high_pass, (int, float)) and self.high_pass >= 0):
+            raise NeuroprobeError(
+                f"high_pass must be a non-negative number (cycles per time unit); "
+                f"got {self.high_pass!r}."
+            )
+        if not isinstance(self.drift_order, (int, np.integer)) or self.drift_order < 1:
+            raise NeuroprobeError(f"drift_order must be an int >= 1; got {self.drift_order!r}.")
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_blocks(cls, blocks: Sequence, **options) -> BlockDesign:
+        """A design from blocks ``(condition, length)`` or ``(condition, length, run)``.
+
+        ``condition`` may be ``None`` or ``""`` for an unlabelled (rest) block.  Other
+        keyword arguments are those of :class:`BlockDesign` (``baseline``, ``drift``, ...).
+
+        Examples
+        --------
+        >>> d = BlockDesign.from_blocks([("a", 2, 0), ("b", 2, 0), ("a", 2, 1), ("b", 2, 1)],
+        ...                             baseline="b")
+        >>> d.matrix.columns.tolist()
+        ['a', 'run_1', 'constant']
+        """
+        labels: list = []
+        runs: list = []
+        for i, blk in enumerate(blocks):
+            if not isinstance(blk, (tuple, list)) or len(blk) not in (2, 3):
+                raise NeuroprobeError(
+                    f"blocks[{i}] must be (condition, length) or (condition, length, run); "
+                    f"got {blk!r}."
+                )
+            cond, length = blk[0], blk[1]
+            run = blk[2] if len(blk) == 3 else 0
+            if not isinstance(length, (int, np.integer)) or isinstance(length, bool) \
+                    or length < 1:
+                raise NeuroprobeError(
+                    f"blocks[{i}] length must be a positive int (time points); got {length!r}."
+                )
+            labels += [cond] * int(length)
+            runs += [run] * int(length)
+        if not labels:
+            raise NeuroprobeError("blocks is empty; pass at least one (condition, length).")
+        return cls(tuple(labels), np.asarray(runs), **options)
+
+    @classmethod
+    def from_labels(cls, labels, *, runs=None, **options) -> BlockDesign:
+        """A design from one condition label per time point.
+
+        ``labels`` may be a sequence/array of labels or a Recording (its ``labels``, which
+        ``record(..., labels=...)`` fills from per-prompt labels).  ``runs`` is an optional
+        run id per time point.
+
+        Examples
+        --------
+        >>> BlockDesign.from_labels(["x", "x", "y", "y"], baseline="y").matrix.shape
+        (4, 2)
+        """
+        if hasattr(labels, "acts") and hasattr(labels, "labels"):
+            if labels.labels is None:
+                raise NeuroprobeError(
+                    "this Recording has no labels; record it with record(..., labels=[...]) "
+                    "giving one condition per prompt, or pass the labels yourself."
+                )
+            labels = labels.labels
+        labels = list(np.asarray(labels, dtype=object).ravel())
+        return cls(tuple(labels), None if runs is None else np.asarray(runs), **options)
+
+    # ---- views --------------------------------------------------------------------------
+    @property
+    def n_time(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_runs(self) -> int:
+        return int(self.runs.max()) + 1
+
+    @cached_property
+    def conditions_all(self) -> list[str]:
+        """All condition names, in order of first appearance."""
+        return [c for c in dict.fromkeys(self.labels) if c != ""]
+
+    @property
+    def conditions(self) -> list[str]:
+        """Conditions that have a column (all but the baseline)."""
+        return [c for c in self.conditions_all if c != self.baseline]
+
+    @cached_property
+    def blocks(self) -> pd.DataFrame:
+        """One row per block: ``condition``, ``onset``, ``length``, ``run``."""
+        lab = np.asarray(self.labels, dtype=object)
+        change = np.r_[True, (lab[1:] != lab[:-1]) | (self.runs[1:] != self.runs[:-1])]
+        onsets = np.flatnonzero(change)
+        lengths = np.diff(np.r_[onsets, self.n_time])
+        return pd.DataFrame(
+            {"condition": lab[onsets], "onset": onsets, "length": lengths,
+             "run": self.runs[onsets]}
+        )
+
+    @cached_property
+    def matrix(self) -> pd.DataFrame:
+        """The design matrix ``[T, P]`` (float64 DataFrame with named columns)."""
+        T = self.n_time
+        lab = np.asarray(self.labels, dtype=object)
+        cols: dict[str, np.ndarray] = {}
+        for c in self.conditions:
+            box = (lab == c).astype(np.float64)
+            if self.hrf is not None:
+                k = _hrf_kernel(self.hrf, self.t_r)
+                conv = np.zeros(T)
+                for r in range(self.n_runs):  # no bleeding across runs
+                    sl = self.runs == r
+                    conv[sl] = np.convolve(box[sl], k)[: int(sl.sum())]
+                box = conv
+            cols[c] = box
+        multi = self.n_runs > 1
+        if self.drift is not None:
+            for r in range(self.n_runs):
+                sl = np.flatnonzero(self.runs == r)
+                n = sl.size
+                if self.drift == "polynomial":
+                    d = _poly_drift(n, int(self.drift_order), self.t_r)
+                else:
+                    d = _cosine_drift(n, float(self.high_pass), self.t_r)
+                for k in range(d.shape[1]):
+                    col = np.zeros(T)
+                    col[sl] = d[:, k]
+                    cols[f"run{r}_drift_{k + 1}" if multi else f"drift_{k + 1}"] = col
+        for r in range(1, self.n_runs):
+            cols[f"run_{r}"] = (self.runs == r).astype(np.float64)
+        covered = (lab != "").all()
+        if self.baseline is not None or not covered or self.hrf is not None:
+            cols["constant"] = np.ones(T)
+        return pd.DataFrame(cols)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """The design matrix (same as :attr:`matrix`)."""
+        return self.matrix.copy()
+
+    def plot(self, ax=None, **kwargs):
+        """Plot the design matrix like nilearn's ``plot_design_matrix``; returns the Axes."""
+        from neuroprobe.viz.glm import plot_design_matrix
+
+        return plot_design_matrix(self.matrix, ax=ax, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"BlockDesign(T={self.n_time}, conditions={self.conditions_all}, "
+            f"baseline={self.baseline!r}, runs={self.n_runs}, blocks={len(self.blocks)}, "
+            f"drift={self.drift!r}, hrf={self.hrf!r}, columns={list(self.matrix.columns)})"
+        )

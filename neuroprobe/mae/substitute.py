@@ -1,0 +1,602 @@
+"""Local search around an MAE by substitution, with pluggable substituters.
+
+:func:`local_search` replaces, at every position of an MAE, a span of 1-3 tokens by
+candidates from a *substituter*, runs every valid variant in batched forward passes and
+classifies it by the drop of the anchor's activation relative to the MAE: *positive*
+(drop < ``positive_max_drop``, 40 % in the paper), *negative* (drop > ``negative_min_drop``,
+70 %), *neutral* in between.  Stop words are skipped (as in the paper) unless asked for.
+Candidates are deduplicated (by the resulting token sequence), identity swaps are dropped,
+sub-word artifacts (``##``) are dropped, and every candidate must round-trip through the
+model's tokenizer (``tokenize(decode(ids)) == ids``), so the table shows exactly what ran.
+
+In a causal model a token after the anchor cannot change the anchor's activation, so spans
+after the anchor are skipped by default (``include_after_anchor=True`` keeps them).
+
+Substituters
+------------
+A substituter is any object with ``propose(requests) -> list[list[str | list[int]]]``: for
+each :class:`SpanRequest` (the text left of the span, the span, the text right of it, the
+MAE's token ids and the span's token range), a list of replacement strings (or token-id
+lists), best first.  A plain function ``f(left, span, right, top_n) -> list[str]`` works too
+(wrapped by :func:`as_substituter`).  Two come built in:
+
+* :class:`LMHeadSubstituter` (default, offline): the model's own LM head.  Candidates are the
+  most likely next tokens given the prefix (one forward pass over the MAE gives them for every
+  position), re-ranked by the log-likelihood of the whole resulting sentence (one batched
+  pass).
+* :class:`MaskedLMSubstituter`: a HuggingFace ``AutoModelForMaskedLM`` (e.g. BERT, as in the
+  paper): the span is replaced by one mask token and the top whole-word predictions are
+  returned (``##`` pieces are never returned).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Union, runtime_checkable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.mae.engine import UnitReader, resolve_unit
+from neuroprobe.core.validation import check_fraction, check_positive_int
+from neuroprobe.mae.prune import MAE, _bos_prefix, _decode, _token_strs
+
+__all__ = [
+    "SpanRequest",
+    "Substituter",
+    "LMHeadSubstituter",
+    "MaskedLMSubstituter",
+    "as_substituter",
+    "LocalSearch",
+    "local_search",
+]
+
+Candidate = Union[str, Sequence[int]]  # noqa: UP007
+
+
+@dataclass(frozen=True)
+class SpanRequest:
+    """What a substituter is asked: replacements for ``token_ids[start:end]``.
+
+    ``left + span + right`` is the MAE's text; ``span`` keeps its leading space, so a
+    replacement for a word should usually start with a space too.
+    """
+
+    left: str
+    span: str
+    right: str
+    token_ids: tuple
+    start: int
+    end: int
+    top_n: int
+
+
+@runtime_checkable
+class Substituter(Protocol):
+    """The substituter protocol: ``propose(requests) -> one candidate list per request``."""
+
+    def propose(self, requests: Sequence[SpanRequest]) -> list: ...
+
+
+class _FunctionSubstituter:
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def propose(self, requests: Sequence[SpanRequest]) -> list:
+        return [self.fn(r.left, r.span, r.right, r.top_n) for r in requests]
+
+    def __repr__(self) -> str:
+        return f"FunctionSubstituter({getattr(self.fn, '__name__', self.fn)!r})"
+
+
+def as_substituter(obj) -> Substituter:
+    """A substituter from an object with ``propose`` or a function
+    ``f(left, span, right, top_n) -> list[str]``.
+
+    Examples
+    --------
+    >>> from neuroprobe.mae.substitute import as_substituter, SpanRequest
+    >>> sub = as_substituter(lambda left, span, right, n: [" dog", " cow"][:n])
+    >>> sub.propose([SpanRequest("The", " cat", " sat", (1, 2, 3), 1, 2, 1)])
+    [[' dog']]
+    """
+    if hasattr(obj, "propose") and callable(obj.propose):
+        return obj
+    if callable(obj):
+        return _FunctionSubstituter(obj)
+    raise NeuroprobeError(
+        f"substituter must have a propose(requests) method or be a function "
+        f"f(left, span, right, top_n) -> list[str]; got {type(obj).__name__}."
+    )
+
+
+class LMHeadSubstituter:
+    """Candidates from the model's own next-token distribution, re-ranked by the
+    log-likelihood of the whole resulting sentence.
+
+    Parameters
+    ----------
+    model : TransformerBridge
+        The language model (the same one whose units are studied, or another one with the
+        same tokenizer).
+    pool : float
+        ``ceil(pool * top_n)`` next-token candidates are drawn per span and re-ranked; the
+        best ``top_n`` are returned (``pool=1`` skips the re-ranking pass).
+    rerank : bool
+        Re-rank by the whole sentence's log-likelihood (default) or keep next-token order.
+    batch_size : int
+        Sequences per forward pass.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
+    >>> sub = npb.LMHeadSubstituter(model)
+    >>> req = npb.SpanRequest("", "", "", (4, 5, 6), 1, 2, 3)
+    >>> [len(c) for c in sub.propose([req])]
+    [3]
+    """
+
+    def __init__(self, model, *, pool: float = 1.5, rerank: bool = True,
+                 batch_size: int = 64) -> None:
+        if not (isinstance(pool, (int, float)) and pool >= 1):
+            raise NeuroprobeError(f"pool must be a number >= 1; got {pool!r}.")
+        self.model = model
+        self.pool = float(pool)
+        self.rerank = bool(rerank)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.n_forward = 0
+        self.prepend_bos: bool | None = None  # set by local_search from the MAE
+        # local_search may ask to watch a unit during the re-ranking pass: its activations
+        # on every re-ranked sentence are kept, so the search needs no second pass for them
+        self.watch = None
+        self.cache: dict = {}
+
+    def propose(self, requests: Sequence[SpanRequest]) -> list:
+        tok = getattr(self.model, "tokenizer", None)
+        special = set(getattr(tok, "all_special_ids", []) or []) if tok is not None else set()
+        pre = _bos_prefix(self.model, self.prepend_bos, tok is not None)
+        reader = UnitReader(self.model, self.watch, batch_size=self.batch_size)
+        self.cache = {}
+        out: list = [[] for _ in requests]
+        groups: dict = {}
+        for j, r in enumerate(requests):
+            groups.setdefault(tuple(r.token_ids), []).append(j)
+        for ids, js in groups.items():
+            ids = list(ids)
+            with torch.no_grad():
+                logits = self.model(torch.as_tensor([pre + ids]))[0].float()
+            reader.n_forward += 1
+            logp = torch.log_softmax(logits, -1)
+            cands: list = []  # (request j, token id, next-token logp)
+            for j in js:
+                r = requests[j]
+                pos = len(pre) + r.start - 1
+                if pos < 0:
+                    continue
+                n_pool = int(np.ceil(self.pool * r.top_n)) if self.rerank else r.top_n
+                order = torch.argsort(logp[pos], descending=True)
+                got = 0
+                for t in order.tolist():
+                    if t in special or (r.end - r.start == 1 and t == ids[r.start]):
+                        continue
+                    if tok is not None:
+                        s = _decode(tok, [t])
+                        if not s.strip() or "##" in s or "\ufffd" in s:
+                            continue
+                    cands.append((j, t, float(logp[pos, t])))
+                    got += 1
+                    if got >= n_pool:
+                        break
+            if self.rerank and cands:
+                seqs = [pre + ids[:requests[j].start] + [t] + ids[requests[j].end:]
+                        for j, t, _ in cands]
+                acts, lps = reader.run(seqs, logprobs=True)
+                score = [float(lp.sum()) for lp in lps]
+                if self.watch is not None:
+                    self.cache.update({tuple(q): a for q, a in zip(seqs, acts, strict=True)})
+            else:
+                score = [lp for _, _, lp in cands]
+            per: dict = {}
+            for (j, t, _), sc in zip(cands, score, strict=False):
+                per.setdefault(j, []).append((sc, t))
+            for j, lst in per.items():
+                lst.sort(key=lambda x: -x[0])
+                top = [t for _, t in lst[: requests[j].top_n]]
+                out[j] = [_decode(tok, [t]) for t in top] if tok is not None else [[t]
+                                                                                   for t in top]
+        self.n_forward += reader.n_forward
+        return out
+
+    def __repr__(self) -> str:
+        return f"LMHeadSubstituter(pool={self.pool}, rerank={self.rerank})"
+
+
+class MaskedLMSubstituter:
+    """Whole-word candidates from a HuggingFace masked language model (BERT as in the paper).
+
+    The span is replaced by a single mask token (in the masked LM's own tokenization of
+    ``left + [MASK] + right``) and the top predictions that are whole words are returned with
+    the span's leading whitespace; word pieces (``##...``) and special tokens are never
+    returned.
+
+    Parameters
+    ----------
+    model : str or transformers model
+        A local path / hub name for ``AutoModelForMaskedLM`` (hub names need internet), or
+        a loaded masked LM.
+    tokenizer : transformers tokenizer, optional
+        Needed when ``model`` is a loaded model.
+    device : str, optional
+    """
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, device: str | None = None,
+                 batch_size: int = 32) -> None:
+        if isinstance(model, str):
+            try:
+                from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+                model = AutoModelForMaskedLM.from_pretrained(model)
+            except Exception as e:  # noqa: BLE001 - hub/network errors come in many classes
+                raise NeuroprobeError(
+                    f"MaskedLMSubstituter({model!r}) could not load the masked LM ({e}); pass a "
+                    "local path, or a loaded model and tokenizer. Offline, use the default "
+                    "LMHeadSubstituter."
+                ) from e
+        if tokenizer is None or getattr(tokenizer, "mask_token_id", None) is None:
+            raise NeuroprobeError(
+                "MaskedLMSubstituter needs the masked LM's tokenizer with a mask token; pass "
+                "tokenizer=AutoTokenizer.from_pretrained(...)."
+            )
+        self.mlm = model.eval()
+        self.tok = tokenizer
+        self.device = device
+        if device is not None:
+            self.mlm.to(device)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.n_forward = 0
+
+    def propose(self, requests: Sequence[SpanRequest]) -> list:
+        tok = self.tok
+        special = set(tok.all_special_ids)
+        out: list = []
+        for b in range(0, len(requests), self.batch_size):
+            chunk = requests[b: b + self.batch_size]
+            texts = [r.left.rstrip() + (" " if r.span[:1].isspace() else "") + tok.mask_token
+                     + r.right for r in chunk]
+            enc = tok(texts, return_tensors="pt", padding=True, truncation=True)
+            if self.device is not None:
+                enc = {k: v.to(self.device) for k, v in enc.items()}
+            with torch.no_grad():
+                logits = self.mlm(**enc).logits.float()
+            self.n_forward += 1
+            for r, row, ids in zip(chunk, logits, enc["input_ids"], strict=False):
+                where = torch.nonzero(ids == tok.mask_token_id).flatten()
+                if where.numel() == 0:
+                    out.append([])
+                    continue
+                order = torch.argsort(row[int(where[0])], descending=True)
+                lead = r.span[: len(r.span) - len(r.span.lstrip())]
+                got: list = []
+                for t in order[: 50 * r.top_n].tolist():
+                    if t in special:
+                        continue
+                    w = tok.convert_ids_to_tokens(t)
+                    if w is None or w.startswith("##") or w.startswith("[") or not w.strip():
+                        continue
+                    w = tok.convert_tokens_to_string([w]).strip()
+                    if not w or "##" in w:
+                        continue
+                    got.append(lead + w)
+                    if len(got) >= r.top_n:
+                        break
+                out.append(got)
+        return out
+
+    def __repr__(self) -> str:
+        return f"MaskedLMSubstituter({type(self.mlm).__name__})"
+
+
+# ---- local search ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LocalSearch:
+    """The local-search table around one MAE.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row per variant: ``kind`` (positive/negative/neutral), ``text``, ``activation``,
+        ``drop`` (``1 - activation / mae_activation``), ``position`` (first replaced token),
+        ``span`` (tokens replaced), ``replaced``, ``replacement``, ``anchor`` (anchor index
+        in the variant's tokens), ``token_ids``.
+    unit, mae_text, mae_tokens, mae_anchor, mae_activation, mae_activations :
+        The MAE searched around.
+    positive_max_drop, negative_min_drop : float
+    n_spans, n_proposed, n_forward : int
+        Spans asked about, candidates returned by the substituter, forward passes
+        (activations and substituter together).
+    note : str
+        Anything worth knowing (e.g. no candidate survived the filters).
+    """
+
+    unit: str
+    table: pd.DataFrame = field(repr=False)
+    mae_text: str
+    mae_tokens: list
+    mae_anchor: int
+    mae_activation: float
+    mae_activations: list
+    positive_max_drop: float
+    negative_min_drop: float
+    n_spans: int
+    n_proposed: int
+    n_forward: int
+    note: str = ""
+
+    def _count(self, kind: str) -> int:
+        return int((self.table["kind"] == kind).sum()) if len(self.table) else 0
+
+    @property
+    def n_positive(self) -> int:
+        return self._count("positive")
+
+    @property
+    def n_negative(self) -> int:
+        return self._count("negative")
+
+    @property
+    def n_neutral(self) -> int:
+        return self._count("neutral")
+
+    @property
+    def positives(self) -> pd.DataFrame:
+        return self.table[self.table["kind"] == "positive"].reset_index(drop=True)
+
+    @property
+    def negatives(self) -> pd.DataFrame:
+        return self.table[self.table["kind"] == "negative"].reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, key):
+        return self.table[key]
+
+    def to_dataframe(self) -> pd.DataFrame:
+        return self.table.copy()
+
+    def to_json(self, path: str | None = None) -> str:
+        d = {k: getattr(self, k) for k in ("unit", "mae_text", "mae_tokens", "mae_anchor",
+                                            "mae_activation", "positive_max_drop",
+                                            "negative_min_drop", "n_spans", "n_proposed",
+                                            "n_forward", "note")}
+        d["rows"] = json.loads(self.table.to_json(orient="records"))
+        s = json.dumps(d, indent=1)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(s)
+        return s
+
+    def __repr__(self) -> str:
+        return (f"LocalSearch(unit={self.unit!r}, mae={self.mae_text!r}, rows={len(self.table)}:"
+                f" {self.n_positive} positive, {self.n_negative} negative, "
+                f"{self.n_neutral} neutral)")
+
+    def _repr_html_(self) -> str:
+        from neuroprobe.viz.mae import search_html
+
+        return search_html(self)
+
+
+def _stop_words() -> frozenset:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+def _is_stop_span(text: str, stop: frozenset) -> bool:
+    words = [w.strip(".,;:!?\"'()[]").lower() for w in text.split()]
+    words = [w for w in words if w]
+    return bool(words) and all(w in stop for w in words)
+
+
+_COLUMNS = ["kind", "text", "activation", "drop", "position", "span", "replaced",
+            "replacement", "anchor", "token_ids"]
+
+
+def local_search(
+    model,
+    unit,
+    mae: MAE,
+    substituter=None,
+    top_n: int = 10,
+    positive_max_drop: float = 0.4,
+    negative_min_drop: float = 0.7,
+    spans: Sequence[int] = (1, 2, 3),
+    *,
+    include_stop_words: bool = False,
+    include_after_anchor: bool = False,
+    batch_size: int = 64,
+) -> LocalSearch:
+    """Search the input space around an MAE by substituting words and short spans.
+
+    Parameters
+    ----------
+    model : TransformerBridge
+    unit : (str, int) or Directions or (Directions, int)
+        The unit the MAE was made for.
+    mae : MAE
+        From :func:`neuroprobe.prune_to_mae`.
+    substituter : Substituter or function, optional
+        Default: :class:`LMHeadSubstituter` on ``model``.
+    top_n : int
+        Candidates per span.
+    positive_max_drop, negative_min_drop : float in (0, 1)
+        A variant is positive when its drop is below ``positive_max_drop``, negative when it
+        is above ``negative_min_drop``, neutral in between.
+    spans : sequence of int
+        Span lengths in tokens (1, 2, 3 by default).
+    include_stop_words : bool
+        Also substitute spans made only of stop words (skipped in the paper).
+    include_after_anchor : bool
+        Also substitute tokens after the anchor (no effect in a causal model).
+
+    Returns
+    -------
+    LocalSearch
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
+    >>> unit = ("blocks.0.mlp.hook_post", 3)
+    >>> mae = npb.prune_to_mae(model, unit, [5, 9, 2, 7, 11, 4], window=2)
+    >>> found = npb.local_search(model, unit, mae, top_n=3, spans=(1,))
+    >>> set(found["kind"]) <= {"positive", "negative", "neutral"}
+    True
+    """
+    if not isinstance(mae, MAE):
+        raise NeuroprobeError(
+            f"mae must be an MAE from npb.prune_to_mae; got {type(mae).__name__}."
+        )
+    top_n = check_positive_int(top_n, "top_n")
+    pmax = check_fraction(positive_max_drop, "positive_max_drop")
+    nmin = check_fraction(negative_min_drop, "negative_min_drop")
+    if pmax > nmin:
+        raise NeuroprobeError(
+            f"positive_max_drop ({pmax}) must not exceed negative_min_drop ({nmin}); e.g. "
+            "0.4 and 0.7 as in the paper."
+        )
+    spans = sorted({check_positive_int(s, "spans entry") for s in spans})
+    if not spans:
+        raise NeuroprobeError("spans is empty; pass span lengths such as (1, 2, 3).")
+    spec = resolve_unit(model, unit)
+    if mae.unit != spec.label:
+        raise NeuroprobeError(
+            f"the MAE is for unit {mae.unit!r} but unit={spec.label!r}; pass the same unit."
+        )
+    if not mae.activation > 0:
+        raise NeuroprobeError(
+            f"the MAE's activation is {mae.activation:.4g} <= 0, so activation drops are "
+            "undefined; local search needs an MAE on which the unit fires."
+        )
+    tok = getattr(model, "tokenizer", None)
+    if substituter is None:
+        substituter = LMHeadSubstituter(model, batch_size=batch_size)
+    sub = as_substituter(substituter)
+    if isinstance(sub, LMHeadSubstituter):
+        sub.prepend_bos = mae.bos
+        sub.watch = spec if sub.model is model else None
+    pre = _bos_prefix(model, True, True) if mae.bos else []
+    ids = list(mae.token_ids)
+    n, a = len(ids), mae.anchor
+    stop = frozenset() if include_stop_words else _stop_words()
+
+    # 1. the spans to ask about
+    reqs: list = []
+    for L in spans:
+        for i in range(0, n - L + 1):
+            e = i + L
+            if e - 1 > a and not include_after_anchor:
+                continue
+            span_txt = _decode(tok, ids[i:e])
+            if tok is not None and not include_stop_words and _is_stop_span(span_txt, stop):
+                continue
+            reqs.append(SpanRequest(_decode(tok, ids[:i]) if i else "", span_txt,
+                                    _decode(tok, ids[e:]) if e < n else "", tuple(ids), i, e,
+                                    top_n))
+    n_fwd_sub0 = getattr(sub, "n_forward", 0)
+    props = sub.propose(reqs) if reqs else []
+    if props is None or len(props) != len(reqs):
+        raise NeuroprobeError(
+            f"the substituter returned {None if props is None else len(props)} candidate "
+            f"lists for {len(reqs)} spans; propose(requests) must return one list per request."
+        )
+    n_proposed = sum(len(p or []) for p in props)
+    if reqs and n_proposed == 0:
+        raise NeuroprobeError(
+            f"the substituter {sub!r} returned no candidates for any of the {len(reqs)} spans; "
+            "check it (it must return replacement strings), or use the default "
+            "LMHeadSubstituter(model)."
+        )
+    # 2. validate candidates: no artifacts, no identity, round trip, dedup
+    seen = {tuple(ids)}
+    variants: list = []
+    for r, cands in zip(reqs, props, strict=False):
+        kept = 0
+        for c in cands or []:
+            if kept >= r.top_n:
+                break
+            if isinstance(c, str):
+                if tok is None or "##" in c or not c.strip() or c.strip() == r.span.strip():
+                    continue
+                rid = tok(c, add_special_tokens=False)["input_ids"]
+            else:
+                rid = [int(t) for t in c]
+            if not rid or rid == ids[r.start:r.end]:
+                continue
+            new = ids[:r.start] + rid + ids[r.end:]
+            if tok is not None:
+                txt = _decode(tok, new)
+                if tok(txt, add_special_tokens=False)["input_ids"] != new:
+                    continue  # does not round-trip through the tokenizer
+            else:
+                txt = _decode(tok, new)
+            key = tuple(new)
+            if key in seen:
+                continue
+            seen.add(key)
+            kept += 1
+            shift = len(rid) - (r.end - r.start)
+            if r.end - 1 < a:
+                na = a + shift
+            elif r.start <= a:
+                na = r.start + len(rid) - 1
+            else:
+                na = a
+            variants.append((r, rid, new, na, txt))
+    # 3. one batched evaluation of every variant
+    reader = UnitReader(model, spec, batch_size=batch_size)
+    cache = getattr(sub, "cache", None) if isinstance(sub, LMHeadSubstituter) else None
+    cache = cache if cache and sub.watch is spec else {}
+    todo = [j for j, v in enumerate(variants) if tuple(pre + v[2]) not in cache]
+    fresh, _ = reader.run([pre + variants[j][2] for j in todo])
+    got = dict(zip(todo, fresh, strict=True))
+    outs = [got[j] if j in got else cache[tuple(pre + v[2])] for j, v in enumerate(variants)]
+    if isinstance(sub, LMHeadSubstituter):
+        sub.watch, sub.cache = None, {}
+    rows = []
+    for (r, rid, new, na, txt), o in zip(variants, outs, strict=False):
+        act = float(o[len(pre) + na])
+        drop = 1.0 - act / mae.activation
+        kind = "positive" if drop < pmax else ("negative" if drop > nmin else "neutral")
+        rows.append({
+            "kind": kind, "text": txt, "activation": act, "drop": drop, "position": r.start,
+            "span": r.end - r.start, "replaced": r.span,
+            "replacement": _decode(tok, rid) if tok is not None else " ".join(map(str, rid)),
+            "anchor": na, "token_ids": new,
+        })
+    table = pd.DataFrame(rows, columns=_COLUMNS)
+    note = ""
+    if not reqs:
+        note = "no span to substitute (all spans are stop words or after the anchor)"
+    elif not variants:
+        note = (f"the substituter proposed {n_proposed} candidates but none survived the "
+                "filters (identity, '##' artifacts, tokenizer round trip, duplicates)")
+    return LocalSearch(
+        unit=spec.label, table=table, mae_text=mae.text, mae_tokens=list(mae.tokens),
+        mae_anchor=a, mae_activation=float(mae.activation),
+        mae_activations=list(mae.activations), positive_max_drop=pmax, negative_min_drop=nmin,
+        n_spans=len(reqs), n_proposed=n_proposed,
+        n_forward=reader.n_forward + getattr(sub, "n_forward", 0) - n_fwd_sub0, note=note,
+    )
+
+
+_ = _token_strs

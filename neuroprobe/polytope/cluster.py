@@ -1,0 +1,499 @@
+"""HDBSCAN clusters of activations and spline codes, and NMF directions against them.
+
+The polytope lens finds monosemantic regions by clustering activations or their spline
+codes with HDBSCAN (prediction 1), and compares them with NMF directions: a direction is
+polysemantic when the samples most aligned with it fall into several clusters.
+
+:func:`hdbscan_clusters` routes the work for speed:
+
+``"precomputed"`` (codes, up to ``max_precomputed`` points)
+    all-pairs Hamming/Jaccard distances from blockwise integer matrix products
+    (:func:`~neuroprobe.hamming_matrix`), core distances by ``np.partition`` along rows, the
+    mutual-reachability matrix in place, then hdbscan's own MST, linkage and cluster
+    selection -- identical labels to ``hdbscan.HDBSCAN(metric="precomputed")`` on the same
+    distances, several times faster.
+``"pca"`` (dense activations)
+    project on the top ``pca_components`` principal components (covariance eigendecomposition)
+    and run hdbscan's Boruvka KD-tree (the hdbscan maintainers' advice for high-dimensional
+    data).
+``"knn"`` (codes beyond ``max_precomputed`` points)
+    a sparse symmetric k-nearest-neighbour graph of Hamming/Jaccard distances, given to
+    hdbscan as a sparse precomputed matrix (disconnected parts are joined at a distance
+    larger than any code distance, so they only merge at the root).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.validation import as_tensor, check_finite, check_positive_int
+from neuroprobe.polytope.spline import (
+    ProbabilisticCodes,
+    SplineCodes,
+    _gram_blocks,
+    expected_hamming_matrix,
+    hamming_matrix,
+    jaccard_matrix,
+)
+from neuroprobe.core.units import Directions
+
+__all__ = [
+    "Clusters",
+    "DirectionOverlap",
+    "hdbscan_clusters",
+    "nmf_directions",
+    "direction_cluster_overlap",
+]
+
+_ROUTES = ("auto", "precomputed", "pca", "knn")
+
+
+@dataclass(frozen=True, eq=False)
+class Clusters:
+    """HDBSCAN clustering of ``n`` points.
+
+    Attributes
+    ----------
+    labels : ndarray ``int [n]``
+        Cluster of each point, ``-1`` for noise.
+    probabilities : ndarray ``[n]``
+        HDBSCAN membership strength of each point in its cluster.
+    route : str
+        How it was computed (``"precomputed"``, ``"pca"``, ``"knn"``).
+    metric : str
+    min_cluster_size : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.concatenate([np.zeros((30, 5)), np.ones((30, 5)) * 10])
+    >>> x = x + np.random.default_rng(0).normal(size=x.shape)
+    >>> c = hdbscan_clusters(x, min_cluster_size=10)
+    >>> c.n_clusters, c.sizes.tolist()
+    (2, [30, 30])
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    route: str
+    metric: str
+    min_cluster_size: int
+
+    def __repr__(self) -> str:
+        return (f"Clusters(n={len(self.labels)}, n_clusters={self.n_clusters}, "
+                f"noise={self.noise_fraction:.2f}, route={self.route!r}, "
+                f"metric={self.metric!r})")
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.labels.max() + 1) if len(self.labels) else 0
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Number of points per cluster ``[n_clusters]``."""
+        return np.bincount(self.labels[self.labels >= 0], minlength=self.n_clusters)
+
+    @property
+    def noise_fraction(self) -> float:
+        return float((self.labels < 0).mean()) if len(self.labels) else 0.0
+
+    def ari(self, reference) -> float:
+        """Adjusted Rand index against reference labels (noise counted as its own label)."""
+        from sklearn.metrics import adjusted_rand_score
+
+        ref = np.asarray(reference)
+        if len(ref) != len(self.labels):
+            raise NeuroprobeError(
+                f"reference must have one label per point ({len(self.labels)}); got {len(ref)}."
+            )
+        return float(adjusted_rand_score(ref, self.labels))
+
+    def summary(self, examples: Sequence | None = None, k: int = 5) -> pd.DataFrame:
+        """One row per cluster: ``cluster``, ``size``, ``top`` (indices of the ``k`` most
+        confident members) and, with ``examples`` (texts or any per-point objects),
+        ``examples`` (those members)."""
+        if examples is not None and len(examples) != len(self.labels):
+            raise NeuroprobeError(
+                f"examples must have one entry per point ({len(self.labels)}); got "
+                f"{len(examples)}."
+            )
+        rows = []
+        for c in range(self.n_clusters):
+            idx = np.nonzero(self.labels == c)[0]
+            top = idx[np.argsort(-self.probabilities[idx], kind="stable")[:k]]
+            row = {"cluster": c, "size": len(idx), "top": top.tolist()}
+            if examples is not None:
+                row["examples"] = [examples[i] for i in top]
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        return pd.DataFrame({"point": np.arange(len(self.labels)), "label": self.labels,
+                             "probability": self.probabilities})
+
+
+# ------------------------------------------------------------------------------------------
+# routes
+# ------------------------------------------------------------------------------------------
+def _labels_from_distances(D: np.ndarray, min_cluster_size, min_samples, selection,
+                           allow_single_cluster):
+    """hdbscan's generic algorithm on a dense distance matrix, with a faster front end."""
+    from hdbscan._hdbscan_linkage import label, mst_linkage_core
+    from hdbscan.hdbscan_ import _tree_to_labels
+
+    n = D.shape[0]
+    k = min(n - 1, min_samples)
+    core = np.partition(D, k, axis=1)[:, k].astype(np.float64)  # D is symmetric
+    mr = np.empty(D.shape, dtype=np.float64)
+    np.maximum(D, core[None, :], out=mr)
+    np.maximum(mr, core[:, None], out=mr)
+    mst = mst_linkage_core(mr)
+    del mr
+    mst = mst[np.argsort(mst.T[2], kind="stable"), :]
+    slt = label(mst)
+    labels, probs, *_ = _tree_to_labels(
+        None, slt, min_cluster_size, selection, allow_single_cluster
+    )
+    return labels, probs
+
+
+def _knn_graph(codes: SplineCodes, n_neighbors: int, metric: str, block_size: int = 2048):
+    """Sparse symmetric kNN graph of code distances, one row block in memory at a time."""
+    from scipy.sparse import csr_matrix
+
+    n = len(codes)
+    na = codes.n_active.astype(np.float32)
+    kk = min(n_neighbors, n - 1)
+    out_r, out_c, out_v = [], [], []
+
+    def flush(i0, parts):
+        d = np.concatenate(parts, axis=1)
+        r = np.arange(d.shape[0])
+        d[r, r + i0] = np.inf
+        nn = np.argpartition(d, kk - 1, axis=1)[:, :kk]
+        out_r.append(np.repeat(r + i0, kk))
+        out_c.append(nn.ravel())
+        # tiny offset: scipy's sparse matrices drop explicit zeros (identical codes)
+        out_v.append(np.take_along_axis(d, nn, 1).ravel() + 1e-6)
+
+    cur, parts = None, []
+    for i0, i1, j0, j1, g in _gram_blocks(codes, codes, block_size):  # row-major order
+        if cur is not None and i0 != cur:
+            flush(cur, parts)
+            parts = []
+        cur = i0
+        g = g.astype(np.float32)
+        union = na[i0:i1, None] + na[None, j0:j1] - g
+        if metric == "hamming":
+            d = union - g
+        else:
+            d = np.where(union > 0, 1.0 - g / np.maximum(union, 1), 0.0).astype(np.float32)
+        parts.append(d)
+    flush(cur, parts)
+    g = csr_matrix((np.concatenate(out_v), (np.concatenate(out_r), np.concatenate(out_c))),
+                   shape=(n, n))
+    return g.maximum(g.T).tocsr()
+
+
+def _pca(x: Tensor, n_components: int) -> np.ndarray:
+    """Scores on the top principal components: randomized SVD (seeded) for wide data,
+    covariance eigendecomposition otherwise."""
+    xc = x.float() - x.float().mean(0)
+    if xc.shape[1] > 4 * n_components and xc.shape[0] > 4 * n_components:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            u, s, _ = torch.svd_lowrank(xc, q=n_components + 10, niter=4)
+        return (u[:, :n_components] * s[:n_components]).double().numpy()
+    xd = xc.double()
+    _, vecs = torch.linalg.eigh(xd.T @ xd)
+    return (xd @ vecs[:, -n_components:].flip(1)).numpy()
+
+
+def hdbscan_clusters(
+    x,
+    *,
+    min_cluster_size: int = 20,
+    min_samples: int | None = None,
+    metric: str = "auto",
+    route: str = "auto",
+    pca_components: int = 10,
+    max_precomputed: int = 20000,
+    n_neighbors: int = 30,
+    cluster_selection_method: str = "eom",
+    allow_single_cluster: bool = False,
+) -> Clusters:
+    """HDBSCAN clusters of spline codes or activations, routed for speed.
+
+    Parameters
+    ----------
+    x : SplineCodes, ProbabilisticCodes, Tensor ``[n, d]``, ndarray or Recording
+        Codes (clustered by Hamming or Jaccard distance; probabilistic codes by expected
+        Hamming distance) or dense activations (Euclidean).
+    min_cluster_size, min_samples : int
+        HDBSCAN's parameters (``min_samples`` defaults to ``min_cluster_size``).
+    metric : {"auto", "hamming", "jaccard", "euclidean"}
+        ``"auto"``: Hamming for codes, Euclidean for activations.
+    route : {"auto", "precomputed", "pca", "knn"}
+        ``"auto"``: codes -> ``"precomputed"`` up to ``max_precomputed`` points, then
+        ``"knn"``; activations -> ``"pca"`` (to ``pca_components`` dimensions when wider).
+        Activations can also take ``"precomputed"`` (exact Euclidean distances).
+
+    Returns
+    -------
+    Clusters
+
+    Examples
+    --------
+    >>> import torch, neuroprobe as npb
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.cat([torch.randn(30, 2, generator=g) * 0.1,
+    ...                torch.randn(30, 2, generator=g) * 0.1 + 5])
+    >>> cl = npb.hdbscan_clusters(x, min_cluster_size=10)
+    >>> sorted(set(cl.labels.tolist())), (cl.labels[:30] == cl.labels[0]).all().item()
+    ([0, 1], True)
+    """
+    check_positive_int(min_cluster_size, "min_cluster_size", minimum=2)
+    min_samples = min_cluster_size if min_samples is None else check_positive_int(
+        min_samples, "min_samples")
+    if route not in _ROUTES:
+        raise NeuroprobeError(f"route must be one of {_ROUTES}; got {route!r}.")
+    is_soft = isinstance(x, ProbabilisticCodes)
+    is_codes = isinstance(x, SplineCodes)
+    n = len(x) if (is_codes or is_soft) else None
+    if is_soft:
+        if metric not in ("auto", "expected_hamming") or route not in ("auto", "precomputed"):
+            raise NeuroprobeError(
+                "probabilistic codes are clustered by expected Hamming distance on the "
+                "precomputed route; leave metric and route at 'auto'."
+            )
+        if n < max(min_cluster_size, 2) or n <= min_samples:
+            raise NeuroprobeError(
+                f"x has {n} points, fewer than min_cluster_size={min_cluster_size}: no "
+                "cluster can form. Pass more points or a smaller min_cluster_size."
+            )
+        D = expected_hamming_matrix(x).astype(np.float32)
+        np.fill_diagonal(D, 0.0)  # a soft code's expected distance to itself is not 0
+        labels, probs = _labels_from_distances(D, min_cluster_size, min_samples,
+                                               cluster_selection_method, allow_single_cluster)
+        return Clusters(np.asarray(labels, dtype=np.int64), np.asarray(probs),
+                        "precomputed", "expected_hamming", int(min_cluster_size))
+    if not is_codes:
+        xt = as_tensor(x, "x", ndim=2)
+        if not xt.is_floating_point():
+            xt = xt.float()
+        check_finite(xt, "x", axis_name="unit")
+        n = xt.shape[0]
+    if metric == "auto":
+        metric = "hamming" if is_codes else "euclidean"
+    allowed = ("hamming", "jaccard") if is_codes else ("euclidean",)
+    if metric not in allowed:
+        raise NeuroprobeError(
+            f"metric={metric!r} does not fit {'spline codes' if is_codes else 'activations'}; "
+            f"use one of {allowed}."
+        )
+    if n < max(min_cluster_size, 2) or n <= min_samples:
+        raise NeuroprobeError(
+            f"x has {n} points, fewer than min_cluster_size={min_cluster_size} (and "
+            f"min_samples={min_samples} needs more than that many): no cluster can form. "
+            "Pass more points or a smaller min_cluster_size."
+        )
+    if route == "auto":
+        route = ("precomputed" if n <= max_precomputed else "knn") if is_codes else "pca"
+    if route == "pca" and is_codes:
+        raise NeuroprobeError("route='pca' is for dense activations; codes use "
+                              "'precomputed' or 'knn'.")
+    if route == "knn" and not is_codes:
+        raise NeuroprobeError("route='knn' is implemented for spline codes; use 'pca' for "
+                              "activations.")
+    sel = cluster_selection_method
+    if route == "precomputed":
+        if is_codes:
+            D = hamming_matrix(x) if metric == "hamming" else jaccard_matrix(x)
+        else:
+            xd = xt.double()
+            sq = (xd * xd).sum(1)
+            D = (sq[:, None] + sq[None] - 2 * xd @ xd.T).clamp(min=0).sqrt().float().numpy()
+            np.fill_diagonal(D, 0.0)
+        labels, probs = _labels_from_distances(D, min_cluster_size, min_samples, sel,
+                                               allow_single_cluster)
+    elif route == "pca":
+        import hdbscan
+
+        z = _pca(xt, pca_components) if xt.shape[1] > pca_components else xt.double().numpy()
+        cl = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
+                             algorithm="boruvka_kdtree", core_dist_n_jobs=1,
+                             cluster_selection_method=sel,
+                             allow_single_cluster=allow_single_cluster).fit(z)
+        labels, probs = cl.labels_, cl.probabilities_
+    else:
+        import hdbscan
+        from scipy.sparse.csgraph import connected_components
+
+        check_positive_int(n_neighbors, "n_neighbors", minimum=2)
+        g = _knn_graph(x, max(n_neighbors, min_samples + 1), metric)
+        ncomp, comp = connected_components(g, directed=False, return_labels=True)
+        if ncomp > 1:
+            # join the parts with edges longer than any code distance: the hierarchy inside
+            # each part is unchanged, the parts merge only at the root
+            from scipy.sparse import csr_matrix
+
+            far = float(x.n_bits + 1 if metric == "hamming" else 2.0)
+            first = np.array([np.argmax(comp == c) for c in range(ncomp)])
+            link = csr_matrix((np.full(ncomp - 1, far), (first[:-1], first[1:])), shape=g.shape)
+            g = g.maximum(link).maximum(link.T).tocsr()
+        cl = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
+                             metric="precomputed", cluster_selection_method=sel,
+                             allow_single_cluster=allow_single_cluster).fit(g)
+        labels, probs = cl.labels_, cl.probabilities_
+    return Clusters(np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float64),
+                    route, metric, int(min_cluster_size))
+
+
+# ------------------------------------------------------------------------------------------
+# NMF directions vs clusters
+# ------------------------------------------------------------------------------------------
+def nmf_directions(
+    x,
+    n_components: int = 64,
+    *,
+    hook: str | None = None,
+    nonnegative: str = "clip",
+    max_iter: int = 300,
+    seed: int = 0,
+) -> Directions:
+    """NMF directions of activations (scikit-learn), as unit-norm :class:`Directions`.
+
+    NMF needs non-negative data: ``nonnegative="clip"`` sets negative values to 0 (SiLU/GELU
+    outputs are almost non-negative), ``"shift"`` subtracts each unit's minimum.
+
+    Examples
+    --------
+    >>> import torch
+    >>> d = nmf_directions(torch.rand(50, 6), 3, hook="blocks.0.mlp.hook_post")
+    >>> d.vectors.shape, round(float(d.vectors.norm(dim=1)[0]), 5)
+    (torch.Size([3, 6]), 1.0)
+    """
+    from sklearn.decomposition import NMF
+
+    xt = as_tensor(x, "x", ndim=2).double()
+    check_finite(xt, "x", axis_name="unit")
+    check_positive_int(n_components, "n_components")
+    if hook is None:
+        units = getattr(x, "units", None)
+        hooks = list(dict.fromkeys(units.hooks)) if units is not None else []
+        hook = hooks[0] if len(hooks) == 1 else "activations"
+    if nonnegative == "clip":
+        xn = xt.clamp(min=0)
+    elif nonnegative == "shift":
+        xn = xt - xt.min(0).values
+    else:
+        raise NeuroprobeError(f"nonnegative must be 'clip' or 'shift'; got {nonnegative!r}.")
+    model = NMF(n_components=n_components, init="nndsvda", max_iter=max_iter,
+                random_state=seed)
+    model.fit(xn.numpy())
+    h = torch.from_numpy(model.components_).float()
+    h = h / h.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    return Directions(hook, h, name="nmf")
+
+
+@dataclass(frozen=True, eq=False)
+class DirectionOverlap:
+    """How the samples most aligned with each direction spread over clusters.
+
+    Attributes
+    ----------
+    cosine : ndarray ``[n, k]``
+        Cosine similarity of every sample with every direction.
+    labels : ndarray ``[n]``
+        Cluster labels (``-1`` noise).
+    table : DataFrame
+        Per direction: ``direction``, ``n_clusters`` (distinct clusters among the ``top``
+        samples, noise excluded), ``purity`` (fraction of the clustered top samples in the
+        largest cluster), ``entropy_bits``, ``noise_fraction``, ``top_clusters``.
+    top : int
+    """
+
+    cosine: np.ndarray
+    labels: np.ndarray
+    table: pd.DataFrame
+    top: int
+
+    def __repr__(self) -> str:
+        return (f"DirectionOverlap(n={self.cosine.shape[0]}, directions={self.cosine.shape[1]},"
+                f" top={self.top})")
+
+    def to_dataframe(self) -> pd.DataFrame:
+        return self.table.copy()
+
+    @property
+    def polysemantic_fraction(self) -> float:
+        """Fraction of directions whose top samples span two or more clusters."""
+        return float((self.table["n_clusters"] >= 2).mean())
+
+
+def direction_cluster_overlap(
+    x,
+    directions: Directions | Float[Tensor, "k d"],
+    labels,
+    *,
+    top: int = 50,
+) -> DirectionOverlap:
+    """Cosine similarity of samples with directions, and the clusters of the top samples.
+
+    Prediction 1 of the polytope lens: a polysemantic direction overlaps several monosemantic
+    clusters.  For each direction the ``top`` most aligned samples are taken and their
+    cluster labels counted.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> x = torch.tensor([[1.0, 0.1], [0.9, 0.0], [0.0, 1.0], [0.1, 0.8]])
+    >>> o = direction_cluster_overlap(x, torch.eye(2), np.array([0, 0, 1, 1]), top=2)
+    >>> o.table["n_clusters"].tolist(), o.table["purity"].tolist()
+    ([1, 1], [1.0, 1.0])
+    """
+    xt = as_tensor(x, "x", ndim=2).double()
+    check_finite(xt, "x", axis_name="unit")
+    v = directions.vectors if isinstance(directions, Directions) else as_tensor(
+        directions, "directions", ndim=2)
+    v = v.double()
+    if v.shape[1] != xt.shape[1]:
+        raise NeuroprobeError(
+            f"directions have width {v.shape[1]}, activations have {xt.shape[1]} units; they "
+            "must come from the same hook."
+        )
+    lab = np.asarray(labels)
+    if len(lab) != xt.shape[0]:
+        raise NeuroprobeError(
+            f"labels must have one entry per sample ({xt.shape[0]}); got {len(lab)}."
+        )
+    cos = (xt / xt.norm(dim=1, keepdim=True).clamp(min=1e-12)) @ (
+        v / v.norm(dim=1, keepdim=True).clamp(min=1e-12)).T
+    cos = cos.numpy()
+    top = min(int(top), xt.shape[0])
+    rows = []
+    for k in range(cos.shape[1]):
+        idx = np.argsort(-cos[:, k], kind="stable")[:top]
+        lk = lab[idx]
+        cl = lk[lk >= 0]
+        if len(cl):
+            u, c = np.unique(cl, return_counts=True)
+            p = c / c.sum()
+            order = np.argsort(-c, kind="stable")
+            rows.append({"direction": k, "n_clusters": len(u), "purity": float(p.max()),
+                         "entropy_bits": float(-(p * np.log2(p)).sum()),
+                         "noise_fraction": float((lk < 0).mean()),
+                         "top_clusters": u[order][:5].tolist()})
+        else:
+            rows.append({"direction": k, "n_clusters": 0, "purity": float("nan"),
+                         "entropy_bits": float("nan"), "noise_fraction": 1.0,
+                         "top_clusters": []})
+    return DirectionOverlap(cos, lab, pd.DataFrame(rows), top)
