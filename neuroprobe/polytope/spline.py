@@ -67,7 +67,7 @@ def preactivation_hooks(model) -> list[str]:
 
     Examples
     --------
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> preactivation_hooks(ReLUMLP([4, 8, 8, 3]))
     ['blocks.0.mlp.hook_pre', 'blocks.1.mlp.hook_pre']
     """
@@ -501,7 +501,7 @@ def jaccard_distance(a: SplineCodes, b: SplineCodes) -> np.ndarray:
     Examples
     --------
     >>> import torch, neuroprobe as npb
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
     >>> x = torch.randn(5, 2, generator=torch.Generator().manual_seed(1))
     >>> a = npb.spline_codes(m, x, hooks="blocks.*.mlp.hook_pre")
@@ -655,7 +655,7 @@ def expected_hamming_matrix(p, q=None, *, block_size: int = 2048) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np, torch, neuroprobe as npb
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
     >>> x = torch.randn(5, 2, generator=torch.Generator().manual_seed(1))
     >>> soft = npb.probabilistic_codes(m, x, hooks="blocks.*.mlp.hook_pre", temperature=1e-4)
