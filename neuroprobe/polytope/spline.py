@@ -520,8 +520,15 @@ def _unpack_block(c: SplineCodes, s: int, e: int, dtype) -> Tensor:
     return torch.from_numpy(bits).to(dtype)
 
 
-def _gram_blocks(a: SplineCodes, b: SplineCodes | None, block_size: int):
-    """Yield ``(i0, i1, j0, j1, a.b counts)`` over blocks; only i <= j when b is None."""
+def gram_blocks(a: SplineCodes, b: SplineCodes | None, block_size: int):
+    """Yield ``(i0, i1, j0, j1, a.b counts)`` over blocks; only i <= j when b is None.
+
+    The shared kernel of the code distances: ``counts[i, j]`` is the number of units active
+    in both code ``i0 + i`` of ``a`` and code ``j0 + j`` of ``b`` (an int8 matrix product
+    where the torch build has one), one ``block_size`` row block in memory at a time; the
+    all-pairs matrices here and the kNN graph of :func:`neuroprobe.hdbscan_clusters` are
+    built from it.
+    """
     sym = b is None
     bb = a if sym else b
     use_int = _int_mm_ok()
@@ -564,7 +571,7 @@ def _pair_matrix(a, b, block_size, kind) -> np.ndarray:
     na = a.n_active.astype(np.float32)
     nb = na if b is None else b.n_active.astype(np.float32)
     out = np.empty((len(a), len(a) if b is None else len(b)), dtype=np.float32)
-    for i0, i1, j0, j1, g in _gram_blocks(a, b, block_size):
+    for i0, i1, j0, j1, g in gram_blocks(a, b, block_size):
         g = g.astype(np.float32)
         union = na[i0:i1, None] + nb[None, j0:j1] - g
         if kind == "hamming":
