@@ -84,8 +84,6 @@ class _Downstream:
         self.model = model
         self.hook = hook
         self.carrier = carrier
-        self.dtype = dtype
-        self.batch_size = batch_size
         self.position = position
         pre = preactivation_hooks(model)
         order: list[str] = []
@@ -279,7 +277,7 @@ def _sampled_counts(f: _Downstream, start, end, rows, n_steps, batch_size):
     cols = torch.as_tensor(f.code_cols)
     counts = np.zeros(P, dtype=np.int64)
     ts = torch.linspace(0, 1, n_steps + 1, dtype=torch.float64)
-    per = max(1, batch_size // 1)
+    per = max(1, batch_size)
     for i in range(P):
         prev = None
         for s in range(0, n_steps + 1, per):
