@@ -39,10 +39,10 @@ def sequential_prune(model, unit, text, max_drop=0.6, window=0, early_stop=True)
     the end phase at the first (shortest) end that passes -- a cheaper sequential baseline.
     """
     from neuroprobe.mae.engine import resolve_unit
-    from neuroprobe.mae.prune import _as_doc, _sentence_of_tokens, _sentence_ranges
+    from neuroprobe.mae.tokens import as_doc, sentence_of_tokens, sentence_ranges
 
     spec = resolve_unit(model, unit)
-    doc = _as_doc(model, text, None)
+    doc = as_doc(model, text, None)
     pre, ids = doc.prefix, doc.ids
     n_fwd = 0
 
@@ -63,7 +63,7 @@ def sequential_prune(model, unit, text, max_drop=0.6, window=0, early_stop=True)
     a = int(torch.argmax(full))
     orig = float(full[a])
     thr = (1 - max_drop) * orig
-    ranges = _sentence_ranges(_sentence_of_tokens(doc))
+    ranges = sentence_ranges(sentence_of_tokens(doc))
     s0, e0 = next((s, e) for s, e in ranges if s <= a < e)
     e_best = None
     for e in range(max(min(a + 1 + window, e0), a + 1), e0 + 1):

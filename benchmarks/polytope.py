@@ -108,10 +108,10 @@ def main(argv=None):
 def _walk(rows, npb):
     # 4. exact path density on the digits MLP -------------------------------------------
     torch.set_num_threads(1)
-    from neuroprobe._relu_mlp_tmp import train_digits
     from neuroprobe.polytope.density import _Downstream, _prepare_model, _sampled_counts
 
-    model, _, (_, _, xte, yte), acc = train_digits(sizes=(64, 64, 64, 64, 64, 10), epochs=40)
+    run = npb.train_digits(sizes=(64, 64, 64, 64, 64, 10), epochs=40)
+    model, xte = run.model, run.x_test
     g = torch.Generator().manual_seed(0)
     i = torch.randint(0, len(xte), (1000,), generator=g)
     j = torch.randint(0, len(xte), (1000,), generator=g)

@@ -33,7 +33,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import neuroprobe as npb  # noqa: E402
-from neuroprobe._relu_mlp_tmp import train_digits  # noqa: E402
 from neuroprobe.viz import polytope as vz  # noqa: E402
 
 # A small labelled corpus: 12 topics x 10 texts.  Tokens inherit their text's topic, which
@@ -104,8 +103,9 @@ TOPICS = {
 def digits_part(out: Path, n_pairs: int, n_rays: int) -> dict:
     t0 = time.time()
     sizes = (64, 64, 64, 64, 64, 10)  # four hidden ReLU layers
-    model, untrained, (xtr, ytr, xte, yte), acc = train_digits(sizes=sizes, epochs=40,
-                                                               batch_size=64)
+    run = npb.train_digits(sizes=sizes, epochs=40, batch_size=64)
+    model, untrained, xte, yte = run.model, run.untrained, run.x_test, run.y_test
+    acc = run.accuracy
     print(f"digits MLP {sizes}: test accuracy {acc:.4f} ({time.time() - t0:.1f} s)")
     hooks = ["hook_input"] + [f"blocks.{i}.mlp.hook_post" for i in range(len(sizes) - 3)]
     t1 = time.time()

@@ -60,13 +60,14 @@ __all__ = [
     "preactivation_hooks", "hamming_distance", "jaccard_distance", "hamming_matrix",
     "jaccard_matrix", "expected_hamming", "expected_hamming_matrix", "PathDensity", "ScalingRays",
     "ClassDensity", "path_density", "endpoint_density", "scaling_rays", "class_density",
-    "untrained_copy", "reinitialize_", "activations", "Clusters", "DirectionOverlap",
+    "activations", "Clusters", "DirectionOverlap",
     "hdbscan_clusters", "nmf_directions", "direction_cluster_overlap",
     # spectrum: eigenspectra, power laws, random projections
     "Eigenspectrum", "PowerLawFit", "SpectrumProbe", "RandomProjections", "AverageAction",
     "ExplainedVariance",
     "eigenspectrum", "powerlaw_alpha", "alpha_by_layer", "random_projections", "average_action",
     "explained_input_variance", "FIT_PRESETS",
-    # testbeds: small networks and stimuli for the vision-style experiments and tests
-    "MovingDot", "moving_dot", "MLPAutoencoder", "train_digits_autoencoder", "load_digits_images",
+    # testbeds: small networks, their null networks and stimuli, for experiments and tests
+    "MovingDot", "moving_dot", "ReLUMLP", "MLPAutoencoder", "TrainedDigits", "train_digits",
+    "train_digits_autoencoder", "load_digits_images", "untrained_copy", "reinitialize_",
 ]

@@ -26,7 +26,6 @@ the text (``MAE.reason`` says so).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -36,9 +35,17 @@ import torch
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.mae.engine import UnitReader, UnitSpec, resolve_unit
-from neuroprobe.mae.sentences import split_sentences
 from neuroprobe.core.validation import check_fraction, check_positive_int
+from neuroprobe.mae.engine import UnitReader, UnitSpec, resolve_unit
+from neuroprobe.mae.tokens import (
+    Doc,
+    as_doc,
+    bos_prefix,
+    decode,
+    sentence_of_tokens,
+    sentence_ranges,
+    token_strs,
+)
 
 __all__ = [
     "MAE",
@@ -289,133 +296,6 @@ class Trajectory:
                 f"from_start={len(self.from_start)}, from_end={len(self.from_end)})")
 
 
-# ---- tokens and sentences ------------------------------------------------------------------
-@dataclass
-class _Doc:
-    """A text as token ids (no BOS), with character spans and the BOS prefix to use."""
-
-    text: str
-    ids: list  # token ids, no BOS
-    spans: list | None  # (start, end) char span per token, None if unknown
-    prefix: list  # [bos] or []
-
-
-def _bos_prefix(model, prepend_bos: bool | None, is_str: bool) -> list:
-    tok = getattr(model, "tokenizer", None)
-    default = bool(getattr(model.cfg, "default_prepend_bos", True))
-    pb = (default and is_str) if prepend_bos is None else bool(prepend_bos)
-    if not pb:
-        return []
-    bos = getattr(tok, "bos_token_id", None) if tok is not None else None
-    if bos is None:
-        if prepend_bos:
-            raise NeuroprobeError(
-                "prepend_bos=True but the model has no tokenizer with a BOS token; pass "
-                "prepend_bos=False or include the BOS id in the token ids yourself."
-            )
-        return []
-    return [int(bos)]
-
-
-def _decode(tok, ids: Sequence[int]) -> str:
-    if tok is None:
-        return " ".join(str(int(i)) for i in ids)
-    return tok.decode(list(ids), clean_up_tokenization_spaces=False)
-
-
-def _token_strs(tok, ids: Sequence[int]) -> list:
-    if tok is None:
-        return [str(int(i)) for i in ids]
-    return [tok.decode([int(i)], clean_up_tokenization_spaces=False) for i in ids]
-
-
-def _char_spans(tok, text: str, ids: list) -> list | None:
-    """Character span of every token: from the tokenizer's offsets when they reproduce
-    ``ids``; otherwise from cumulative decoding."""
-    if tok is None:
-        return None
-    try:
-        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        if list(enc["input_ids"]) == list(ids):
-            return [tuple(int(v) for v in o) for o in enc["offset_mapping"]]
-    except (NotImplementedError, TypeError, ValueError, KeyError):
-        pass
-    spans, prev = [], 0
-    for i in range(len(ids)):
-        cur = len(_decode(tok, ids[: i + 1]))
-        spans.append((prev, max(prev, cur)))
-        prev = max(prev, cur)
-    return spans
-
-
-def _as_doc(model, text, prepend_bos: bool | None) -> _Doc:
-    tok = getattr(model, "tokenizer", None)
-    if isinstance(text, str):
-        if not text.strip():
-            raise NeuroprobeError(
-                "text is empty (or only whitespace); pass a text with at least one token."
-            )
-        if tok is None:
-            raise NeuroprobeError(
-                "text is a string but this model has no tokenizer (a native model?); pass "
-                "the text as token ids, e.g. [5, 17, 3]."
-            )
-        prefix = _bos_prefix(model, prepend_bos, True)
-        full = model.to_tokens(text, prepend_bos=bool(prefix), truncate=False)[0].tolist()
-        ids = full[len(prefix):] if prefix and full[:1] == prefix else full
-        if not ids:
-            raise NeuroprobeError("text has no tokens besides BOS; pass a longer text.")
-        return _Doc(text, ids, _char_spans(tok, text, ids), prefix)
-    try:
-        ids = [int(i) for i in (text.tolist() if isinstance(text, Tensor) else list(text))]
-    except (TypeError, ValueError):
-        raise NeuroprobeError(
-            f"text must be a string or a sequence of token ids; got {type(text).__name__}."
-        ) from None
-    if not ids:
-        raise NeuroprobeError("text is empty; pass a text with at least one token.")
-    d_vocab = int(getattr(model.cfg, "d_vocab", 1 << 62))
-    if min(ids) < 0 or max(ids) >= d_vocab:
-        raise NeuroprobeError(
-            f"text has token ids outside [0, {d_vocab}) (min {min(ids)}, max {max(ids)})."
-        )
-    prefix = _bos_prefix(model, prepend_bos, False)
-    dec = _decode(tok, ids)
-    return _Doc(dec, ids, _char_spans(tok, dec, ids) if tok is not None else None, prefix)
-
-
-def _sentence_of_tokens(doc: _Doc) -> list:
-    """Sentence number of every token (tokens are assigned by their first non-space char)."""
-    n = len(doc.ids)
-    if doc.spans is None:
-        return [0] * n
-    sents = split_sentences(doc.text)
-    if len(sents) <= 1:
-        return [0] * n
-    starts = np.array([s for s, _ in sents])
-    out, prev = [], 0
-    for s, e in doc.spans:
-        seg = doc.text[s:e]
-        off = len(seg) - len(seg.lstrip())
-        c = s + off if e > s and off < len(seg) else None
-        k = prev if c is None else int(np.searchsorted(starts, c, side="right") - 1)
-        k = max(k, prev)  # monotone: byte pieces never jump back
-        out.append(k)
-        prev = k
-    return out
-
-
-def _sentence_ranges(sent_of: list) -> list:
-    """Token ranges ``[(start, end)]`` of each sentence that has tokens."""
-    out: list = []
-    for i, k in enumerate(sent_of):
-        if out and sent_of[i - 1] == k:
-            out[-1] = (out[-1][0], i + 1)
-        else:
-            out.append((i, i + 1))
-    return out
-
-
 # ---- pruning ------------------------------------------------------------------------------
 def _check_prune_args(max_drop, window, fallback) -> tuple[float, int]:
     md = check_fraction(max_drop, "max_drop")
@@ -430,20 +310,20 @@ def _check_prune_args(max_drop, window, fallback) -> tuple[float, int]:
     return md, int(window)
 
 
-def _doc_windows(model, doc: _Doc) -> list:
+def _doc_windows(model, doc: Doc) -> list:
     n_ctx = int(getattr(model.cfg, "n_ctx", 1 << 30))
     w = max(1, n_ctx - len(doc.prefix))
     return [(s, min(len(doc.ids), s + w)) for s in range(0, len(doc.ids), w)]
 
 
-def _slice_doc(doc: _Doc, s: int, e: int) -> _Doc:
+def _slice_doc(doc: Doc, s: int, e: int) -> Doc:
     if s == 0 and e == len(doc.ids):
         return doc
     if doc.spans is None:
-        return _Doc(doc.text, doc.ids[s:e], None, doc.prefix)
+        return Doc(doc.text, doc.ids[s:e], None, doc.prefix)
     c0, c1 = doc.spans[s][0], doc.spans[e - 1][1]
     spans = [(a - c0, b - c0) for a, b in doc.spans[s:e]]
-    return _Doc(doc.text[c0:c1], doc.ids[s:e], spans, doc.prefix)
+    return Doc(doc.text[c0:c1], doc.ids[s:e], spans, doc.prefix)
 
 
 def prune_to_mae(
@@ -499,17 +379,54 @@ def prune_to_mae(
     md, window = _check_prune_args(max_drop, window, fallback)
     batch_size = check_positive_int(batch_size, "batch_size")
     spec = resolve_unit(model, unit)
-    doc = _as_doc(model, text, prepend_bos)
+    doc = as_doc(model, text, prepend_bos)
     reader = UnitReader(model, spec, batch_size=batch_size)
     return _prune(model, spec, reader, doc, md, window, fallback)
 
 
-def _prune(model, spec: UnitSpec, reader: UnitReader, doc: _Doc, md: float, window: int,
+def _prune(model, spec: UnitSpec, reader: UnitReader, doc: Doc, md: float, window: int,
            fallback: str) -> MAE:
-    tok = getattr(model, "tokenizer", None)
+    """The method's steps: find the anchor, prune its sentence, else fall back to a larger
+    context (the whole text, or the sentences around the anchor's that pass)."""
+    p = _find_anchor(model, spec, reader, doc, md, window)
+    n = len(p.ids)
+    if not p.activation > 0:
+        return p.mae(0, n, p.activation, p.acts.tolist(), False,
+                     f"the unit never exceeds 0 on this text (max activation {p.activation:.4g}); "
+                     "there is nothing to keep", "text")
+    ranges = sentence_ranges(sentence_of_tokens(p.doc))
+    k = next(j for j, (s, e) in enumerate(ranges) if s <= p.anchor < e)
+    s0, e0 = ranges[k]
+    found = p.prune_tokens(s0, e0)
+    if found is not None:
+        return p.mae(*found, True, "pruned from the anchor's sentence", "sentence")
+    sent_act, sent_acts = p.evaluate([(s0, e0)])[0]
+    why = (f"the anchor's sentence alone (tokens {s0}..{e0 - 1}) keeps activation "
+           f"{sent_act:.4g} < {p.threshold:.4g} = (1 - max_drop) x original")
+    if fallback == "none":
+        return p.mae(s0, e0, sent_act, sent_acts.tolist(), False,
+                     why + "; pass fallback='sentences' or 'text' to prune from a larger "
+                     "context", "sentence")
+    if fallback == "text":
+        (bs, be), context = (0, n), "text"
+    else:
+        (bs, be), context = p.sentence_block(ranges, k), "sentences"
+    found = p.prune_tokens(bs, be)
+    if found is None:  # cannot happen for the full text up to float noise; report honestly
+        act, acts = p.evaluate([(bs, be)])[0]
+        return p.mae(bs, be, act, acts.tolist(), False,
+                     why + "; the larger context fails too when re-run", context)
+    return p.mae(*found, True,
+                 why + f"; pruned from {'the full text' if context == 'text' else 'sentences'} "
+                 f"{bs}..{be - 1} instead", context)
+
+
+def _find_anchor(model, spec: UnitSpec, reader: UnitReader, doc: Doc, md: float,
+                 window: int) -> _Pruning:
+    """Step 1: the unit on the full text (windows of ``n_ctx`` when it is too long); the
+    window with the highest activation stands in for the text, its best token is the anchor."""
     pre = doc.prefix
     notes = []
-    # 1. activations on the full text (windows of n_ctx when it is too long)
     wins = _doc_windows(model, doc)
     acts_w, _ = reader.run([pre + doc.ids[s:e] for s, e in wins])
     best_w = int(np.argmax([float(a[len(pre):].max()) for a in acts_w]))
@@ -518,102 +435,109 @@ def _prune(model, spec: UnitSpec, reader: UnitReader, doc: _Doc, md: float, wind
         notes.append(f"the text has {len(doc.ids)} tokens, more than the context; the anchor's "
                      f"window of tokens {s}..{e - 1} stands in for it")
         doc = _slice_doc(doc, s, e)
-    acts0 = acts_w[best_w][len(pre):]
-    ids = doc.ids
-    n = len(ids)
-    a = int(torch.argmax(acts0))
-    orig = float(acts0[a])
-    strs = _token_strs(tok, ids)
+    acts = acts_w[best_w][len(pre):]
+    return _Pruning(spec=spec, reader=reader, tok=getattr(model, "tokenizer", None), doc=doc,
+                    acts=acts, anchor=int(torch.argmax(acts)), notes=tuple(notes),
+                    max_drop=md, window=window,
+                    causal=getattr(model.cfg, "attention_dir", "causal") == "causal")
 
-    def result(s: int, e: int, act: float, acts: list, passed: bool, reason: str,
-               context: str, n_cand: int) -> MAE:
-        return MAE(
-            unit=spec.label, text=_decode(tok, ids[s:e]), token_ids=list(ids[s:e]),
-            tokens=strs[s:e], anchor=a - s, activation=float(act), original_activation=orig,
-            passed=bool(passed), reason="; ".join(notes + [reason]), original_text=doc.text,
-            original_token_ids=list(ids), original_tokens=strs, original_anchor=a, start=s,
-            end=e, activations=[float(v) for v in acts], original_activations=acts0.tolist(),
-            context=context, max_drop=md, window=window, bos=bool(pre),
-            n_forward=reader.n_forward, n_candidates=reader.n_sequences,
-        )
 
-    if not orig > 0:
-        return result(0, n, orig, acts0.tolist(), False,
-                      f"the unit never exceeds 0 on this text (max activation {orig:.4g}); "
-                      "there is nothing to keep", "text", 0)
-    thr = (1.0 - md) * orig
-    sent_of = _sentence_of_tokens(doc)
-    ranges = _sentence_ranges(sent_of)
-    k = next(j for j, (s, e) in enumerate(ranges) if s <= a < e)
-    s0, e0 = ranges[k]
-    lo_keep, hi_keep = max(0, a - window), min(n, a + 1 + window)
+@dataclass(frozen=True)
+class _Pruning:
+    """One text being pruned for one unit: the text (the anchor's window), the unit's
+    activations on it, the anchor, and the reader that runs candidate slices ``ids[s:e]``."""
 
-    def evaluate(cands: list) -> list:
-        seqs = [pre + ids[s:e] for s, e in cands]
-        outs, _ = reader.run(seqs)
+    spec: UnitSpec
+    reader: UnitReader
+    tok: object
+    doc: Doc
+    acts: Tensor  # the unit at every token of doc (no BOS)
+    anchor: int
+    notes: tuple
+    max_drop: float
+    window: int
+    causal: bool
+
+    @property
+    def ids(self) -> list:
+        return self.doc.ids
+
+    @property
+    def prefix(self) -> list:
+        return self.doc.prefix
+
+    @property
+    def activation(self) -> float:
+        """The anchor's activation in the text (the original activation)."""
+        return float(self.acts[self.anchor])
+
+    @property
+    def threshold(self) -> float:
+        """A candidate passes when its anchor activation is at least this."""
+        return (1.0 - self.max_drop) * self.activation
+
+    def evaluate(self, cands: list) -> list:
+        """``(anchor activation, activations [e - s])`` of every candidate ``(s, e)``, batched."""
+        pre, a = self.prefix, self.anchor
+        outs, _ = self.reader.run([pre + self.ids[s:e] for s, e in cands])
         return [(float(o[len(pre) + a - s]), o[len(pre):])
                 for (s, _e), o in zip(cands, outs, strict=True)]
 
-    causal = getattr(model.cfg, "attention_dir", "causal") == "causal"
-
-    def prune_tokens(s0: int, e0: int) -> tuple | None:
-        """End- then start-truncation inside [s0, e0); None if [s0, e0) itself fails."""
+    def prune_tokens(self, s0: int, e0: int) -> tuple | None:
+        """End- then start-truncation inside [s0, e0): ``(s, e, activation, activations)`` of
+        the shortest passing slice, None if [s0, e0) itself fails."""
+        a, thr = self.anchor, self.threshold
+        lo_keep, hi_keep = max(0, a - self.window), min(len(self.ids), a + 1 + self.window)
         e_lo = max(min(hi_keep, e0), a + 1)
         s_hi = min(max(lo_keep, s0), a)
         starts = list(range(s0, s_hi + 1))
-        if causal:
+        if self.causal:
             # In a causal model the anchor's activation cannot depend on tokens after it, so
             # every end-truncation [s0, e) (e > anchor) has the anchor activation of [s0, e0):
             # the shortest passing end is e_lo exactly when [s0, e0) passes.  One batched pass
             # over the start-truncations of [s0, e_lo) then decides both phases (its first
             # candidate is [s0, e_lo), whose anchor activation is that of [s0, e0)).
             e_best = e_lo
-            res2 = evaluate([(s, e_best) for s in starts])
+            res2 = self.evaluate([(s, e_best) for s in starts])
             if res2[0][0] < thr:
                 return None
         else:
             ends = list(range(e_lo, e0 + 1))
-            res = evaluate([(s0, e) for e in ends])
+            res = self.evaluate([(s0, e) for e in ends])
             if res[-1][0] < thr:
                 return None
             e_best = next(e for e, (v, _) in zip(ends, res, strict=True) if v >= thr)
-            res2 = evaluate([(s, e_best) for s in starts])
+            res2 = self.evaluate([(s, e_best) for s in starts])
         j = max(i for i, (v, _) in enumerate(res2) if v >= thr)
         return starts[j], e_best, res2[j][0], res2[j][1].tolist()
 
-    out = prune_tokens(s0, e0)
-    if out is not None:
-        s, e, act, acts = out
-        return result(s, e, act, acts, True, "pruned from the anchor's sentence", "sentence",
-                      0)
-    sent_act, sent_acts = evaluate([(s0, e0)])[0]
-    why = (f"the anchor's sentence alone (tokens {s0}..{e0 - 1}) keeps activation "
-           f"{sent_act:.4g} < {thr:.4g} = (1 - max_drop) x original")
-    if fallback == "none":
-        return result(s0, e0, sent_act, sent_acts.tolist(), False,
-                      why + "; pass fallback='sentences' or 'text' to prune from a larger "
-                      "context", "sentence", 0)
-    if fallback == "text":
-        bs, be = 0, n
-        context = "text"
-    else:  # whole sentences first: shortest end-, then start-truncation at sentence level
+    def sentence_block(self, ranges: list, k: int) -> tuple[int, int]:
+        """The ``fallback="sentences"`` context: whole sentences around sentence ``k``, the
+        shortest end-truncation that passes, then the shortest start-truncation of it."""
+        thr, n = self.threshold, len(self.ids)
         ends = [ranges[j][1] for j in range(k, len(ranges))]
-        res = evaluate([(0, e) for e in ends])
+        res = self.evaluate([(0, e) for e in ends])
         be = next((e for e, (v, _) in zip(ends, res, strict=False) if v >= thr), n)
         starts = [ranges[j][0] for j in range(0, k + 1)]
-        res2 = evaluate([(s, be) for s in starts])
+        res2 = self.evaluate([(s, be) for s in starts])
         ok = [i for i, (v, _) in enumerate(res2) if v >= thr]
-        bs = starts[max(ok)] if ok else 0
-        context = "sentences"
-    out = prune_tokens(bs, be)
-    if out is None:  # cannot happen for the full text up to float noise; report honestly
-        act, acts = evaluate([(bs, be)])[0]
-        return result(bs, be, act, acts.tolist(), False,
-                      why + "; the larger context fails too when re-run", context, 0)
-    s, e, act, acts = out
-    return result(s, e, act, acts, True,
-                  why + f"; pruned from {'the full text' if context == 'text' else 'sentences'} "
-                  f"{bs}..{be - 1} instead", context, 0)
+        return (starts[max(ok)] if ok else 0), be
+
+    def mae(self, s: int, e: int, act: float, acts: list, passed: bool, reason: str,
+            context: str) -> MAE:
+        """The result for the slice ``[s, e)`` of the text."""
+        ids, a = self.ids, self.anchor
+        strs = token_strs(self.tok, ids)
+        return MAE(
+            unit=self.spec.label, text=decode(self.tok, ids[s:e]), token_ids=list(ids[s:e]),
+            tokens=strs[s:e], anchor=a - s, activation=float(act),
+            original_activation=self.activation, passed=bool(passed),
+            reason="; ".join([*self.notes, reason]), original_text=self.doc.text,
+            original_token_ids=list(ids), original_tokens=strs, original_anchor=a, start=s,
+            end=e, activations=[float(v) for v in acts], original_activations=self.acts.tolist(),
+            context=context, max_drop=self.max_drop, window=self.window, bos=bool(self.prefix),
+            n_forward=self.reader.n_forward, n_candidates=self.reader.n_sequences,
+        )
 
 
 # ---- max-activating examples ----------------------------------------------------------------
@@ -749,12 +673,12 @@ def max_activating_examples(
                 lo = max(0, pos - context_tokens)
                 bos_skip = 1 if (tok is not None and ids and lo == 0 and
                                  ids[0] == getattr(tok, "bos_token_id", None)) else 0
-                ctx = (_decode(tok, ids[lo + bos_skip:pos]) + "[[" + _decode(tok, [ids[pos]])
-                       + "]]" + _decode(tok, ids[pos + 1: pos + 5]))
+                ctx = (decode(tok, ids[lo + bos_skip:pos]) + "[[" + decode(tok, [ids[pos]])
+                       + "]]" + decode(tok, ids[pos + 1: pos + 5]))
                 rows.append({
                     "unit": specs[j].label, "rank": r, "activation": float(vals[r]),
                     "text_index": ti, "position": pos,
-                    "token": _decode(tok, [ids[pos]]), "token_id": ids[pos], "context": ctx,
+                    "token": decode(tok, [ids[pos]]), "token_id": ids[pos], "context": ctx,
                     "text": texts[ti] if isinstance(texts[ti], str) else list(texts[ti]),
                 })
     df = pd.DataFrame(rows, columns=["unit", "rank", "activation", "text_index", "position",
@@ -790,9 +714,9 @@ def _mae_or_text(model, unit, x, prepend_bos):
             raise NeuroprobeError(
                 f"the MAE is for unit {x.unit!r} but unit={spec.label!r}; pass the same unit."
             )
-        pre = _bos_prefix(model, x.bos, False) if x.bos else []
+        pre = bos_prefix(model, x.bos, False) if x.bos else []
         return spec, list(x.token_ids), pre, x.anchor, None
-    doc = _as_doc(model, x, prepend_bos)
+    doc = as_doc(model, x, prepend_bos)
     return spec, doc.ids, doc.prefix, None, doc
 
 
@@ -859,7 +783,7 @@ def token_importance(
     else:
         ablated = _mean_embedding_ablation(model, reader, pre, ids, anchor)
     imp = [act - v for v in ablated]
-    return TokenImportance(spec.label, _token_strs(getattr(model, "tokenizer", None), ids),
+    return TokenImportance(spec.label, token_strs(getattr(model, "tokenizer", None), ids),
                            list(ids), anchor, act, ablated, imp, method, reader.n_forward)
 
 
@@ -918,7 +842,7 @@ def activation_trajectory(
     cands = [(j, n) for j in range(anchor + 1)] + [(0, n - j) for j in range(1, n - anchor)]
     outs, _ = reader.run([pre + ids[s:e] for s, e in cands])
     vals = [float(o[len(pre) + anchor - s]) for (s, e), o in zip(cands, outs, strict=False)]
-    return Trajectory(spec.label, _token_strs(getattr(model, "tokenizer", None), ids), anchor,
+    return Trajectory(spec.label, token_strs(getattr(model, "tokenizer", None), ids), anchor,
                       vals[: anchor + 1], [vals[0]] + vals[anchor + 1:], reader.n_forward)
 
 

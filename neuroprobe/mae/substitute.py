@@ -41,9 +41,10 @@ import pandas as pd
 import torch
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.mae.engine import UnitReader, resolve_unit
 from neuroprobe.core.validation import check_fraction, check_positive_int
-from neuroprobe.mae.prune import MAE, _bos_prefix, _decode, _token_strs
+from neuroprobe.mae.engine import UnitReader, UnitSpec, resolve_unit
+from neuroprobe.mae.prune import MAE
+from neuroprobe.mae.tokens import bos_prefix, decode
 
 __all__ = [
     "SpanRequest",
@@ -131,6 +132,14 @@ class LMHeadSubstituter:
     batch_size : int
         Sequences per forward pass.
 
+    Attributes
+    ----------
+    prepend_bos : bool or None
+        BOS handling of :meth:`propose` (None: the model's default).  :func:`local_search`
+        uses the MAE's own BOS setting instead and never changes this object.
+    n_forward : int
+        Forward passes made by :meth:`propose` calls.
+
     Examples
     --------
     >>> import neuroprobe as npb
@@ -151,18 +160,27 @@ class LMHeadSubstituter:
         self.rerank = bool(rerank)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.n_forward = 0
-        self.prepend_bos: bool | None = None  # set by local_search from the MAE
-        # local_search may ask to watch a unit during the re-ranking pass: its activations
-        # on every re-ranked sentence are kept, so the search needs no second pass for them
-        self.watch = None
-        self.cache: dict = {}
+        self.prepend_bos: bool | None = None
 
     def propose(self, requests: Sequence[SpanRequest]) -> list:
+        """Replacement strings (token-id lists without a tokenizer) per request, best first."""
+        out, _, n_forward = self._propose(requests, self.prepend_bos, None)
+        self.n_forward += n_forward
+        return out
+
+    def _propose(self, requests: Sequence[SpanRequest], prepend_bos: bool | None,
+                 watch: UnitSpec | None) -> tuple[list, dict, int]:
+        """:meth:`propose` without touching ``self``: ``(candidates, watched, n_forward)``.
+
+        With ``watch`` (a unit of this model) the re-ranking pass also reads that unit on
+        every re-ranked sentence; ``watched`` maps each sentence's token ids (with the BOS
+        prefix) to those activations, so :func:`local_search` needs no second pass for them.
+        """
         tok = getattr(self.model, "tokenizer", None)
         special = set(getattr(tok, "all_special_ids", []) or []) if tok is not None else set()
-        pre = _bos_prefix(self.model, self.prepend_bos, tok is not None)
-        reader = UnitReader(self.model, self.watch, batch_size=self.batch_size)
-        self.cache = {}
+        pre = bos_prefix(self.model, prepend_bos, tok is not None)
+        reader = UnitReader(self.model, watch, batch_size=self.batch_size)
+        watched: dict = {}
         out: list = [[] for _ in requests]
         groups: dict = {}
         for j, r in enumerate(requests):
@@ -186,7 +204,7 @@ class LMHeadSubstituter:
                     if t in special or (r.end - r.start == 1 and t == ids[r.start]):
                         continue
                     if tok is not None:
-                        s = _decode(tok, [t])
+                        s = decode(tok, [t])
                         if not s.strip() or "##" in s or "\ufffd" in s:
                             continue
                     cands.append((j, t, float(logp[pos, t])))
@@ -198,8 +216,8 @@ class LMHeadSubstituter:
                         for j, t, _ in cands]
                 acts, lps = reader.run(seqs, logprobs=True)
                 score = [float(lp.sum()) for lp in lps]
-                if self.watch is not None:
-                    self.cache.update({tuple(q): a for q, a in zip(seqs, acts, strict=True)})
+                if watch is not None:
+                    watched.update({tuple(q): a for q, a in zip(seqs, acts, strict=True)})
             else:
                 score = [lp for _, _, lp in cands]
             per: dict = {}
@@ -208,10 +226,9 @@ class LMHeadSubstituter:
             for j, lst in per.items():
                 lst.sort(key=lambda x: -x[0])
                 top = [t for _, t in lst[: requests[j].top_n]]
-                out[j] = [_decode(tok, [t]) for t in top] if tok is not None else [[t]
+                out[j] = [decode(tok, [t]) for t in top] if tok is not None else [[t]
                                                                                    for t in top]
-        self.n_forward += reader.n_forward
-        return out
+        return out, watched, reader.n_forward
 
     def __repr__(self) -> str:
         return f"LMHeadSubstituter(pool={self.pool}, rerank={self.rerank})"
@@ -462,6 +479,39 @@ def local_search(
     >>> set(found["kind"]) <= {"positive", "negative", "neutral"}
     True
     """
+    spec, top_n, pmax, nmin, spans = _check_search(model, unit, mae, top_n, positive_max_drop,
+                                                   negative_min_drop, spans)
+    tok = getattr(model, "tokenizer", None)
+    sub = as_substituter(LMHeadSubstituter(model, batch_size=batch_size)
+                         if substituter is None else substituter)
+    ids = list(mae.token_ids)
+    reqs = _span_requests(tok, ids, mae.anchor, spans, top_n, include_stop_words,
+                          include_after_anchor)
+    props, watched, n_forward_sub = _propose(sub, reqs, model, spec, mae.bos)
+    n_proposed = sum(len(p or []) for p in props)
+    variants = _variants(tok, ids, mae.anchor, reqs, props)
+    reader = UnitReader(model, spec, batch_size=batch_size)
+    pre = bos_prefix(model, True, True) if mae.bos else []
+    acts = _variant_activations(reader, pre, variants, watched)
+    note = ""
+    if not reqs:
+        note = "no span to substitute (all spans are stop words or after the anchor)"
+    elif not variants:
+        note = (f"the substituter proposed {n_proposed} candidates but none survived the "
+                "filters (identity, '##' artifacts, tokenizer round trip, duplicates)")
+    return LocalSearch(
+        unit=spec.label, table=_table(tok, variants, acts, len(pre), mae.activation, pmax, nmin),
+        mae_text=mae.text, mae_tokens=list(mae.tokens), mae_anchor=mae.anchor,
+        mae_activation=float(mae.activation), mae_activations=list(mae.activations),
+        positive_max_drop=pmax, negative_min_drop=nmin, n_spans=len(reqs),
+        n_proposed=n_proposed, n_forward=reader.n_forward + n_forward_sub, note=note,
+    )
+
+
+# ---- the steps of local search --------------------------------------------------------------
+def _check_search(model, unit, mae, top_n, positive_max_drop, negative_min_drop, spans):
+    """The arguments checked: ``(unit spec, top_n, positive_max_drop, negative_min_drop,
+    sorted span lengths)``."""
     if not isinstance(mae, MAE):
         raise NeuroprobeError(
             f"mae must be an MAE from npb.prune_to_mae; got {type(mae).__name__}."
@@ -487,48 +537,73 @@ def local_search(
             f"the MAE's activation is {mae.activation:.4g} <= 0, so activation drops are "
             "undefined; local search needs an MAE on which the unit fires."
         )
-    tok = getattr(model, "tokenizer", None)
-    if substituter is None:
-        substituter = LMHeadSubstituter(model, batch_size=batch_size)
-    sub = as_substituter(substituter)
-    if isinstance(sub, LMHeadSubstituter):
-        sub.prepend_bos = mae.bos
-        sub.watch = spec if sub.model is model else None
-    pre = _bos_prefix(model, True, True) if mae.bos else []
-    ids = list(mae.token_ids)
-    n, a = len(ids), mae.anchor
-    stop = frozenset() if include_stop_words else _stop_words()
+    return spec, top_n, pmax, nmin, spans
 
-    # 1. the spans to ask about
+
+def _span_requests(tok, ids: list, anchor: int, spans: list, top_n: int,
+                   include_stop_words: bool, include_after_anchor: bool) -> list:
+    """Step 1: a :class:`SpanRequest` for every span of every length, except spans after the
+    anchor and spans made only of stop words (unless asked for)."""
+    stop = frozenset() if include_stop_words else _stop_words()
+    n = len(ids)
     reqs: list = []
     for L in spans:
         for i in range(0, n - L + 1):
             e = i + L
-            if e - 1 > a and not include_after_anchor:
+            if e - 1 > anchor and not include_after_anchor:
                 continue
-            span_txt = _decode(tok, ids[i:e])
+            span_txt = decode(tok, ids[i:e])
             if tok is not None and not include_stop_words and _is_stop_span(span_txt, stop):
                 continue
-            reqs.append(SpanRequest(_decode(tok, ids[:i]) if i else "", span_txt,
-                                    _decode(tok, ids[e:]) if e < n else "", tuple(ids), i, e,
+            reqs.append(SpanRequest(decode(tok, ids[:i]) if i else "", span_txt,
+                                    decode(tok, ids[e:]) if e < n else "", tuple(ids), i, e,
                                     top_n))
-    n_fwd_sub0 = getattr(sub, "n_forward", 0)
-    props = sub.propose(reqs) if reqs else []
+    return reqs
+
+
+def _propose(sub, reqs: list, model, spec: UnitSpec, bos: bool) -> tuple[list, dict, int]:
+    """Step 2: the substituter's candidates, checked: ``(candidate lists, watched
+    activations, forward passes)``.  The built-in :class:`LMHeadSubstituter` runs with the
+    MAE's BOS setting and, on the same model, reads the unit during its re-ranking pass
+    (``watched``), all without changing the substituter."""
+    if not reqs:
+        props, watched, n_forward = [], {}, 0
+    elif isinstance(sub, LMHeadSubstituter):
+        props, watched, n_forward = sub._propose(reqs, bos, spec if sub.model is model else None)
+    else:
+        n0 = getattr(sub, "n_forward", 0)
+        props, watched = sub.propose(reqs), {}
+        n_forward = getattr(sub, "n_forward", 0) - n0
     if props is None or len(props) != len(reqs):
         raise NeuroprobeError(
             f"the substituter returned {None if props is None else len(props)} candidate "
             f"lists for {len(reqs)} spans; propose(requests) must return one list per request."
         )
-    n_proposed = sum(len(p or []) for p in props)
-    if reqs and n_proposed == 0:
+    if reqs and sum(len(p or []) for p in props) == 0:
         raise NeuroprobeError(
             f"the substituter {sub!r} returned no candidates for any of the {len(reqs)} spans; "
             "check it (it must return replacement strings), or use the default "
             "LMHeadSubstituter(model)."
         )
-    # 2. validate candidates: no artifacts, no identity, round trip, dedup
+    return props, watched, n_forward
+
+
+@dataclass(frozen=True)
+class _Variant:
+    """One substitution that survived the filters: ``request``'s span replaced by ``rid``."""
+
+    request: SpanRequest
+    rid: list  # the replacement's token ids
+    ids: list  # the variant's token ids
+    anchor: int  # the anchor's index in ids
+    text: str
+
+
+def _variants(tok, ids: list, anchor: int, reqs: list, props: list) -> list:
+    """Step 3: candidates to variants: no artifacts, no identity swaps, a tokenizer round
+    trip, no duplicates; at most ``top_n`` per span; the anchor's new index."""
     seen = {tuple(ids)}
-    variants: list = []
+    out: list = []
     for r, cands in zip(reqs, props, strict=False):
         kept = 0
         for c in cands or []:
@@ -543,60 +618,45 @@ def local_search(
             if not rid or rid == ids[r.start:r.end]:
                 continue
             new = ids[:r.start] + rid + ids[r.end:]
-            if tok is not None:
-                txt = _decode(tok, new)
-                if tok(txt, add_special_tokens=False)["input_ids"] != new:
-                    continue  # does not round-trip through the tokenizer
-            else:
-                txt = _decode(tok, new)
-            key = tuple(new)
-            if key in seen:
+            txt = decode(tok, new)
+            if tok is not None and tok(txt, add_special_tokens=False)["input_ids"] != new:
+                continue  # does not round-trip through the tokenizer
+            if tuple(new) in seen:
                 continue
-            seen.add(key)
+            seen.add(tuple(new))
             kept += 1
-            shift = len(rid) - (r.end - r.start)
-            if r.end - 1 < a:
-                na = a + shift
-            elif r.start <= a:
+            if r.end - 1 < anchor:
+                na = anchor + len(rid) - (r.end - r.start)
+            elif r.start <= anchor:
                 na = r.start + len(rid) - 1
             else:
-                na = a
-            variants.append((r, rid, new, na, txt))
-    # 3. one batched evaluation of every variant
-    reader = UnitReader(model, spec, batch_size=batch_size)
-    cache = getattr(sub, "cache", None) if isinstance(sub, LMHeadSubstituter) else None
-    cache = cache if cache and sub.watch is spec else {}
-    todo = [j for j, v in enumerate(variants) if tuple(pre + v[2]) not in cache]
-    fresh, _ = reader.run([pre + variants[j][2] for j in todo])
+                na = anchor
+            out.append(_Variant(r, rid, new, na, txt))
+    return out
+
+
+def _variant_activations(reader: UnitReader, pre: list, variants: list, watched: dict) -> list:
+    """Step 4: the unit on every variant, in one batched evaluation of those the
+    substituter's re-ranking pass did not already read."""
+    todo = [j for j, v in enumerate(variants) if tuple(pre + v.ids) not in watched]
+    fresh, _ = reader.run([pre + variants[j].ids for j in todo])
     got = dict(zip(todo, fresh, strict=True))
-    outs = [got[j] if j in got else cache[tuple(pre + v[2])] for j, v in enumerate(variants)]
-    if isinstance(sub, LMHeadSubstituter):
-        sub.watch, sub.cache = None, {}
+    return [got[j] if j in got else watched[tuple(pre + v.ids)] for j, v in enumerate(variants)]
+
+
+def _table(tok, variants: list, acts: list, n_pre: int, mae_activation: float, pmax: float,
+           nmin: float) -> pd.DataFrame:
+    """Step 5: one row per variant, classified by its drop against the MAE's activation."""
     rows = []
-    for (r, rid, new, na, txt), o in zip(variants, outs, strict=False):
-        act = float(o[len(pre) + na])
-        drop = 1.0 - act / mae.activation
+    for v, o in zip(variants, acts, strict=False):
+        act = float(o[n_pre + v.anchor])
+        drop = 1.0 - act / mae_activation
         kind = "positive" if drop < pmax else ("negative" if drop > nmin else "neutral")
+        r = v.request
         rows.append({
-            "kind": kind, "text": txt, "activation": act, "drop": drop, "position": r.start,
+            "kind": kind, "text": v.text, "activation": act, "drop": drop, "position": r.start,
             "span": r.end - r.start, "replaced": r.span,
-            "replacement": _decode(tok, rid) if tok is not None else " ".join(map(str, rid)),
-            "anchor": na, "token_ids": new,
+            "replacement": decode(tok, v.rid) if tok is not None else " ".join(map(str, v.rid)),
+            "anchor": v.anchor, "token_ids": v.ids,
         })
-    table = pd.DataFrame(rows, columns=_COLUMNS)
-    note = ""
-    if not reqs:
-        note = "no span to substitute (all spans are stop words or after the anchor)"
-    elif not variants:
-        note = (f"the substituter proposed {n_proposed} candidates but none survived the "
-                "filters (identity, '##' artifacts, tokenizer round trip, duplicates)")
-    return LocalSearch(
-        unit=spec.label, table=table, mae_text=mae.text, mae_tokens=list(mae.tokens),
-        mae_anchor=a, mae_activation=float(mae.activation),
-        mae_activations=list(mae.activations), positive_max_drop=pmax, negative_min_drop=nmin,
-        n_spans=len(reqs), n_proposed=n_proposed,
-        n_forward=reader.n_forward + getattr(sub, "n_forward", 0) - n_fwd_sub0, note=note,
-    )
-
-
-_ = _token_strs
+    return pd.DataFrame(rows, columns=_COLUMNS)

@@ -34,16 +34,16 @@ from jaxtyping import Float
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.units import Directions
 from neuroprobe.core.validation import as_tensor, check_finite, check_positive_int
 from neuroprobe.polytope.spline import (
     ProbabilisticCodes,
     SplineCodes,
-    _gram_blocks,
     expected_hamming_matrix,
+    gram_blocks,
     hamming_matrix,
     jaccard_matrix,
 )
-from neuroprobe.core.units import Directions
 
 __all__ = [
     "Clusters",
@@ -185,7 +185,7 @@ def _knn_graph(codes: SplineCodes, n_neighbors: int, metric: str, block_size: in
         out_v.append(np.take_along_axis(d, nn, 1).ravel() + 1e-6)
 
     cur, parts = None, []
-    for i0, i1, j0, j1, g in _gram_blocks(codes, codes, block_size):  # row-major order
+    for i0, i1, j0, j1, g in gram_blocks(codes, codes, block_size):  # row-major order
         if cur is not None and i0 != cur:
             flush(cur, parts)
             parts = []
@@ -265,32 +265,63 @@ def hdbscan_clusters(
         min_samples, "min_samples")
     if route not in _ROUTES:
         raise NeuroprobeError(f"route must be one of {_ROUTES}; got {route!r}.")
-    is_soft = isinstance(x, ProbabilisticCodes)
+    hdb = _HDBSCAN(int(min_cluster_size), min_samples, cluster_selection_method,
+                   allow_single_cluster)
+    if isinstance(x, ProbabilisticCodes):
+        return _soft_codes_route(x, metric, route, hdb)
     is_codes = isinstance(x, SplineCodes)
-    n = len(x) if (is_codes or is_soft) else None
-    if is_soft:
-        if metric not in ("auto", "expected_hamming") or route not in ("auto", "precomputed"):
-            raise NeuroprobeError(
-                "probabilistic codes are clustered by expected Hamming distance on the "
-                "precomputed route; leave metric and route at 'auto'."
-            )
-        if n < max(min_cluster_size, 2) or n <= min_samples:
-            raise NeuroprobeError(
-                f"x has {n} points, fewer than min_cluster_size={min_cluster_size}: no "
-                "cluster can form. Pass more points or a smaller min_cluster_size."
-            )
-        D = expected_hamming_matrix(x).astype(np.float32)
-        np.fill_diagonal(D, 0.0)  # a soft code's expected distance to itself is not 0
-        labels, probs = _labels_from_distances(D, min_cluster_size, min_samples,
-                                               cluster_selection_method, allow_single_cluster)
-        return Clusters(np.asarray(labels, dtype=np.int64), np.asarray(probs),
-                        "precomputed", "expected_hamming", int(min_cluster_size))
-    if not is_codes:
-        xt = as_tensor(x, "x", ndim=2)
-        if not xt.is_floating_point():
-            xt = xt.float()
-        check_finite(xt, "x", axis_name="unit")
-        n = xt.shape[0]
+    points = x if is_codes else _dense_points(x)
+    metric = _check_metric(metric, is_codes)
+    n = len(points)
+    if n < max(min_cluster_size, 2) or n <= min_samples:
+        raise NeuroprobeError(
+            f"x has {n} points, fewer than min_cluster_size={min_cluster_size} (and "
+            f"min_samples={min_samples} needs more than that many): no cluster can form. "
+            "Pass more points or a smaller min_cluster_size."
+        )
+    route = _choose_route(route, is_codes, n, max_precomputed)
+    if route == "precomputed":
+        labels, probs = _precomputed_route(points, metric, hdb)
+    elif route == "pca":
+        labels, probs = _pca_route(points, pca_components, hdb)
+    else:
+        labels, probs = _knn_route(points, metric, n_neighbors, hdb)
+    return Clusters(np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float64),
+                    route, metric, hdb.min_cluster_size)
+
+
+# ---- checks and the choice of route ---------------------------------------------------------
+@dataclass(frozen=True)
+class _HDBSCAN:
+    """HDBSCAN's own parameters, the same on every route."""
+
+    min_cluster_size: int
+    min_samples: int
+    selection: str
+    allow_single_cluster: bool
+
+    def fit(self, data, **route_options) -> tuple[np.ndarray, np.ndarray]:
+        """``hdbscan.HDBSCAN(...).fit(data)``: ``(labels, probabilities)``."""
+        import hdbscan
+
+        cl = hdbscan.HDBSCAN(min_cluster_size=self.min_cluster_size,
+                             min_samples=self.min_samples, **route_options,
+                             cluster_selection_method=self.selection,
+                             allow_single_cluster=self.allow_single_cluster).fit(data)
+        return cl.labels_, cl.probabilities_
+
+
+def _dense_points(x) -> Tensor:
+    """Activations as a finite floating ``[n, d]`` tensor."""
+    xt = as_tensor(x, "x", ndim=2)
+    if not xt.is_floating_point():
+        xt = xt.float()
+    check_finite(xt, "x", axis_name="unit")
+    return xt
+
+
+def _check_metric(metric: str, is_codes: bool) -> str:
+    """``"auto"`` resolved (Hamming for codes, Euclidean for activations) and checked."""
     if metric == "auto":
         metric = "hamming" if is_codes else "euclidean"
     allowed = ("hamming", "jaccard") if is_codes else ("euclidean",)
@@ -299,12 +330,12 @@ def hdbscan_clusters(
             f"metric={metric!r} does not fit {'spline codes' if is_codes else 'activations'}; "
             f"use one of {allowed}."
         )
-    if n < max(min_cluster_size, 2) or n <= min_samples:
-        raise NeuroprobeError(
-            f"x has {n} points, fewer than min_cluster_size={min_cluster_size} (and "
-            f"min_samples={min_samples} needs more than that many): no cluster can form. "
-            "Pass more points or a smaller min_cluster_size."
-        )
+    return metric
+
+
+def _choose_route(route: str, is_codes: bool, n: int, max_precomputed: int) -> str:
+    """``"auto"`` resolved: codes -> precomputed up to ``max_precomputed`` points, then kNN;
+    activations -> PCA.  A route that does not fit the data is refused."""
     if route == "auto":
         route = ("precomputed" if n <= max_precomputed else "knn") if is_codes else "pca"
     if route == "pca" and is_codes:
@@ -313,48 +344,71 @@ def hdbscan_clusters(
     if route == "knn" and not is_codes:
         raise NeuroprobeError("route='knn' is implemented for spline codes; use 'pca' for "
                               "activations.")
-    sel = cluster_selection_method
-    if route == "precomputed":
-        if is_codes:
-            D = hamming_matrix(x) if metric == "hamming" else jaccard_matrix(x)
-        else:
-            xd = xt.double()
-            sq = (xd * xd).sum(1)
-            D = (sq[:, None] + sq[None] - 2 * xd @ xd.T).clamp(min=0).sqrt().float().numpy()
-            np.fill_diagonal(D, 0.0)
-        labels, probs = _labels_from_distances(D, min_cluster_size, min_samples, sel,
-                                               allow_single_cluster)
-    elif route == "pca":
-        import hdbscan
+    return route
 
-        z = _pca(xt, pca_components) if xt.shape[1] > pca_components else xt.double().numpy()
-        cl = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
-                             algorithm="boruvka_kdtree", core_dist_n_jobs=1,
-                             cluster_selection_method=sel,
-                             allow_single_cluster=allow_single_cluster).fit(z)
-        labels, probs = cl.labels_, cl.probabilities_
+
+# ---- the routes -----------------------------------------------------------------------------
+def _soft_codes_route(x: ProbabilisticCodes, metric: str, route: str,
+                      hdb: _HDBSCAN) -> Clusters:
+    """Probabilistic codes: the expected Hamming matrix, on the precomputed route."""
+    if metric not in ("auto", "expected_hamming") or route not in ("auto", "precomputed"):
+        raise NeuroprobeError(
+            "probabilistic codes are clustered by expected Hamming distance on the "
+            "precomputed route; leave metric and route at 'auto'."
+        )
+    n = len(x)
+    if n < max(hdb.min_cluster_size, 2) or n <= hdb.min_samples:
+        raise NeuroprobeError(
+            f"x has {n} points, fewer than min_cluster_size={hdb.min_cluster_size}: no "
+            "cluster can form. Pass more points or a smaller min_cluster_size."
+        )
+    D = expected_hamming_matrix(x).astype(np.float32)
+    np.fill_diagonal(D, 0.0)  # a soft code's expected distance to itself is not 0
+    labels, probs = _labels_from_distances(D, hdb.min_cluster_size, hdb.min_samples,
+                                           hdb.selection, hdb.allow_single_cluster)
+    return Clusters(np.asarray(labels, dtype=np.int64), np.asarray(probs),
+                    "precomputed", "expected_hamming", hdb.min_cluster_size)
+
+
+def _precomputed_route(points, metric: str, hdb: _HDBSCAN):
+    """All-pairs distances (code distances from blockwise integer products, or exact
+    Euclidean ones), then hdbscan's generic algorithm with a faster front end."""
+    if isinstance(points, SplineCodes):
+        D = hamming_matrix(points) if metric == "hamming" else jaccard_matrix(points)
     else:
-        import hdbscan
-        from scipy.sparse.csgraph import connected_components
+        xd = points.double()
+        sq = (xd * xd).sum(1)
+        D = (sq[:, None] + sq[None] - 2 * xd @ xd.T).clamp(min=0).sqrt().float().numpy()
+        np.fill_diagonal(D, 0.0)
+    return _labels_from_distances(D, hdb.min_cluster_size, hdb.min_samples, hdb.selection,
+                                  hdb.allow_single_cluster)
 
-        check_positive_int(n_neighbors, "n_neighbors", minimum=2)
-        g = _knn_graph(x, max(n_neighbors, min_samples + 1), metric)
-        ncomp, comp = connected_components(g, directed=False, return_labels=True)
-        if ncomp > 1:
-            # join the parts with edges longer than any code distance: the hierarchy inside
-            # each part is unchanged, the parts merge only at the root
-            from scipy.sparse import csr_matrix
 
-            far = float(x.n_bits + 1 if metric == "hamming" else 2.0)
-            first = np.array([np.argmax(comp == c) for c in range(ncomp)])
-            link = csr_matrix((np.full(ncomp - 1, far), (first[:-1], first[1:])), shape=g.shape)
-            g = g.maximum(link).maximum(link.T).tocsr()
-        cl = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
-                             metric="precomputed", cluster_selection_method=sel,
-                             allow_single_cluster=allow_single_cluster).fit(g)
-        labels, probs = cl.labels_, cl.probabilities_
-    return Clusters(np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float64),
-                    route, metric, int(min_cluster_size))
+def _pca_route(points: Tensor, pca_components: int, hdb: _HDBSCAN):
+    """Dense activations on their top principal components, then hdbscan's Boruvka KD-tree."""
+    z = (_pca(points, pca_components) if points.shape[1] > pca_components
+         else points.double().numpy())
+    return hdb.fit(z, algorithm="boruvka_kdtree", core_dist_n_jobs=1)
+
+
+def _knn_route(codes: SplineCodes, metric: str, n_neighbors: int, hdb: _HDBSCAN):
+    """Codes beyond ``max_precomputed`` points: a sparse symmetric kNN graph of code
+    distances as a sparse precomputed matrix; disconnected parts are joined at a distance
+    larger than any code distance, so they merge only at the root."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    check_positive_int(n_neighbors, "n_neighbors", minimum=2)
+    g = _knn_graph(codes, max(n_neighbors, hdb.min_samples + 1), metric)
+    ncomp, comp = connected_components(g, directed=False, return_labels=True)
+    if ncomp > 1:
+        # join the parts with edges longer than any code distance: the hierarchy inside
+        # each part is unchanged, the parts merge only at the root
+        far = float(codes.n_bits + 1 if metric == "hamming" else 2.0)
+        first = np.array([np.argmax(comp == c) for c in range(ncomp)])
+        link = csr_matrix((np.full(ncomp - 1, far), (first[:-1], first[1:])), shape=g.shape)
+        g = g.maximum(link).maximum(link.T).tocsr()
+    return hdb.fit(g, metric="precomputed")
 
 
 # ------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from torch import Tensor
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.validation import as_tensor, check_finite, check_positive_int
 from neuroprobe.polytope.spline import _is_pre_hook, preactivation_hooks, run_hooks
+from neuroprobe.testbeds import reinitialize_, untrained_copy  # re-exported (old path)
 
 __all__ = [
     "PathDensity",
@@ -83,8 +84,6 @@ class _Downstream:
         self.model = model
         self.hook = hook
         self.carrier = carrier
-        self.dtype = dtype
-        self.batch_size = batch_size
         self.position = position
         pre = preactivation_hooks(model)
         order: list[str] = []
@@ -278,7 +277,7 @@ def _sampled_counts(f: _Downstream, start, end, rows, n_steps, batch_size):
     cols = torch.as_tensor(f.code_cols)
     counts = np.zeros(P, dtype=np.int64)
     ts = torch.linspace(0, 1, n_steps + 1, dtype=torch.float64)
-    per = max(1, batch_size // 1)
+    per = max(1, batch_size)
     for i in range(P):
         prev = None
         for s in range(0, n_steps + 1, per):
@@ -320,7 +319,7 @@ class PathDensity:
     Examples
     --------
     >>> import torch
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> m = ReLUMLP([2, 8, 8, 2], seed=0)
     >>> x = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
     >>> r = path_density(m, "hook_input", x[:2], x[1:], inputs=x[:2])
@@ -390,7 +389,7 @@ def activations(model, inputs: Tensor, hook: str, *, position: int | None = None
     Examples
     --------
     >>> import torch
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> activations(ReLUMLP([4, 8, 3]), torch.zeros(2, 4), "blocks.0.mlp.hook_post").shape
     torch.Size([2, 8])
     """
@@ -486,7 +485,7 @@ def path_density(
     Examples
     --------
     >>> import torch, neuroprobe as npb
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
     >>> a, b = torch.tensor([[-2.0, -1.0]]), torch.tensor([[2.0, 1.5]])
     >>> exact = npb.path_density(m, "hook_input", a, b)
@@ -588,7 +587,7 @@ class ScalingRays:
     Examples
     --------
     >>> import torch
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> m = ReLUMLP([4, 16, 16, 3], seed=0)
     >>> x = torch.rand(5, 4, generator=torch.Generator().manual_seed(0))
     >>> r = scaling_rays(m, "hook_input", x, k=3.0, n_bins=6, n_grid=30)
@@ -707,7 +706,7 @@ def scaling_rays(
     Examples
     --------
     >>> import torch, neuroprobe as npb
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
     >>> x = torch.tensor([[1.0, 0.5]])
     >>> rays = npb.scaling_rays(m, "hook_input", x, k=3.0, n_bins=6, n_grid=60)
@@ -766,61 +765,6 @@ def scaling_rays(
 # ------------------------------------------------------------------------------------------
 # intra- vs inter-class density
 # ------------------------------------------------------------------------------------------
-def reinitialize_(model, seed: int = 0):
-    """Re-initialise every submodule with ``reset_parameters()`` in place; returns ``model``.
-
-    For models that cannot be deep-copied (a TransformerBridge): load a second copy and
-    re-initialise that, e.g. ``reinitialize_(npb.load_model("smollm2-135m"))``.  Modules
-    without ``reset_parameters`` (RMSNorm scales, rotary tables) keep their values.
-
-    Examples
-    --------
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
-    >>> m = ReLUMLP([4, 8, 3], seed=0)
-    >>> w = m.blocks[0].mlp.W.weight.clone()
-    >>> bool((reinitialize_(m, seed=1).blocks[0].mlp.W.weight != w).any())
-    True
-    """
-    n = 0
-    with torch.random.fork_rng(), torch.no_grad():
-        torch.manual_seed(seed)
-        for mod in model.modules():
-            if hasattr(mod, "reset_parameters") and mod is not model:
-                mod.reset_parameters()
-                n += 1
-    if n == 0:
-        raise NeuroprobeError(
-            f"no submodule of {type(model).__name__} has reset_parameters(); pass your own "
-            "untrained network as null_model=."
-        )
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def untrained_copy(model, seed: int = 0):
-    """A copy of ``model`` with every parameter re-initialised (see :func:`reinitialize_`).
-
-    The null network for :func:`class_density`: same architecture, no training.
-
-    Examples
-    --------
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
-    >>> m = ReLUMLP([4, 8, 3], seed=0)
-    >>> u = untrained_copy(m, seed=1)
-    >>> bool((u.blocks[0].mlp.W.weight != m.blocks[0].mlp.W.weight).any())
-    True
-    """
-    try:
-        new = copy.deepcopy(model)
-    except Exception as e:  # bridges hold weak references
-        raise NeuroprobeError(
-            f"untrained_copy: {type(model).__name__} cannot be deep-copied ({e}); load a "
-            "second copy and call reinitialize_(copy, seed) on it."
-        ) from None
-    return reinitialize_(new, seed)
-
-
 def _sample_pairs(labels: np.ndarray, n_pairs: int, rng) -> tuple[np.ndarray, np.ndarray]:
     n = len(labels)
     intra, inter = [], []
@@ -946,7 +890,7 @@ def class_density(
     Examples
     --------
     >>> import numpy as np, torch, neuroprobe as npb
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
     >>> y = np.repeat([0, 1], 8)
     >>> g = torch.Generator().manual_seed(0)

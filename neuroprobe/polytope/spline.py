@@ -67,7 +67,7 @@ def preactivation_hooks(model) -> list[str]:
 
     Examples
     --------
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> preactivation_hooks(ReLUMLP([4, 8, 8, 3]))
     ['blocks.0.mlp.hook_pre', 'blocks.1.mlp.hook_pre']
     """
@@ -501,7 +501,7 @@ def jaccard_distance(a: SplineCodes, b: SplineCodes) -> np.ndarray:
     Examples
     --------
     >>> import torch, neuroprobe as npb
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
     >>> x = torch.randn(5, 2, generator=torch.Generator().manual_seed(1))
     >>> a = npb.spline_codes(m, x, hooks="blocks.*.mlp.hook_pre")
@@ -520,8 +520,15 @@ def _unpack_block(c: SplineCodes, s: int, e: int, dtype) -> Tensor:
     return torch.from_numpy(bits).to(dtype)
 
 
-def _gram_blocks(a: SplineCodes, b: SplineCodes | None, block_size: int):
-    """Yield ``(i0, i1, j0, j1, a.b counts)`` over blocks; only i <= j when b is None."""
+def gram_blocks(a: SplineCodes, b: SplineCodes | None, block_size: int):
+    """Yield ``(i0, i1, j0, j1, a.b counts)`` over blocks; only i <= j when b is None.
+
+    The shared kernel of the code distances: ``counts[i, j]`` is the number of units active
+    in both code ``i0 + i`` of ``a`` and code ``j0 + j`` of ``b`` (an int8 matrix product
+    where the torch build has one), one ``block_size`` row block in memory at a time; the
+    all-pairs matrices here and the kNN graph of :func:`neuroprobe.hdbscan_clusters` are
+    built from it.
+    """
     sym = b is None
     bb = a if sym else b
     use_int = _int_mm_ok()
@@ -564,7 +571,7 @@ def _pair_matrix(a, b, block_size, kind) -> np.ndarray:
     na = a.n_active.astype(np.float32)
     nb = na if b is None else b.n_active.astype(np.float32)
     out = np.empty((len(a), len(a) if b is None else len(b)), dtype=np.float32)
-    for i0, i1, j0, j1, g in _gram_blocks(a, b, block_size):
+    for i0, i1, j0, j1, g in gram_blocks(a, b, block_size):
         g = g.astype(np.float32)
         union = na[i0:i1, None] + nb[None, j0:j1] - g
         if kind == "hamming":
@@ -655,7 +662,7 @@ def expected_hamming_matrix(p, q=None, *, block_size: int = 2048) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np, torch, neuroprobe as npb
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
     >>> x = torch.randn(5, 2, generator=torch.Generator().manual_seed(1))
     >>> soft = npb.probabilistic_codes(m, x, hooks="blocks.*.mlp.hook_pre", temperature=1e-4)

@@ -5,7 +5,7 @@ Examples
 >>> import matplotlib
 >>> matplotlib.use("Agg")
 >>> import torch
->>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+>>> from neuroprobe.testbeds import ReLUMLP
 >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
 >>> fig = plot_partition_slice(m, torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]),
 ...                            resolution=20)

@@ -91,6 +91,31 @@ def test_cached_activations_equal_fresh_ones(native, mae):
     np.testing.assert_allclose(common.activation_x, common.activation_y, atol=1e-4)
 
 
+def test_local_search_leaves_the_substituter_alone(native, mae):
+    sub = npb.LMHeadSubstituter(native, pool=2.0)
+    sub.prepend_bos = True  # the user's own setting; the search uses the MAE's instead
+    before = dict(vars(sub))
+    found = local_search(native, UNIT, mae, substituter=sub, top_n=3, spans=(1,))
+    assert len(found) > 0 and found.n_forward > 0
+    assert vars(sub) == before
+    # the same when the search raises half way (here: in the substituter's re-ranking pass)
+
+    def fail_on_batches(module, args):
+        if args[0].shape[0] > 1:
+            raise RuntimeError("forward failed")
+
+    handle = native.blocks[0].register_forward_pre_hook(fail_on_batches)
+    try:
+        with pytest.raises(RuntimeError, match="forward failed"):
+            local_search(native, UNIT, mae, substituter=sub, top_n=3, spans=(1,))
+    finally:
+        handle.remove()
+    assert vars(sub) == before
+    # and a later search with it gives the same result as the first
+    again = local_search(native, UNIT, mae, substituter=sub, top_n=3, spans=(1,))
+    assert again.table.equals(found.table) and again.n_forward == found.n_forward
+
+
 def test_function_substituter_and_stop_words(native, mae):
     calls = []
 

@@ -8,7 +8,7 @@ from transformer_lens.hook_points import HookPoint
 
 import neuroprobe.polytope.density as pt
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe._relu_mlp_tmp import ReLUMLP
+from neuroprobe.testbeds import ReLUMLP
 
 
 def _gen(seed):

@@ -5,7 +5,7 @@ from sklearn.metrics import pairwise_distances
 
 import neuroprobe.polytope.spline as sp
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe._relu_mlp_tmp import ReLUMLP
+from neuroprobe.testbeds import ReLUMLP
 from neuroprobe.core.probes import BatchMeta
 
 

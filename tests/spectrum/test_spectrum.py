@@ -1,5 +1,5 @@
-"""Tests of neuroprobe.spectrum.spectrum (eigenspectrum, power-law alpha, random projections) and
-neuroprobe.testbeds (moving dot, digits autoencoder).
+"""Tests of neuroprobe.spectrum.spectrum (eigenspectrum, power-law alpha, random projections)
+(the moving dot and the digits autoencoder are tested in tests/test_testbeds.py).
 
 Reference values are computed inside the tests with numpy / scikit-learn / an inline copy of
 the Stringer et al. (MouseLand) weighted fit that reptrix also ships; when the ``reptrix``
@@ -411,27 +411,6 @@ def test_explained_variance_against_sklearn_and_planted():
     assert abs(float(explained_input_variance(planted, z[:, 1]).explained[0]) - frac) < 1e-10
     with pytest.raises(NeuroprobeError, match="inputs has 7 time points but z has 120"):
         explained_input_variance(torch.randn(7, 3), z)
-
-
-def test_moving_dot_and_autoencoder():
-    dot = moving_dot(50, size=16, radius=5.0, sigma=1.0)
-    pos = dot.position.double()
-    c = 7.5
-    torch.testing.assert_close(((pos - c) ** 2).sum(1).sqrt(), torch.full((50,), 5.0,
-                               dtype=torch.float64), rtol=1e-5, atol=1e-5)
-    # the brightest pixel is the one nearest the dot centre
-    flat = dot.frames.reshape(50, -1).argmax(1)
-    near = (pos.round().clamp(0, 15)[:, 0] * 16 + pos.round().clamp(0, 15)[:, 1]).long()
-    assert (flat == near).float().mean() > 0.9
-    ae = MLPAutoencoder(64, hidden=(32, 16), dropout=0.5, seed=0)
-    x = torch.rand(8, 64)
-    ae.eval()
-    assert torch.equal(ae(x), ae(x))
-    ae.train()
-    assert not torch.equal(ae(x), ae(x))
-    assert ae.hook_names == ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
-    with pytest.raises(NeuroprobeError, match=r"dropout must be in \[0, 1\)"):
-        MLPAutoencoder(dropout=1.0)
 
 
 def test_results_repr_and_frames():
