@@ -38,8 +38,8 @@ def sequential_prune(model, unit, text, max_drop=0.6, window=0, early_stop=True)
     start-truncation of the sentence evaluated, like N2G's loop); ``early_stop=True`` stops
     the end phase at the first (shortest) end that passes -- a cheaper sequential baseline.
     """
-    from neuroprobe.mae.engine import resolve_unit
     from neuroprobe.mae.prune import _as_doc, _sentence_of_tokens, _sentence_ranges
+    from neuroprobe.mae.reader import resolve_unit
 
     spec = resolve_unit(model, unit)
     doc = _as_doc(model, text, None)
