@@ -48,7 +48,7 @@ def bench_overhead(n_tokens: int, repeats: int, batch_size: int) -> dict:
     import torch
 
     import neuroprobe as npb
-    from neuroprobe.core.capture import _pad_left
+    from neuroprobe.core.engine import pad_left
 
     torch.set_grad_enabled(False)
     model = npb.load_model("smollm2-135m")
@@ -57,7 +57,7 @@ def bench_overhead(n_tokens: int, repeats: int, batch_size: int) -> dict:
 
     def plain():
         for s in range(0, len(prompts), batch_size):
-            ids, mask = _pad_left(prompts[s:s + batch_size], 2)
+            ids, mask = pad_left(prompts[s:s + batch_size], 2)
             model(ids, attention_mask=mask)
 
     def rec():
@@ -99,10 +99,10 @@ def _memory_child(n_tokens: int, batch_size: int) -> None:
 
     # weights load memory-mapped: one forward pass pages them in, so the peak below is what
     # recording adds, not the model's pages arriving
-    from neuroprobe.core.capture import _pad_left
+    from neuroprobe.core.engine import pad_left
 
     with torch.no_grad():
-        ids, mask = _pad_left(prompts[:batch_size], 2)
+        ids, mask = pad_left(prompts[:batch_size], 2)
         model(ids, attention_mask=mask)
     gc.collect()
     base = _status_kib("VmRSS") * 1024

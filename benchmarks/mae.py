@@ -38,7 +38,7 @@ def sequential_prune(model, unit, text, max_drop=0.6, window=0, early_stop=True)
     start-truncation of the sentence evaluated, like N2G's loop); ``early_stop=True`` stops
     the end phase at the first (shortest) end that passes -- a cheaper sequential baseline.
     """
-    from neuroprobe.mae.engine import resolve_unit
+    from neuroprobe.mae.reader import resolve_unit
     from neuroprobe.mae.tokens import as_doc, sentence_of_tokens, sentence_ranges
 
     spec = resolve_unit(model, unit)

@@ -5,6 +5,10 @@ left padding and an explicit attention mask (built from token counts, never from
 and writes each batch's activations straight into one preallocated ``[T, N]`` buffer from
 inside the hooks -- no ``ActivationCache`` of the whole run is ever held.  When ``[T, N]``
 would exceed the memory budget the buffer is a disk-backed memmap instead.
+
+The forward passes, padding, stop-at-layer and hook widths are the core engine's
+(:mod:`neuroprobe.core.engine`); what is capture's own is the plan of which rows each prompt
+contributes (``_Plan``) and the buffer they are written into.
 """
 
 from __future__ import annotations
@@ -19,25 +23,38 @@ from typing import Any, Union
 
 import numpy as np
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
+from neuroprobe.core.engine import (
+    hook_widths,
+    hooked,
+    is_language_model,
+    model_dtype,
+    pad_left,
+    pad_token_id,
+    stop_layer,
+)
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.hooks import HookRequest, HookSpec, hook_names, resolve_hooks
-from neuroprobe.core.validation import check_positive_int
-from neuroprobe.core.probes import BatchMeta, _project
+from neuroprobe.core.probes import BatchMeta
 from neuroprobe.core.recording import Recording
-from neuroprobe.core.units import UnitIndex, hook_layer
+from neuroprobe.core.units import UnitIndex, project
+from neuroprobe.core.validation import check_positive_int
 
 __all__ = ["record", "stream", "record_generation", "hook_names", "tokenize_prompts"]
 
 Positions = Union[str, slice, Callable[[int, int], Sequence[int]]]
+#: what ``prompts=`` accepts: strings, token-id sequences (each its own length), a
+#: ``[batch, pos]`` tensor of token ids, ``[batch, ...]`` inputs of a plain
+#: HookedRootModule, or any iterable of prompts (a ``datasets.Dataset``)
+Prompts = Union[
+    Sequence[str], Sequence[Sequence[int]], Sequence[Int[Tensor, " _pos"]],
+    Int[Tensor, "batch pos"], Float[Tensor, "batch ..."], Iterable,
+]
 
 
 # ---- inputs ---------------------------------------------------------------------------------
-def _is_lm(model) -> bool:
-    return hasattr(model, "to_tokens") and hasattr(model, "cfg")
-
-
 def _as_prompt_list(prompts, text_column: str) -> list:
     if prompts is None:
         raise NeuroprobeError("prompts is None; pass a list of strings or token-id sequences.")
@@ -63,9 +80,9 @@ def _as_prompt_list(prompts, text_column: str) -> list:
 
 
 def tokenize_prompts(
-    model, prompts, *, prepend_bos: bool | None = None, truncate: bool = False,
+    model, prompts: Prompts, *, prepend_bos: bool | None = None, truncate: bool = False,
     text_column: str = "text",
-) -> list[Tensor]:
+) -> list[Int[Tensor, " _pos"]]:
     """Token ids of each prompt, exactly as ``model.to_tokens(prompt)`` gives them.
 
     Strings are tokenized (BOS prepended per the model's default unless ``prepend_bos``
@@ -171,7 +188,7 @@ class _Plan:
 
 def _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_column) -> _Plan:
     items = _as_prompt_list(prompts, text_column)
-    if _is_lm(model):
+    if is_language_model(model):
         toks = tokenize_prompts(model, items, prepend_bos=prepend_bos, truncate=truncate,
                                 text_column=text_column)
         bos = _starts_with_bos(model, prepend_bos, items, toks)
@@ -188,108 +205,6 @@ def _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_co
 def _batches(n: int, batch_size: int):
     for s in range(0, n, batch_size):
         yield list(range(s, min(n, s + batch_size)))
-
-
-def _pad_left(tokens: list[Tensor], pad_id: int) -> tuple[Tensor, Tensor]:
-    S = max(t.numel() for t in tokens)
-    ids = torch.full((len(tokens), S), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(tokens), S), dtype=torch.long)
-    for i, t in enumerate(tokens):
-        ids[i, S - t.numel():] = t
-        mask[i, S - t.numel():] = 1
-    return ids, mask
-
-
-def _stop_layer(model, reqs: Sequence[HookRequest]) -> int | None:
-    n_layers = int(getattr(getattr(model, "cfg", None), "n_layers", 0) or 0)
-    if not n_layers or not _is_lm(model):
-        return None
-    layers = [hook_layer(r.canonical) for r in reqs]
-    if any(layer < 0 and not r.canonical.startswith(("embed", "pos_embed", "hook_embed",
-                                                      "hook_pos_embed"))
-           for layer, r in zip(layers, reqs)):
-        return None  # a hook after the blocks (ln_final, unembed): run the whole model
-    last = max(max(layers), 0)
-    return last + 1 if last + 1 < n_layers else None
-
-
-# ---- the engine -------------------------------------------------------------------------------
-class _AllHooksFired(Exception):
-    """Raised from a hook once every requested hook of the batch has fired, to skip the rest
-    of the forward pass (final norm, unembedding, logits): nothing after it is needed."""
-
-
-def _forward_until_done(model, x: Tensor, kw: dict) -> None:
-    try:
-        model(x, **kw)
-    except _AllHooksFired:
-        pass
-
-
-def _hook_widths(model, reqs: list[HookRequest], example: Tensor,
-                 lm: bool) -> tuple[list[HookRequest], dict[str, int]]:
-    """Width of each hook's per-token output, from a forward pass on one token.
-
-    Hooks matched by a glob or callable that do not fire, or whose output is not per token
-    (attention patterns), are dropped; a hook named exactly raises instead.
-    """
-    widths: dict[str, int] = {}
-    shapes: dict[str, tuple] = {}
-    need = {r.canonical for r in reqs}
-
-    def grab(name):
-        def fn(act, hook):
-            shapes[name] = tuple(act.shape)
-            per_token = (act.ndim >= 3 and act.shape[1] == 1) if lm else act.ndim >= 1
-            if per_token:
-                per = act.shape[2:] if lm else act.shape[1:]
-                widths[name] = int(np.prod(per)) if len(per) else 1
-            if len(shapes) == len(need):
-                raise _AllHooksFired
-        return fn
-
-    with torch.no_grad(), model.hooks(fwd_hooks=[(c, grab(c)) for c in need]):
-        # one token (or one input) is enough to learn each hook's width
-        x = example[None, :1] if lm else example[None].to(_param_dtype(model))
-        kw = {}
-        stop = _stop_layer(model, reqs)
-        if stop is not None:
-            kw["stop_at_layer"] = stop
-        _forward_until_done(model, x.to(_device(model)), kw)
-    kept = []
-    for r in reqs:
-        if r.canonical in widths:
-            kept.append(r)
-        elif not r.optional:
-            if r.canonical in shapes:
-                raise NeuroprobeError(
-                    f"hook {r.name!r} gives shape {shapes[r.canonical]} for one token, not "
-                    "[batch, pos, ...]; only per-token hooks can be recorded as time series."
-                )
-            raise NeuroprobeError(
-                f"hook {r.name!r} did not fire in a forward pass of this model; it cannot be "
-                "recorded."
-            )
-    if not kept:
-        raise NeuroprobeError(
-            f"none of the requested hooks {[r.name for r in reqs][:6]} gives per-token "
-            "activations; choose hooks like 'blocks.*.hook_resid_post'."
-        )
-    return kept, widths
-
-
-def _device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
-def _param_dtype(model) -> torch.dtype:
-    try:
-        return next(p for p in model.parameters() if p.is_floating_point()).dtype
-    except StopIteration:
-        return torch.float32
 
 
 def _available_memory() -> int:
@@ -317,51 +232,83 @@ def _allocate(T: int, N: int, dtype: torch.dtype, budget: int | None,
     return torch.from_numpy(mm), path
 
 
+@dataclass
+class _Batch:
+    """One batch of prompts as the model sees it, and where its kept rows go."""
+
+    x: Tensor  # [batch, pos] left-padded token ids, or [batch, ...] inputs
+    mask: Tensor | None  # [batch, pos] attention mask (None for non-language models)
+    b: Tensor | None  # batch row of every kept token (None: every input is one row)
+    s: Tensor | None  # its position in the padded batch
+    dense: bool  # no padding and every position kept: the rows are a view of the output
+    dest: Tensor  # global time index of every kept row
+    prompt_index: Tensor
+    position: Tensor
+    token_ids: Tensor | None
+
+
+def _lm_batch(plan: _Plan, idx: list[int], pad_id: int) -> _Batch:
+    toks = [plan.tokens[i] for i in idx]
+    ids, mask = pad_left(toks, pad_id)
+    S = ids.shape[1]
+    bi, si, dest, pidx, ppos = [], [], [], [], []
+    for k, i in enumerate(idx):
+        p = plan.positions[i]
+        L = toks[k].numel()
+        bi.append(torch.full_like(p, k))
+        si.append(p + (S - L))
+        dest.append(torch.arange(p.numel()) + int(plan.offsets[i]))
+        pidx.append(torch.full_like(p, i))
+        ppos.append(p)
+    b, s = torch.cat(bi), torch.cat(si)
+    return _Batch(ids, mask, b, s, b.numel() == ids.numel(), torch.cat(dest), torch.cat(pidx),
+                  torch.cat(ppos), ids[b, s])
+
+
+def _input_batch(model, plan: _Plan, idx: list[int]) -> _Batch:
+    x = torch.stack([plan.tokens[i] for i in idx]).to(model_dtype(model))
+    dest = torch.as_tensor([int(plan.offsets[i]) for i in idx])
+    return _Batch(x, None, None, None, False, dest, torch.as_tensor(idx),
+                  torch.zeros(len(idx), dtype=torch.long), None)
+
+
+def _progress(batches: list, progress: bool | None, desc: str):
+    if progress is None:
+        progress = sys.stderr.isatty() and len(batches) > 4
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(batches, desc=desc, disable=not progress, unit="batch")
+    except ImportError:  # pragma: no cover
+        return batches
+
+
 def _run(
     model, plan: _Plan, reqs: list[HookRequest], probe_reqs: list[tuple[Any, list[HookRequest]]],
     *, buffer: Tensor | None, col_offsets: dict[int, int], batch_size: int,
     progress: bool | None, desc: str,
 ) -> None:
-    """One pass over the data: hooks write into ``buffer`` and feed probes, batch by batch."""
-    lm = _is_lm(model)
-    dev = _device(model)
-    pad_id = 0
-    tok = getattr(model, "tokenizer", None)
-    if tok is not None and getattr(tok, "pad_token_id", None) is not None:
-        pad_id = int(tok.pad_token_id)
-    all_reqs = list(reqs) + [r for _, rs in probe_reqs for r in rs]
-    stop = _stop_layer(model, all_reqs)
+    """One pass over the data: hooks write into ``buffer`` and feed probes, batch by batch.
+
+    The engine runs each batch until every hook has fired; the hooks select the batch's
+    kept rows (a view when nothing is padded or skipped) and write them straight into the
+    batch's contiguous range of ``buffer``.
+    """
+    lm = is_language_model(model)
+    pad_id = pad_token_id(model)
+    stop = stop_layer(model, list(reqs) + [r for _, rs in probe_reqs for r in rs])
     by_canon: dict[str, list[tuple[str, Any]]] = {}
     for j, r in enumerate(reqs):
         by_canon.setdefault(r.canonical, []).append(("rec", j))
     for pi, (_, rs) in enumerate(probe_reqs):
         for r in rs:
             by_canon.setdefault(r.canonical, []).append(("probe", (pi, r.name)))
-
-    n = len(plan.tokens)
-    batches = list(_batches(n, batch_size))
-    if progress is None:
-        progress = sys.stderr.isatty() and len(batches) > 4
-    try:
-        from tqdm.auto import tqdm
-
-        it = tqdm(batches, desc=desc, disable=not progress, unit="batch")
-    except ImportError:  # pragma: no cover
-        it = batches
-
     state: dict[str, Any] = {}
-    n_needed = len(by_canon)
 
     def make_hook(canonical: str):
         consumers = by_canon[canonical]
 
         def fn(act: Tensor, hook) -> None:
-            _consume(act)
-            state["fired"].add(canonical)
-            if len(state["fired"]) == n_needed:
-                raise _AllHooksFired
-
-        def _consume(act: Tensor) -> None:
             if not lm:
                 sel = act
             elif state["dense"]:  # no padding, every position kept: a view, no copy
@@ -381,48 +328,21 @@ def _run(
 
         return fn
 
-    fwd = [(c, make_hook(c)) for c in by_canon]
-    with torch.no_grad(), model.hooks(fwd_hooks=fwd):
-        for idx in it:
-            toks = [plan.tokens[i] for i in idx]
+    with hooked(model, [(c, make_hook(c)) for c in by_canon]) as fwd:
+        for idx in _progress(list(_batches(len(plan.tokens), batch_size)), progress, desc):
+            batch = _lm_batch(plan, idx, pad_id) if lm else _input_batch(model, plan, idx)
             if lm:
-                ids, mask = _pad_left(toks, pad_id)
-                S = ids.shape[1]
-                bi, si, dest, pidx, ppos = [], [], [], [], []
-                for k, i in enumerate(idx):
-                    p = plan.positions[i]
-                    L = toks[k].numel()
-                    bi.append(torch.full_like(p, k))
-                    si.append(p + (S - L))
-                    dest.append(torch.arange(p.numel()) + int(plan.offsets[i]))
-                    pidx.append(torch.full_like(p, i))
-                    ppos.append(p)
-                b, s = torch.cat(bi), torch.cat(si)
-                state.update(b=b.to(dev), s=s.to(dev), dest=torch.cat(dest),
-                             dense=b.numel() == ids.numel())
-                meta_ids = ids[b, s]
-                kw: dict[str, Any] = {"attention_mask": mask.to(dev)}
-                if stop is not None:
-                    kw["stop_at_layer"] = stop
-                x = ids.to(dev)
-            else:
-                x = torch.stack(toks).to(dev, _param_dtype(model))
-                state.update(dest=torch.as_tensor([int(plan.offsets[i]) for i in idx]))
-                pidx = [torch.as_tensor([i]) for i in idx]
-                ppos = [torch.zeros(1, dtype=torch.long) for _ in idx]
-                meta_ids = None
-                kw = {}
-            d = state["dest"]
+                state.update(b=batch.b.to(fwd.device), s=batch.s.to(fwd.device),
+                             dense=batch.dense)
+            d = batch.dest
             state["r0"] = int(d[0]) if d.numel() else 0
             state["r1"] = state["r0"] + d.numel()
             state["probe_acts"] = [{} for _ in probe_reqs]
-            state["fired"] = set()
-            _forward_until_done(model, x, kw)
+            fwd.run_until_fired(batch.x, attention_mask=batch.mask,
+                                stop_at_layer=stop)
             if probe_reqs:
-                meta = BatchMeta(
-                    prompt_index=torch.cat(pidx), position=torch.cat(ppos),
-                    time_index=state["dest"], token_ids=meta_ids,
-                )
+                meta = BatchMeta(prompt_index=batch.prompt_index, position=batch.position,
+                                 time_index=batch.dest, token_ids=batch.token_ids)
                 for (probe, _), acts in zip(probe_reqs, state["probe_acts"]):
                     probe.update(acts, meta)
 
@@ -431,7 +351,7 @@ def _recorded_columns(req: HookRequest, acts: Tensor) -> Tensor:
     """The columns ``record`` keeps of one hook's ``[n, d]`` output: its directions
     projected, its chosen neurons, or everything."""
     if req.directions is not None:
-        return _project(acts, req.directions.vectors)
+        return project(acts, req.directions.vectors)
     if req.indices is not None:
         return acts[:, torch.as_tensor(req.indices, device=acts.device)]
     return acts
@@ -497,7 +417,7 @@ def _model_name(model) -> str:
 # ---- public API -----------------------------------------------------------------------------
 def record(
     model,
-    prompts,
+    prompts: Prompts,
     hooks: HookSpec | Sequence[HookSpec] = "blocks.*.hook_resid_post",
     *,
     batch_size: int = 16,
@@ -576,8 +496,8 @@ def record(
                 f"labels has {len(labels)} entries for {len(plan.tokens)} prompts; give one "
                 "label per prompt."
             )
-    lm = _is_lm(model)
-    reqs, widths = _hook_widths(model, reqs, plan.tokens[0], lm)
+    lm = is_language_model(model)
+    reqs, widths = hook_widths(model, reqs, plan.tokens[0])
     _check_indices(reqs, widths)
     units, col = _unit_index(reqs, widths)
     buffer, path = _allocate(plan.n_rows, len(units), dtype, memory_budget, storage_dir)
@@ -599,7 +519,7 @@ def record(
 
 def stream(
     model,
-    prompts,
+    prompts: Prompts,
     probes: Sequence[Any],
     *,
     batch_size: int = 16,
@@ -631,10 +551,9 @@ def stream(
         raise NeuroprobeError("stream(probes=...) is empty; pass at least one probe.")
     batch_size = check_positive_int(batch_size, "batch_size")
     plan = _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_column)
-    lm = _is_lm(model)
     preqs = []
     for p, rs in _probe_requests(model, probes):
-        rs, widths = _hook_widths(model, rs, plan.tokens[0], lm)
+        rs, widths = hook_widths(model, rs, plan.tokens[0])
         _check_indices(rs, widths)
         preqs.append((p, rs))
     _run(model, plan, [], preqs, buffer=None, col_offsets={}, batch_size=batch_size,
@@ -644,7 +563,7 @@ def stream(
 
 def record_generation(
     model,
-    prompts,
+    prompts: Prompts,
     max_new_tokens: int = 32,
     hooks: HookSpec | Sequence[HookSpec] = "blocks.*.hook_resid_post",
     *,
@@ -696,7 +615,7 @@ def record_generation(
     """
     from neuroprobe.core.generation import check_sampling, eos_token_id, generate_tokens
 
-    if not _is_lm(model):
+    if not is_language_model(model):
         raise NeuroprobeError(
             "record_generation needs a language model (a TransformerBridge from "
             f"npb.load_model); got {type(model).__name__}."

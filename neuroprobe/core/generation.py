@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from neuroprobe.core.engine import forward, model_device, pad_left, pad_token_id
 from neuroprobe.core.errors import NeuroprobeError, NeuroprobeWarning
 
 __all__ = ["generate_tokens", "eos_token_id"]
@@ -38,29 +39,6 @@ def eos_token_id(model) -> int | None:
     return None if eos is None else int(eos)
 
 
-def _pad_id(model) -> int:
-    tok = getattr(model, "tokenizer", None)
-    pad = getattr(tok, "pad_token_id", None) if tok is not None else None
-    return 0 if pad is None else int(pad)
-
-
-def _device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:  # pragma: no cover
-        return torch.device("cpu")
-
-
-def _left_pad(tokens: Sequence[Tensor], pad_id: int) -> tuple[Tensor, Tensor]:
-    S = max(t.numel() for t in tokens)
-    ids = torch.full((len(tokens), S), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(tokens), S), dtype=torch.long)
-    for i, t in enumerate(tokens):
-        ids[i, S - t.numel():] = t
-        mask[i, S - t.numel():] = 1
-    return ids, mask
-
-
 class _FullForward:
     """Each step re-runs the whole (left-padded) sequence: exact on every library version."""
 
@@ -68,16 +46,17 @@ class _FullForward:
         self.model, self.ids, self.mask = model, ids, mask
 
     def first(self) -> Tensor:
-        return self.model(self.ids, attention_mask=self.mask)[:, -1]
+        return forward(self.model, self.ids, attention_mask=self.mask)[:, -1]
 
     def next(self, tok: Tensor) -> Tensor:
         self.ids = torch.cat([self.ids, tok[:, None]], 1)
         self.mask = torch.cat([self.mask, torch.ones_like(tok)[:, None]], 1)
-        return self.model(self.ids, attention_mask=self.mask)[:, -1]
+        return forward(self.model, self.ids, attention_mask=self.mask)[:, -1]
 
 
 class _Cached:
-    """Incremental decoding through the bridge's own KV-cache entry point."""
+    """Incremental decoding through the bridge's own KV-cache entry point (the one forward
+    call outside :mod:`neuroprobe.core.engine`: it needs the bridge's cache arguments)."""
 
     def __init__(self, model, ids: Tensor, mask: Tensor):
         self.model, self.ids, self.mask, self.cache = model, ids, mask, None
@@ -103,16 +82,16 @@ def _cache_is_exact(model) -> bool:
     d_vocab = int(getattr(model.cfg, "d_vocab", 2))
     prompts = [torch.tensor([1, 2, 3]) % d_vocab, torch.tensor([4]) % d_vocab]
     steps = torch.tensor([[5, 6], [7, 8]]) % d_vocab
-    dev = _device(model)
+    dev = model_device(model)
     try:
         with torch.no_grad():
-            ids, mask = _left_pad(prompts, _pad_id(model))
+            ids, mask = pad_left(prompts, pad_token_id(model))
             dec = _Cached(model, ids.to(dev), mask.to(dev))
             got = [dec.first()]
             for k in range(steps.shape[1]):
                 got.append(dec.next(steps[:, k].to(dev)))
             got_t = torch.stack(got, 1).float()
-            refs = [model(torch.cat([p, steps[i]]).to(dev)[None])[0, p.numel() - 1:].float()
+            refs = [forward(model, torch.cat([p, steps[i]])[None])[0, p.numel() - 1:].float()
                     for i, p in enumerate(prompts)]
     except Exception:  # noqa: BLE001 -- no usable cache path (e.g. a native model)
         got_t = None
@@ -165,8 +144,8 @@ def generate_tokens(
     ``prompts`` are 1-D token-id tensors; ``seeds[i]`` seeds row ``i``'s sampler.  Arguments
     are assumed valid (``record_generation`` checks them).
     """
-    dev = _device(model)
-    pad = _pad_id(model)
+    dev = model_device(model)
+    pad = pad_token_id(model)
     decoder = _Cached if _cache_is_exact(model) else _FullForward
     out: list[Tensor] = []
     starts = list(range(0, len(prompts), batch_size))
@@ -178,7 +157,7 @@ def generate_tokens(
             if do_sample:
                 gens = [torch.Generator().manual_seed(int(seeds[s + i]))
                         for i in range(len(batch))]
-            ids, mask = _left_pad(batch, pad)
+            ids, mask = pad_left(batch, pad)
             dec = decoder(model, ids.to(dev), mask.to(dev))
             done = torch.zeros(len(batch), dtype=torch.bool)
             steps: list[Tensor] = []

@@ -1,4 +1,4 @@
-"""Private: resolving hook requests against a model's hook points.
+"""Resolving hook requests against a model's hook points: the one resolver of hook names.
 
 TransformerBridge models expose canonical hook names (``blocks.0.hook_out``) and the
 classic TransformerLens aliases (``blocks.0.hook_resid_post``).  A request may name either,
@@ -75,6 +75,41 @@ def _ordered(model) -> dict[str, int]:
     return {k: i for i, k in enumerate(model.hook_dict)}
 
 
+def _glob(names: Sequence[str], pattern: str) -> list[str]:
+    """The names a glob (or exact name) matches, in the order of ``names``."""
+    return [n for n in names if fnmatchcase(n, pattern)]
+
+
+def match_hook_names(names: Sequence[str], patterns: str | Sequence[str], *,
+                     argname: str = "hooks") -> list[str]:
+    """The names among ``names`` that ``patterns`` (exact names or globs) select.
+
+    Pattern by pattern, each pattern's matches in the order of ``names``, without
+    duplicates -- the order :func:`resolve_hooks` gives.  For lists of names that are not a
+    model's hooks (a Recording's hooks, a ``hook_dict``); a pattern that matches nothing
+    raises.
+
+    Examples
+    --------
+    >>> from neuroprobe.core.hooks import match_hook_names
+    >>> names = ["blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post", "blocks.1.mlp.hook_pre"]
+    >>> match_hook_names(names, ["blocks.1.*", "blocks.*.mlp.hook_pre"])
+    ['blocks.1.mlp.hook_pre', 'blocks.0.mlp.hook_pre']
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    out: list[str] = []
+    for p in patterns:
+        hit = _glob(names, p)
+        if not hit:
+            raise NeuroprobeError(
+                f"{argname}: pattern {p!r} matches no hook; closest valid names: "
+                f"{_suggest(p.replace('*', '0'), names)}"
+            )
+        out += [h for h in hit if h not in out]
+    return out
+
+
 def _suggest(name: str, names: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     if not close:
@@ -136,7 +171,7 @@ def resolve_hooks(model, hooks: HookSpec | Sequence[HookSpec] | None,
             add(HookRequest(name, canonical(name), indices=np.atleast_1d(np.asarray(idx))))
         elif isinstance(spec, str):
             if any(ch in spec for ch in "*?["):
-                matched = [n for n in names if fnmatchcase(n, spec)]
+                matched = _glob(names, spec)
                 if not matched:
                     raise NeuroprobeError(
                         f"{argname}: pattern {spec!r} matches no hook; closest valid names: "

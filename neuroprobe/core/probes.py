@@ -34,7 +34,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.units import Directions
+from neuroprobe.core.units import Directions, project
 
 __all__ = ["BatchMeta", "Probe", "RunningCovariance", "TopK"]
 
@@ -76,7 +76,19 @@ class Probe(Protocol):
     def merge(self, other: Probe) -> Probe: ...
 
 
-def _as_hook_and_dirs(target) -> tuple[str, Tensor | None]:
+def hook_and_directions(target) -> tuple[str, Float[Tensor, "k d"] | None]:
+    """A probe target as ``(hook name, direction vectors or None)``.
+
+    ``target`` is a hook name (every neuron of the hook) or a :class:`Directions` (its
+    hook and its ``[k, d]`` vectors).  Probes project each batch with
+    :func:`neuroprobe.core.units.project`.
+
+    Examples
+    --------
+    >>> from neuroprobe.core.probes import hook_and_directions
+    >>> hook_and_directions("blocks.0.hook_resid_post")
+    ('blocks.0.hook_resid_post', None)
+    """
     if isinstance(target, Directions):
         return target.hook, target.vectors
     if isinstance(target, str):
@@ -84,17 +96,6 @@ def _as_hook_and_dirs(target) -> tuple[str, Tensor | None]:
     raise NeuroprobeError(
         f"probe target must be a hook name (str) or a Directions object; got {type(target)}"
     )
-
-
-def _project(x: Tensor, dirs: Tensor | None) -> Tensor:
-    if dirs is None:
-        return x
-    if x.shape[-1] != dirs.shape[-1]:
-        raise NeuroprobeError(
-            f"Directions have width {dirs.shape[-1]} but the hook's output has width "
-            f"{x.shape[-1]}; build the directions for this hook."
-        )
-    return x @ dirs.to(device=x.device, dtype=x.dtype).T
 
 
 @dataclass
@@ -128,11 +129,16 @@ class RunningCovariance:
     hooks: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        hook, self._dirs = _as_hook_and_dirs(self.target)
+        hook, self._dirs = hook_and_directions(self.target)
         self.hooks = (hook,)
 
+    def activations(self, acts: dict[str, Tensor]) -> Float[Tensor, "n d"]:
+        """This probe's view of one batch: the hook's output ``[n, d]``, projected on the
+        directions when the target is a :class:`Directions` (detached, dtype kept)."""
+        return project(acts[self.hooks[0]], self._dirs).detach()
+
     def update(self, acts: dict[str, Tensor], meta: BatchMeta) -> None:
-        x = _project(acts[self.hooks[0]], self._dirs).detach().to(torch.float64)
+        x = self.activations(acts).to(torch.float64)
         n = x.shape[0]
         if n == 0:
             return
@@ -219,22 +225,36 @@ class TopK:
     def __post_init__(self) -> None:
         if not isinstance(self.k, (int, np.integer)) or self.k < 1:
             raise NeuroprobeError(f"TopK(k=...) must be a positive int; got {self.k!r}")
-        hook, self._dirs = _as_hook_and_dirs(self.target)
+        hook, self._dirs = hook_and_directions(self.target)
         self.hooks = (hook,)
 
-    def update(self, acts: dict[str, Tensor], meta: BatchMeta) -> None:
-        x = _project(acts[self.hooks[0]], self._dirs).detach().float().cpu()
+    def activations(self, acts: dict[str, Tensor]) -> Float[Tensor, "n unit"]:
+        """The values this probe ranks, for one batch: the hook's output (projected on the
+        directions when the target is one), its ``indices`` columns, float32 on the CPU."""
+        x = project(acts[self.hooks[0]], self._dirs).detach().float().cpu()
         if self.indices is not None:
             x = x[:, torch.as_tensor(list(self.indices), dtype=torch.long)]
+        return x
+
+    def update(self, acts: dict[str, Tensor], meta: BatchMeta) -> None:
+        x = self.activations(acts)
         n, d = x.shape
         if n == 0:
             return
         tok = meta.token_ids if meta.token_ids is not None else torch.full((n,), -1)
         cols = [meta.prompt_index, meta.position, meta.time_index, tok]
         cols = [c.cpu().long()[:, None].expand(n, d) for c in cols]
-        self._absorb(x, *cols)
+        self.absorb(x, *cols)
 
-    def _absorb(self, vals: Tensor, pi: Tensor, pos: Tensor, ti: Tensor, tok: Tensor) -> None:
+    def absorb(self, vals: Float[Tensor, "n unit"], pi: Int[Tensor, "n unit"],
+               pos: Int[Tensor, "n unit"], ti: Int[Tensor, "n unit"],
+               tok: Int[Tensor, "n unit"]) -> None:
+        """Merge candidate rows into the top-k: per unit (column), values with their prompt
+        index, position, time index and token id; ties go to the earlier time.
+
+        :meth:`update` calls it with every row of a batch; a probe that pre-selects its
+        candidates (one per text, say) calls it directly.
+        """
         if self.values is not None:
             vals = torch.cat([self.values, vals])
             pi = torch.cat([self.prompt_index, pi])
@@ -261,7 +281,7 @@ class TopK:
         out = TopK(self.target, self.k, self.indices)
         for p in (self, other):
             if p.values is not None:
-                out._absorb(p.values, p.prompt_index, p.position, p.time_index, p.token_ids)
+                out.absorb(p.values, p.prompt_index, p.position, p.time_index, p.token_ids)
         return out
 
     def to_dataframe(self, unit: int) -> pd.DataFrame:

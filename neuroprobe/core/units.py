@@ -41,6 +41,31 @@ def hook_layer(hook_name: str) -> int:
     return int(m.group(1)) if m else -1
 
 
+def project(x: Float[Tensor, "n d"], directions: Float[Tensor, "k d"] | None
+            ) -> Float[Tensor, "n k"]:
+    """Activations ``x`` projected on the rows of ``directions`` (``x @ directions.T``, in
+    ``x``'s dtype and device); ``directions=None`` gives ``x`` itself (every neuron).
+
+    This is how a :class:`Directions` unit is measured: the value of direction ``k`` at a
+    token is ``acts @ vectors[k]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from neuroprobe.core.units import project
+    >>> project(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 0.0], [1.0, 1.0]])).tolist()
+    [[1.0, 3.0]]
+    """
+    if directions is None:
+        return x
+    if x.shape[-1] != directions.shape[-1]:
+        raise NeuroprobeError(
+            f"Directions have width {directions.shape[-1]} but the hook's output has width "
+            f"{x.shape[-1]}; build the directions for this hook."
+        )
+    return x @ directions.to(device=x.device, dtype=x.dtype).T
+
+
 @dataclass(frozen=True, eq=False)
 class Directions:
     """A set of directions at one hook, recorded as units.

@@ -58,9 +58,9 @@ class GLMProbe:
     hooks: tuple = field(init=False)
 
     def __post_init__(self) -> None:
-        from neuroprobe.core.probes import _as_hook_and_dirs
+        from neuroprobe.core.probes import hook_and_directions
 
-        hook, self._dirs = _as_hook_and_dirs(self.target)
+        hook, self._dirs = hook_and_directions(self.target)
         self.hooks = (hook,)
         self._X, self._cols = _as_design(self.X, None)
         T = self._X.shape[0]
@@ -77,9 +77,9 @@ class GLMProbe:
         self._edges: list = []  # [t_start, row_start, t_end, row_end] contiguous ranges
 
     def update(self, acts: dict, meta) -> None:
-        from neuroprobe.core.probes import _project
+        from neuroprobe.core.units import project
 
-        x = _project(acts[self.hooks[0]], self._dirs).detach().to(torch.float64).cpu()
+        x = project(acts[self.hooks[0]], self._dirs).detach().to(torch.float64).cpu()
         ti = meta.time_index.detach().cpu().long()
         if x.shape[0] == 0:
             return

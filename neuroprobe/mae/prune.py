@@ -36,7 +36,7 @@ from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.validation import check_fraction, check_positive_int
-from neuroprobe.mae.engine import UnitReader, UnitSpec, resolve_unit
+from neuroprobe.mae.reader import UnitReader, UnitSpec, resolve_unit
 from neuroprobe.mae.tokens import (
     Doc,
     as_doc,
@@ -552,11 +552,7 @@ class _TopPerText:
         self.hooks = self.top.hooks
 
     def update(self, acts: dict, meta) -> None:
-        from neuroprobe.core.probes import _project
-
-        x = _project(acts[self.hooks[0]], self.top._dirs).detach().float().cpu()
-        if self.top.indices is not None:
-            x = x[:, torch.as_tensor(list(self.top.indices), dtype=torch.long)]
+        x = self.top.activations(acts)
         pi = meta.prompt_index.cpu()
         rows = []
         for p in torch.unique(pi).tolist():
@@ -569,8 +565,8 @@ class _TopPerText:
         vals = torch.gather(x, 0, best)
         col = lambda t: t.cpu().long()[best]  # noqa: E731
         tok = meta.token_ids if meta.token_ids is not None else torch.full_like(pi, -1)
-        self.top._absorb(vals, col(meta.prompt_index), col(meta.position),
-                         col(meta.time_index), col(tok))
+        self.top.absorb(vals, col(meta.prompt_index), col(meta.position),
+                        col(meta.time_index), col(tok))
 
     def merge(self, other):
         out = _TopPerText(self.top.target, self.top.k, self.top.indices)
@@ -790,7 +786,7 @@ def token_importance(
 def _mean_embedding_ablation(model, reader: UnitReader, pre: list, ids: list,
                              anchor: int) -> list:
     """Row ``i`` of the batch has the embedding of token ``i`` replaced by the mean one."""
-    from neuroprobe.core.hooks import resolve_hooks
+    from neuroprobe.core.engine import hooked, resolve_hooks
 
     W_E = getattr(model, "W_E", None)
     if W_E is None:
@@ -812,7 +808,7 @@ def _mean_embedding_ablation(model, reader: UnitReader, pre: list, ids: list,
     for s in range(0, n, per):
         idx = list(range(s, min(n, s + per)))
         state["pos"] = [P + i for i in idx]
-        with model.hooks(fwd_hooks=[(emb_hook, fn)]):
+        with hooked(model, [(emb_hook, fn)]):  # stays on for the reader's passes
             acts, _ = reader.run([pre + ids for _ in idx])
         out += [float(a[P + anchor]) for a in acts]
     return out

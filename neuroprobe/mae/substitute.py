@@ -40,9 +40,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from neuroprobe.core.engine import forward
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.validation import check_fraction, check_positive_int
-from neuroprobe.mae.engine import UnitReader, UnitSpec, resolve_unit
+from neuroprobe.mae.reader import UnitReader, UnitSpec, resolve_unit
 from neuroprobe.mae.prune import MAE
 from neuroprobe.mae.tokens import bos_prefix, decode
 
@@ -187,8 +188,7 @@ class LMHeadSubstituter:
             groups.setdefault(tuple(r.token_ids), []).append(j)
         for ids, js in groups.items():
             ids = list(ids)
-            with torch.no_grad():
-                logits = self.model(torch.as_tensor([pre + ids]))[0].float()
+            logits = forward(self.model, torch.as_tensor([pre + ids]))[0].float()
             reader.n_forward += 1
             logp = torch.log_softmax(logits, -1)
             cands: list = []  # (request j, token id, next-token logp)

@@ -26,7 +26,6 @@ counts agree).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,12 +33,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
+from neuroprobe.core.engine import frozen_copy, hooked, model_dtype, run_hooks
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.validation import as_tensor, check_finite, check_positive_int
-from neuroprobe.polytope.spline import _is_pre_hook, preactivation_hooks, run_hooks
+from neuroprobe.polytope.spline import _is_pre_hook, preactivation_hooks
 from neuroprobe.testbeds import reinitialize_, untrained_copy  # re-exported (old path)
 
 __all__ = [
@@ -63,10 +63,11 @@ _EPS = 1e-10
 # the downstream network as a function of the hook's activation
 # ------------------------------------------------------------------------------------------
 class _Downstream:
-    """``h [B, D] -> (pre-activations of downstream hooks [B, U] (float64), output [B, C])``.
+    """The network after ``hook`` as a function of ``hook``'s activation ``h [B, D]``.
 
     Runs ``model`` on carrier inputs with ``hook``'s output replaced by ``h``; records the
-    pre-activation hooks that fire after ``hook``.
+    pre-activation hooks that fire after ``hook``: :meth:`pre_activations` gives them
+    (``[B, U]`` float64), :meth:`pre_activations_and_output` the model's output too.
     """
 
     def __init__(self, model, hook: str, carrier: Tensor, code_hooks, dtype, batch_size,
@@ -98,8 +99,8 @@ class _Downstream:
             return log
 
         names = [hook] + [p for p in pre if p != hook]
-        with torch.no_grad(), model.hooks(fwd_hooks=[(n, logger(n)) for n in names]):
-            model(self._carrier(torch.zeros(1, dtype=torch.long)))
+        with hooked(model, [(n, logger(n)) for n in names]) as fwd:
+            fwd.run(self._carrier(torch.zeros(1, dtype=torch.long)))
         if hook not in order:
             raise NeuroprobeError(f"hook {hook!r} never fired in a forward pass of the model.")
         after = order[order.index(hook) + 1:]
@@ -138,26 +139,20 @@ class _Downstream:
         self.all_is_code = len(self.code_cols) == o
 
     def _carrier(self, rows: Tensor) -> Tensor:
+        """The carrier inputs of ``rows`` (the engine moves them to the model's device)."""
         c = self.carrier
         if c.shape[0] == 1:
             c = c.expand(rows.shape[0], *c.shape[1:])
         else:
             c = c[rows]
-        p = next(iter(self.model.parameters()), None)
-        if p is not None:
-            c = c.to(p.device)
-            if c.is_floating_point():
-                c = c.to(p.dtype)
-        return c
+        return c.to(model_dtype(self.model)) if c.is_floating_point() else c
 
-    def __call__(self, h: Tensor, rows: Tensor, want_output: bool = False):
-        zs: list[Tensor] = []
-        state: dict = {}
-
+    def _hooks(self, h: Tensor, zs: list[Tensor]) -> list:
+        """Replace ``hook``'s output by ``h``; append each region hook's pre-activations
+        to ``zs`` in firing order."""
         pos = self.position
 
         def rep(t, hook):
-            state["fired"] = True
             if pos is None:
                 t = h.reshape(t.shape).to(t.dtype)
                 new = t
@@ -173,23 +168,99 @@ class _Downstream:
             zs.append((t if pos is None else t[:, pos]).reshape(t.shape[0], -1))
             return t
 
-        fwd = [(self.hook, rep)] + [(p, cap) for p in self.region_hooks if p != self.hook]
-        with torch.no_grad(), self.model.hooks(fwd_hooks=fwd):
-            out = self.model(self._carrier(rows))
+        return [(self.hook, rep)] + [(p, cap) for p in self.region_hooks if p != self.hook]
+
+    def pre_activations(self, h: Float[Tensor, "batch d"], rows: Tensor
+                        ) -> Float[Tensor, "batch unit"]:
+        """Downstream pre-activations ``[B, U]`` (float64, CPU) with ``hook``'s output ``h``;
+        the pass stops after the last region hook."""
+        zs: list[Tensor] = []
+        with hooked(self.model, self._hooks(h, zs)) as fwd:
+            fwd.run_until_fired(self._carrier(rows))
+        return torch.cat(zs, 1).to(torch.float64).cpu()
+
+    def pre_activations_and_output(self, h: Float[Tensor, "batch d"], rows: Tensor
+                                   ) -> tuple[Float[Tensor, "batch unit"],
+                                              Float[Tensor, "batch out"]]:
+        """:meth:`pre_activations` and the model's output ``[B, C]`` (float32, CPU; at
+        ``position`` for a language model) from the same whole pass."""
+        zs: list[Tensor] = []
+        with hooked(self.model, self._hooks(h, zs)) as fwd:
+            out = fwd.run(self._carrier(rows))
         z = torch.cat(zs, 1).to(torch.float64).cpu()
-        if want_output:
-            out = out if pos is None else out[:, pos]
-            return z, out.reshape(out.shape[0], -1).float().cpu()
-        return z
+        out = out if self.position is None else out[:, self.position]
+        return z, out.reshape(out.shape[0], -1).float().cpu()
+
+
+def downstream_codes(
+    model,
+    hook: str,
+    points: Float[Tensor, "point d"],
+    *,
+    inputs: Tensor | None = None,
+    batch_size: int = 4096,
+) -> Bool[Tensor, "point unit"]:
+    """The polytope each point lies in: which downstream pre-activations are positive.
+
+    Every point replaces ``hook``'s output; the code is the sign pattern of every
+    pre-activation hook that fires after ``hook`` (and of ``hook`` itself when it is one),
+    in firing order.  Two points share a region exactly when their codes are equal.
+
+    Parameters
+    ----------
+    model : HookedRootModule
+    hook : str
+        Where the points live, e.g. ``"hook_input"`` or ``"blocks.0.mlp.hook_post"``.
+    points : Tensor ``[points, d]``
+        Activations at ``hook`` (flattened per input), cast to the model's dtype.
+    inputs : Tensor, optional
+        Model inputs that carry the forward pass: one shared by every point, or one per
+        point.  Defaults to the first point for ``hook="hook_input"``.
+
+    Returns
+    -------
+    Tensor ``bool [points, units]``
+
+    Examples
+    --------
+    >>> import torch
+    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.polytope.density import downstream_codes
+    >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
+    >>> codes = downstream_codes(m, "hook_input", torch.tensor([[1.0, 0.5], [1.0, 0.6]]))
+    >>> codes.shape
+    torch.Size([2, 16])
+    """
+    points = as_tensor(points, "points")
+    if points.ndim != 2:
+        raise NeuroprobeError(
+            f"points must be [points, d] activations at {hook!r}; got shape "
+            f"{tuple(points.shape)}."
+        )
+    if inputs is None:
+        if hook != "hook_input":
+            raise NeuroprobeError(
+                f"downstream_codes(hook={hook!r}) needs inputs=... (model inputs that carry "
+                "the forward pass); only hook='hook_input' can default to the points."
+            )
+        inputs = points[:1]
+    carrier = as_tensor(inputs, "inputs")
+    n = points.shape[0]
+    if carrier.shape[0] not in (1, n):
+        raise NeuroprobeError(
+            f"inputs must have one row per point ({n}) or a single row; got {carrier.shape[0]}."
+        )
+    f = _Downstream(model, hook, carrier, None, torch.float64, batch_size)
+    rows = torch.arange(n) if carrier.shape[0] > 1 else torch.zeros(n, dtype=torch.long)
+    dtype = model_dtype(model)
+    codes = [f.pre_activations(points[s:s + batch_size].to(dtype), rows[s:s + batch_size]) > 0
+             for s in range(0, n, batch_size)]
+    return torch.cat(codes)
 
 
 def _prepare_model(model, exact: bool):
-    if not exact:
-        return model
-    m = copy.deepcopy(model).to(torch.float64)
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m
+    """The exact walk runs on a float64 copy; the sampled one on the model itself."""
+    return frozen_copy(model, torch.float64) if exact else model
 
 
 # ------------------------------------------------------------------------------------------
@@ -216,7 +287,7 @@ def _exact_walk(f: _Downstream, start: Tensor, end: Tensor, rows: Tensor,
         ta = t[active]
         h = start[active] + ta[:, None] * direction[active]
         hd = h + _DELTA * direction[active]
-        zz = f(torch.cat([h, hd]), torch.cat([rows[active], rows[active]]))
+        zz = f.pre_activations(torch.cat([h, hd]), torch.cat([rows[active], rows[active]]))
         z, zd = zz[: len(active)], zz[len(active):]
         region = z > 0
         code = region[:, cols] if not f.all_is_code else region
@@ -259,7 +330,7 @@ def _check_linearity(f, h, d, z, slope, step, rows, same):
     idx = torch.nonzero(ok).flatten()[:64]
     s = torch.clamp(step[idx] / 2, max=0.5)
     pred = z[idx] + s[:, None] * slope[idx]
-    got = f(h[idx] + s[:, None] * d[idx], rows[idx])
+    got = f.pre_activations(h[idx] + s[:, None] * d[idx], rows[idx])
     scale = z[idx].abs().max().clamp(min=1.0)
     err = float((pred - got).abs().max() / scale)
     if err > 1e-6:
@@ -283,7 +354,7 @@ def _sampled_counts(f: _Downstream, start, end, rows, n_steps, batch_size):
         for s in range(0, n_steps + 1, per):
             tt = ts[s:s + per]
             h = start[i][None] + tt[:, None] * (end[i] - start[i])[None]
-            z = f(h, rows[i].repeat(len(tt)))
+            z = f.pre_activations(h, rows[i].repeat(len(tt)))
             code = (z > 0)[:, cols]
             if prev is not None:
                 code = torch.cat([prev[None], code])
@@ -518,8 +589,8 @@ def path_density(
 
 def _density(f, start, end, dist, rows, method, n_steps, batch_size) -> PathDensity:
     cols = torch.as_tensor(f.code_cols)
-    za = (f(start, rows) > 0)[:, cols]
-    zb = (f(end, rows) > 0)[:, cols]
+    za = (f.pre_activations(start, rows) > 0)[:, cols]
+    zb = (f.pre_activations(end, rows) > 0)[:, cols]
     ham = (za != zb).sum(1).numpy()
     fine = None
     if method == "exact":
@@ -736,13 +807,13 @@ def scaling_rays(
     preds = np.zeros((a.shape[0], n_grid), dtype=np.int64)
     cols = torch.as_tensor(f.code_cols)
     sampled_pos = []
-    pdt = next(iter(m.parameters())).dtype
+    pdt = model_dtype(m)
     for i in range(a.shape[0]):
         zs, outs = [], []
         for s0 in range(0, n_grid, batch_size):
             gg = g[s0:s0 + batch_size]
-            z, out = f((gg[:, None] * a[i][None]).to(pdt), rows[i].repeat(len(gg)),
-                       want_output=True)
+            z, out = f.pre_activations_and_output((gg[:, None] * a[i][None]).to(pdt),
+                                                  rows[i].repeat(len(gg)))
             zs.append(z)
             outs.append(out.argmax(1))
         preds[i] = torch.cat(outs).numpy()

@@ -32,9 +32,11 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from neuroprobe.core.engine import run_hooks
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import as_tensor, check_finite
+from neuroprobe.core.hooks import match_hook_names
 from neuroprobe.core.units import UnitIndex
+from neuroprobe.core.validation import as_tensor, check_finite
 
 __all__ = [
     "SplineCodes",
@@ -173,28 +175,11 @@ def _popcount_rows(packed: np.ndarray) -> np.ndarray:
     return np.unpackbits(packed, axis=1).sum(axis=1).astype(np.int64)  # pragma: no cover
 
 
-def _resolve_hooks(names: Sequence[str], patterns) -> list[str]:
-    if patterns is None:
-        return list(names)
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    out: list[str] = []
-    for p in patterns:
-        hit = [n for n in names if fnmatch.fnmatchcase(n, p)]
-        if not hit:
-            raise NeuroprobeError(
-                f"hooks pattern {p!r} matches no hook; available hooks: {list(names)[:8]}"
-                f"{' ...' if len(names) > 8 else ''}."
-            )
-        out += [h for h in hit if h not in out]
-    return out
-
-
 def _preacts_from_source(source, inputs, hooks, check_hooks, batch_size, spatial=None):
     """Pre-activation matrix ``[n, units]`` and its UnitIndex from any supported source."""
     if isinstance(source, torch.nn.Module):
         avail = preactivation_hooks(source)
-        names = avail if hooks is None else _resolve_hooks(list(source.hook_dict), hooks)
+        names = avail if hooks is None else match_hook_names(list(source.hook_dict), hooks)
         if not names:
             raise NeuroprobeError(
                 f"model {type(source).__name__} has no pre-activation hooks (names ending in "
@@ -231,7 +216,7 @@ def _preacts_from_source(source, inputs, hooks, check_hooks, batch_size, spatial
     units = getattr(source, "units", None)
     x = as_tensor(source, "x", ndim=2)
     if units is not None:
-        names = _resolve_hooks(units.hooks, hooks)
+        names = list(units.hooks) if hooks is None else match_hook_names(units.hooks, hooks)
         _check_pre_hooks(names, [h for h in units.hooks if _is_pre_hook(h)], check_hooks)
         if hooks is not None:
             cols = np.concatenate([units.select(hook=h) for h in names])
@@ -257,29 +242,6 @@ def _at_position(a: Tensor, name: str, spatial) -> Tensor:
             f"spatial={tuple(spatial)} is outside hook {name!r}'s {a.shape[2]}x{a.shape[3]} map."
         )
     return a[:, :, i, j]
-
-
-def run_hooks(model, inputs: Tensor, hooks: Sequence[str], *, batch_size: int = 4096):
-    """Outputs of ``hooks`` for a tensor of inputs on a HookedRootModule (``no_grad``).
-
-    Returns ``{hook: Tensor[n, ...]}`` in float32 on the CPU.
-    """
-    out: dict[str, list[Tensor]] = {h: [] for h in hooks}
-
-    def make(h):
-        def fn(t, hook):
-            out[h].append(t.detach().float().cpu())
-            return t
-
-        return fn
-
-    dev = next(iter(model.parameters()), torch.zeros(0)).device
-    dtype = next(iter(model.parameters()), torch.zeros(0)).dtype
-    with torch.no_grad(), model.hooks(fwd_hooks=[(h, make(h)) for h in hooks]):
-        for s in range(0, inputs.shape[0], batch_size):
-            xb = inputs[s:s + batch_size].to(dev)
-            model(xb.to(dtype) if xb.is_floating_point() else xb)
-    return {h: torch.cat(v) for h, v in out.items()}
 
 
 def spline_codes(

@@ -41,8 +41,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.hooks import match_hook_names
 from neuroprobe.core.validation import as_tensor, check_finite, check_fraction, check_positive_int
-from neuroprobe.core.probes import BatchMeta, RunningCovariance, _project
+from neuroprobe.core.probes import BatchMeta, RunningCovariance
 from neuroprobe.core.units import Directions, hook_layer
 
 __all__ = [
@@ -163,7 +164,7 @@ class SpectrumProbe(RunningCovariance):
     """
 
     def update(self, acts: dict[str, Tensor], meta: BatchMeta) -> None:
-        x = _project(acts[self.hooks[0]], self._dirs).detach()
+        x = self.activations(acts)
         if x.is_cuda:
             return super().update(acts, meta)
         n = int(x.shape[0])
@@ -723,15 +724,9 @@ def alpha_by_layer(
         all_hooks = list(source.units.hooks)
         if hooks is None:
             chosen = all_hooks
-        else:
-            from fnmatch import fnmatchcase
-
-            pats = [hooks] if isinstance(hooks, str) else list(hooks)
-            chosen = [h for h in all_hooks if any(fnmatchcase(h, p) for p in pats)]
-            if not chosen:
-                raise NeuroprobeError(
-                    f"hooks={hooks!r} matches none of the recording's hooks {all_hooks[:6]}."
-                )
+        else:  # the recording's own hook order
+            picked = set(match_hook_names(all_hooks, hooks))
+            chosen = [h for h in all_hooks if h in picked]
         items = [(h, (source, h)) for h in chosen]
     elif isinstance(source, Sequence) and all(_is_cov_probe(p) for p in source):
         items = [(p.hooks[0], p) for p in source]

@@ -104,24 +104,18 @@ def plot_partition_slice(model, points, *, hook: str = "hook_input", inputs=None
     boundaries (code changes between neighbouring pixels) are drawn in black and the three
     points marked.
     """
-    from neuroprobe.polytope.density import _Downstream
+    from neuroprobe.polytope.density import downstream_codes
 
     p = torch.as_tensor(points, dtype=torch.float64).reshape(3, -1)
     o, u, v = p[0], p[1] - p[0], p[2] - p[0]
     if float(u.norm()) == 0 or float(v.norm()) == 0:
         raise NeuroprobeError("points must be three distinct activations spanning a plane.")
     carrier = torch.as_tensor(p[:1] if inputs is None else inputs)
-    f = _Downstream(model, hook, carrier[:1], None, torch.float64, 4096)
     a = np.linspace(-margin, 1 + margin, resolution)
     A, B = np.meshgrid(a, a)
     h = o[None] + torch.as_tensor(A.ravel())[:, None] * u[None] + \
         torch.as_tensor(B.ravel())[:, None] * v[None]
-    codes = []
-    for s in range(0, h.shape[0], 4096):
-        hb = h[s:s + 4096].to(next(model.parameters()).dtype)
-        z = f(hb, torch.zeros(hb.shape[0], dtype=torch.long))
-        codes.append((z > 0).numpy())
-    c = np.concatenate(codes)
+    c = downstream_codes(model, hook, h, inputs=carrier[:1], batch_size=4096).numpy()
     _, region = np.unique(np.packbits(c, axis=1), axis=0, return_inverse=True)
     region = region.reshape(resolution, resolution)
     edge = np.zeros_like(region, dtype=bool)

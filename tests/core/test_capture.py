@@ -9,7 +9,6 @@ from transformer_lens.hook_points import HookPoint
 import neuroprobe as npb
 from neuroprobe import Directions, NeuroprobeError
 from neuroprobe.core.hooks import resolve_hooks
-from neuroprobe.core.capture import _stop_layer
 
 PROMPTS = [[5, 17, 3, 9], [2, 8], [11, 12, 13, 14, 15, 16, 17], [40]]
 HOOKS = ["blocks.*.hook_resid_post", "blocks.*.mlp.hook_post"]
@@ -92,13 +91,6 @@ def test_memmap_when_over_budget(native_model, tmp_path):
     assert rec.storage is not None and rec.storage.startswith(str(tmp_path))
     ref = npb.record(native_model, PROMPTS, hooks=HOOKS)
     torch.testing.assert_close(rec.acts, ref.acts)
-
-
-def test_stop_at_layer_chosen_automatically(native_model):
-    assert _stop_layer(native_model, resolve_hooks(native_model, "blocks.0.mlp.hook_post")) == 1
-    assert _stop_layer(native_model, resolve_hooks(native_model, "blocks.1.hook_resid_post")) \
-        is None
-    assert _stop_layer(native_model, resolve_hooks(native_model, "ln_final.hook_out")) is None
 
 
 def _greedy_by_hand(model, prompt: list[int], n: int) -> list[int]:

@@ -96,7 +96,7 @@ def test_batched_prune_equals_sequential_reference_native(native):
 
 
 def test_batched_activations_with_padding_equal_unbatched(native):
-    from neuroprobe.mae.engine import UnitReader, resolve_unit
+    from neuroprobe.mae.reader import UnitReader, resolve_unit
 
     spec = resolve_unit(native, ("blocks.2.mlp.hook_post", 7))
     seqs = [[1, 2, 3], list(range(5, 30)), [7, 8, 9, 10, 11, 12]]
@@ -156,7 +156,7 @@ UNIT = ("blocks.0.mlp.hook_post", 3)
 
 
 def test_planted_bigram_unit_fires_only_on_bigram(bigram):
-    from neuroprobe.mae.engine import UnitReader, resolve_unit
+    from neuroprobe.mae.reader import UnitReader, resolve_unit
 
     r = UnitReader(bigram, resolve_unit(bigram, UNIT))
     (acts,), _ = r.run([[3, A, B, 4, B, A, 5, B]])

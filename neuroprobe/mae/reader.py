@@ -1,11 +1,13 @@
-"""Private: the batched forward engine behind :mod:`neuroprobe.mae.prune` and
-:mod:`neuroprobe.mae.substitute`.
+"""The unit reader behind :mod:`neuroprobe.mae.prune` and :mod:`neuroprobe.mae.substitute`.
 
-One :class:`UnitReader` resolves a unit (a neuron ``(hook, index)`` or a direction) against a
-model and evaluates many token sequences at once: left padding with an explicit attention mask
-built from the sequence lengths (never from pad ids), the forward pass stopped right after the
-unit's layer, the unit's activation returned for every position of every sequence.  It counts
-its forward passes so callers can report them.
+A :class:`UnitReader` evaluates one unit (a neuron ``(hook, index)`` or a direction, resolved
+by :func:`resolve_unit`) on many token sequences at once.  The forward passes themselves are
+the core engine's (:mod:`neuroprobe.core.engine`): left padding with an attention mask built
+from the sequence lengths, the pass stopped right after the unit's hook, hooks removed on
+exit.  What is the MAE's own is on top: sequences batched by length under a token budget
+(candidates of one text differ only in length), one unit's activation kept per position, the
+next-token log-probabilities when a search needs them, and a count of the passes so results
+can report them.
 """
 
 from __future__ import annotations
@@ -15,54 +17,38 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
+from neuroprobe.core.engine import (
+    hook_shapes,
+    hooked,
+    is_language_model,
+    pad_left,
+    pad_token_id,
+    resolve_hooks,
+    stop_layer,
+)
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.hooks import resolve_hooks
-from neuroprobe.core.capture import _device, _pad_left  # one padding/mask rule for all
-from neuroprobe.core.units import Directions, hook_layer
+from neuroprobe.core.units import Directions
 
-
-def _stop_layer(model, canonical: str) -> int | None:
-    """``stop_at_layer`` that still runs the hook's layer (None: run the whole model)."""
-    n_layers = int(getattr(getattr(model, "cfg", None), "n_layers", 0) or 0)
-    layer = hook_layer(canonical)
-    if not n_layers:
-        return None
-    if layer < 0:
-        if canonical.startswith(("embed", "pos_embed", "hook_embed", "hook_pos_embed")):
-            return 0 if n_layers else None
-        return None
-    return layer + 1 if layer + 1 < n_layers else None
+__all__ = ["UnitSpec", "UnitReader", "resolve_unit"]
 
 
 def _hook_width(model, canonical: str) -> int:
     """Width of the hook's per-token output, from one tiny forward pass."""
-    got: dict = {}
-
-    def fn(act: Tensor, hook) -> None:
-        if act.ndim != 3:
-            got["bad"] = tuple(act.shape)
-        got["w"] = int(act.shape[-1])
-        return None
-
-    kw = {}
-    stop = _stop_layer(model, canonical)
-    if stop is not None:
-        kw["stop_at_layer"] = stop
-    with torch.no_grad(), model.hooks(fwd_hooks=[(canonical, fn)]):
-        model(torch.zeros((1, 1), dtype=torch.long, device=_device(model)), **kw)
-    if "w" not in got:
+    shape = hook_shapes(model, [canonical], torch.zeros((1, 1), dtype=torch.long)).get(canonical)
+    if shape is None:
         raise NeuroprobeError(
             f"hook {canonical!r} did not fire in a forward pass; a unit must sit at a hook "
             "that every forward pass reaches."
         )
-    if "bad" in got:
+    if len(shape) != 3:
         raise NeuroprobeError(
-            f"hook {canonical!r} gives shape {got['bad']}, not [batch, pos, d]; a unit must "
+            f"hook {canonical!r} gives shape {shape}, not [batch, pos, d]; a unit must "
             "be one coordinate of a per-token hook (e.g. blocks.3.mlp.hook_post)."
         )
-    return got["w"]
+    return int(shape[-1])
 
 
 @dataclass(frozen=True)
@@ -118,14 +104,13 @@ def resolve_unit(model, unit) -> UnitSpec:
     if len(req) != 1:
         raise NeuroprobeError(f"unit hook {hook!r} must name exactly one hook point.")
     req = req[0]
-    lm = hasattr(model, "to_tokens") and hasattr(model, "cfg")
-    if not lm:
+    if not is_language_model(model):
         raise NeuroprobeError(
             "minimal activating examples need a language model with tokens (a "
             "TransformerBridge); got a model without to_tokens/cfg."
         )
     width = _hook_width(model, req.canonical)
-    stop = _stop_layer(model, req.canonical)
+    stop = stop_layer(model, [req.canonical])
     if direction is not None:
         if direction.width != width:
             raise NeuroprobeError(
@@ -155,10 +140,7 @@ class UnitReader:
         self.max_tokens = int(max_tokens)  # cap on batch_rows * padded_length
         self.n_forward = 0
         self.n_sequences = 0
-        tok = getattr(model, "tokenizer", None)
-        pid = getattr(tok, "pad_token_id", None) if tok is not None else None
-        self.pad_id = int(pid) if pid is not None else 0
-        self.device = _device(model)
+        self.pad_id = pad_token_id(model)
 
     def _chunks(self, lengths: list[int]) -> list[list[int]]:
         """Indices grouped into batches, sorted by length to keep padding small."""
@@ -176,7 +158,7 @@ class UnitReader:
         return out
 
     def run(self, seqs: Sequence[Sequence[int]], *, logprobs: bool = False
-            ) -> tuple[list[Tensor], list[Tensor] | None]:
+            ) -> tuple[list[Float[Tensor, " pos"]], list[Float[Tensor, " pos_1"]] | None]:
         """Activations ``[len(seq)]`` (float32, CPU) of the unit for every sequence.
 
         With ``logprobs=True`` the whole model runs and the log-probability of each token
@@ -198,14 +180,15 @@ class UnitReader:
                 grabbed["a"] = (act @ v).detach()
             return None
 
-        kw: dict = {}
-        if spec is not None and spec.stop is not None and not logprobs:
-            kw["stop_at_layer"] = spec.stop
-        fwd = [] if spec is None else [(spec.canonical, hook_fn)]
-        with torch.no_grad(), self.model.hooks(fwd_hooks=fwd):
+        fwd_hooks = [] if spec is None else [(spec.canonical, hook_fn)]
+        with hooked(self.model, fwd_hooks) as fwd:
             for idx in self._chunks([s.numel() for s in seqs]):
-                ids, mask = _pad_left([seqs[i] for i in idx], self.pad_id)
-                out = self.model(ids.to(self.device), attention_mask=mask.to(self.device), **kw)
+                ids, mask = pad_left([seqs[i] for i in idx], self.pad_id)
+                if logprobs:
+                    out = fwd.run(ids, attention_mask=mask)
+                else:  # stops right after the unit's hook
+                    fwd.run_until_fired(ids, attention_mask=mask,
+                                        stop_at_layer=None if spec is None else spec.stop)
                 self.n_forward += 1
                 self.n_sequences += len(idx)
                 a = grabbed.pop("a").float().cpu() if spec is not None else None
