@@ -175,8 +175,9 @@ def reject_t(t: np.ndarray, df: np.ndarray, alpha: float, method: str) -> np.nda
             else np.zeros(t.shape, bool)
     level = alpha / n if method == "bonferroni" else alpha
     crit = stats.t.isf(level, df.astype(np.float64))[:, None]  # p <= level <=> t >= crit
-    out = t >= crit
-    near = np.abs(t - crit) <= 1e-7 * np.maximum(1.0, np.abs(crit))
+    d = t - crit
+    out = d >= 0
+    near = np.abs(d, out=d) <= 1e-7 * np.maximum(1.0, np.abs(crit))
     if near.any():
         rows = np.nonzero(near)[0]
         out[near] = stats.t.sf(t[near], df[rows]) <= level
