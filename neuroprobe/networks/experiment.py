@@ -508,10 +508,6 @@ class NoiseModelSizes:
     sizes: dict[str, list[int]]
     error: str | None = None
 
-    def to_json(self) -> dict[str, list[int]] | str:
-        """The ``results.json`` entry: the sizes, or the error text when the refit failed."""
-        return self.sizes if self.error is None else self.error
-
 
 def _refit_sizes(nm: str, runs: Sequence[BlockRun], fitter: _RunGLM, tasks: Sequence[str],
                  seed: int, n_permutations: int) -> dict[str, list[int]]:
@@ -657,8 +653,8 @@ class FunctionalNetworksMetrics:
         if not self.noise_models:
             return {}
         out: dict[str, Any] = {"runs": list(self.noise_model_runs)}
-        for nm in self.noise_models:
-            out[nm.noise_model] = nm.to_json()
+        for nm in self.noise_models:  # results.json keeps 0.1's layout: the error text
+            out[nm.noise_model] = nm.sizes if nm.error is None else nm.error
         return out
 
     def to_dict(self) -> dict[str, Any]:
