@@ -7,8 +7,8 @@ absolute times are noisy on shared machines.
   loop that re-tokenizes the growing string after every added word;
 * recording: ``npb.record`` of every layer output (resid_post, attn_out, mlp_out of all 30
   layers, 51,840 units) vs plain forward passes over the same batches of the same tokens;
-* GLM: the experiment's cell-means fast path vs ``npb.fit_glm`` on the same runs (same
-  masks);
+* GLM: the block-design fast path (``neuroprobe.glm.blocks``, what the experiment uses) vs
+  ``npb.fit_glm`` on the same runs (same masks);
 * networks: overlap matrix, templates and prediction for one split.
 
     nice -n 10 python benchmarks/functional_networks.py [--n-stimuli 160] [--out FILE]
@@ -46,8 +46,13 @@ def main() -> None:
 
     import neuroprobe as npb
     from neuroprobe.core import capture
-    from neuroprobe.networks.experiment import NETWORK_HOOKS, _Fitter, _record_store, _split
-    from neuroprobe.networks.stimuli import count_tokens, load_prompts, load_words, random_word_controls
+    from neuroprobe.networks.experiment import NETWORK_HOOKS, _record_stimuli
+    from neuroprobe.networks.stimuli import (
+        count_tokens,
+        load_prompts,
+        load_words,
+        random_word_controls,
+    )
 
     torch.set_grad_enabled(False)
     res: dict[str, float] = {}
@@ -111,7 +116,7 @@ def main() -> None:
                               include_bos=False, progress=False)
 
     def do_store():
-        return _record_store(model, texts, NETWORK_HOOKS, "prompt", False, bs, 0, 0)
+        return _record_stimuli(model, texts, NETWORK_HOOKS, "prompt", False, bs, 0, 0)
 
     def show(**kv):
         res.update(kv)
@@ -126,7 +131,7 @@ def main() -> None:
         t_fwd = min(t_fwd, timed(forward_masked)[0])
         t, rec = timed(do_record)
         t_rec = min(t_rec, t)
-        t, (store, units) = timed(do_store)
+        t, (store, _, units) = timed(do_store)
         t_store = min(t_store, t)
     n_tok = int(rec.acts.shape[0])
     show(
@@ -138,28 +143,43 @@ def main() -> None:
     del rec
 
     # ---- GLM: fast path vs fit_glm ----------------------------------------------------------
-    # runs of 4 task + 4 control blocks built from the recorded pairs
-    pairs = {"t": [(2 * i, 2 * i + 1) for i in range(n // 2)]}
-    runs = _split(np.random.default_rng(0), pairs, n_runs=max(1, (n // 2) // 8),
-                  n_blocks=8)
-    raw_store = _record_store(model, [texts[i] for r in runs[:2] for i in r.stim], NETWORK_HOOKS,
-                              "prompt", False, bs, 0, 0, keep_raw=set(range(32)))[0]
-    # the raw store renumbers stimuli 0..; rebuild the two runs on it
-    from neuroprobe.networks.experiment import _Run
+    # two runs of 8 task + 8 control blocks built from the recorded pairs
+    from neuroprobe.glm.blocks import BlockStats, run_cells, task_vs_control
+    from neuroprobe.networks.stimuli import CONTROL, split_into_runs
 
-    k = 0
-    rr = []
-    for r in runs[:2]:
-        rr.append(_Run(r.task, r.run, tuple(range(k, k + len(r.stim))), r.conditions))
-        k += len(r.stim)
-    fast2 = _Fitter(raw_store, 0.05, "bonferroni", "fast")
-    full2 = _Fitter(raw_store, 0.05, "bonferroni", "full")
-    t_fast_glm, a = timed(lambda: fast2.split(rr, ["t"])[0], repeat=3)
-    t_full_glm, b = timed(lambda: [full2._full([r], lambda cols, r=r: f"{r.task} - control")
-                                   for r in rr], repeat=1)
-    same = all(torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
-    show(glm_fast_per_run_s=t_fast_glm / len(rr), glm_fit_glm_per_run_s=t_full_glm / len(rr),
-               glm_speedup=t_full_glm / t_fast_glm, glm_masks_identical=bool(same))
+    pairs = {"t": [(2 * i, 2 * i + 1) for i in range(n // 2)]}
+    runs = split_into_runs(pairs, texts, n_runs=max(1, (n // 2) // 8), n_task_blocks=8,
+                           rng=np.random.default_rng(0))[:2]
+    sub = [texts[i] for r in runs for i in r.stimulus_ids]  # blocks renumbered 0.. in order
+    rec = capture.record(model, sub, hooks=list(NETWORK_HOOKS), batch_size=bs,
+                         include_bos=False, progress=False)
+    lengths = torch.bincount(torch.as_tensor(rec.prompt_index), minlength=len(sub)).numpy()
+    starts = np.r_[0, np.cumsum(lengths)]
+    Y = torch.as_tensor(rec.acts)
+    stats = BlockStats.from_rows(Y, lengths)
+    ids = [list(range(16 * i, 16 * (i + 1))) for i in range(len(runs))]
+
+    def fast():
+        cells = run_cells(stats, [[b for b, c in zip(ix, r.conditions, strict=True) if c != CONTROL]
+                                  for ix, r in zip(ids, runs, strict=True)],
+                          [[b for b, c in zip(ix, r.conditions, strict=True) if c == CONTROL]
+                           for ix, r in zip(ids, runs, strict=True)])
+        return task_vs_control(cells).significant(0.05, "bonferroni")
+
+    def full():
+        out = []
+        for ix, r in zip(ids, runs, strict=True):
+            rows = torch.cat([Y[starts[b] : starts[b + 1]] for b in ix])
+            X = npb.BlockDesign.from_blocks([(c, int(lengths[b])) for b, c in
+                                             zip(ix, r.conditions, strict=True)])
+            out.append(npb.fit_glm(rows, X).contrast("t - control").significant(0.05))
+        return out
+
+    t_fast_glm, a = timed(fast, repeat=3)
+    t_full_glm, b = timed(full, repeat=1)
+    same = all(torch.equal(a[i], b[i]) for i in range(len(runs)))
+    show(glm_fast_per_run_s=t_fast_glm / len(runs), glm_fit_glm_per_run_s=t_full_glm / len(runs),
+         glm_speedup=t_full_glm / t_fast_glm, glm_masks_identical=bool(same))
 
     # ---- networks for one split -------------------------------------------------------------
     from neuroprobe.networks.sets import FunctionalNetwork, overlap_matrix, predict_task, templates

@@ -28,19 +28,25 @@ fMRI practice.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
+import torch
+from jaxtyping import Float, Int
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.validation import as_tensor
 
 __all__ = ["BlockDesign"]
 
 _DRIFTS = (None, "polynomial", "cosine")
 _HRFS = (None, "glover", "spm")
+# columns that model nuisance (intercept, run offsets): never permuted by max-T
+_NUISANCE = re.compile(r"^(constant|intercept|const|run_\d+)$")
 
 
 def _is_rest(lab) -> bool:
@@ -125,7 +131,7 @@ class BlockDesign:
     """
 
     labels: tuple
-    runs: np.ndarray
+    runs: Int[np.ndarray, " time"]
     baseline: str | None = None
     drift: str | None = None
     drift_order: int = 1
@@ -216,7 +222,10 @@ class BlockDesign:
         return cls(tuple(labels), np.asarray(runs), **options)
 
     @classmethod
-    def from_labels(cls, labels, *, runs=None, **options) -> BlockDesign:
+    def from_labels(
+        cls, labels: Sequence | np.ndarray, *,
+        runs: Int[np.ndarray, " time"] | Sequence[int] | None = None, **options,
+    ) -> BlockDesign:
         """A design from one condition label per time point.
 
         ``labels`` may be a sequence/array of labels or a Recording (its ``labels``, which
@@ -321,3 +330,121 @@ class BlockDesign:
             f"baseline={self.baseline!r}, runs={self.n_runs}, blocks={len(self.blocks)}, "
             f"drift={self.drift!r}, hrf={self.hrf!r}, columns={list(self.matrix.columns)})"
         )
+
+
+# ---------------------------------------------------------------------------------------
+# design matrices as arrays: what the fits (fit_glm, GLMProbe) need from X
+# ---------------------------------------------------------------------------------------
+def as_design_matrix(
+    X, T: int | None = None,
+) -> tuple[Float[np.ndarray, "time regressor"], tuple[str, ...]]:
+    """A design as a contiguous float64 array and its column names.
+
+    ``X`` is a :class:`BlockDesign`, a DataFrame (its column names are kept) or an array /
+    tensor ``[T, P]`` (columns named ``x0, x1, ...``).  With ``T`` given, ``X`` must have
+    ``T`` rows (one per time point of ``Y``).
+
+    Examples
+    --------
+    >>> X, cols = as_design_matrix(BlockDesign.from_blocks([("a", 2), ("b", 2)], baseline="b"))
+    >>> X.shape, cols
+    ((4, 2), ('a', 'constant'))
+    """
+    if hasattr(X, "matrix") and isinstance(X.matrix, pd.DataFrame):
+        X = X.matrix  # a BlockDesign
+    if isinstance(X, pd.DataFrame):
+        cols = tuple(str(c) for c in X.columns)
+        try:
+            arr = X.to_numpy(dtype=np.float64)
+        except (TypeError, ValueError):
+            raise NeuroprobeError(
+                "X (design DataFrame) has non-numeric columns; every column must be numeric."
+            ) from None
+    else:
+        arr = as_tensor(X, "X").detach().cpu().to(torch.float64).numpy()
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise NeuroprobeError(f"X must be 2-D [time, regressor]; got shape {arr.shape}.")
+        cols = tuple(f"x{i}" for i in range(arr.shape[1]))
+    if len(set(cols)) != len(cols):
+        dup = sorted({c for c in cols if cols.count(c) > 1})
+        raise NeuroprobeError(f"X has duplicate column names {dup}; rename them.")
+    if not np.isfinite(arr).all():
+        bad = [cols[j] for j in np.flatnonzero(~np.isfinite(arr).all(0))]
+        raise NeuroprobeError(
+            f"X contains NaN or inf in column(s) {bad}; the design must be finite."
+        )
+    if T is not None and arr.shape[0] != T:
+        raise NeuroprobeError(
+            f"Y and X have different numbers of time points: Y has shape [T={T}, N] but X "
+            f"has shape {arr.shape}; X needs one row per time point of Y."
+        )
+    return np.ascontiguousarray(arr), cols
+
+
+def check_rank(X: Float[np.ndarray, "time regressor"], columns: Sequence[str],
+               allow_rank_deficient: bool = False) -> int:
+    """``rank(X)``, after checking that the GLM is estimable: more time points than the
+    rank, and full column rank unless ``allow_rank_deficient`` (the error names the
+    collinear columns).
+
+    Examples
+    --------
+    >>> check_rank(np.array([[1.0, 0], [1, 1], [1, 0]]), ["constant", "a"])
+    2
+    """
+    T, P = X.shape
+    rank = int(np.linalg.matrix_rank(X))
+    if T <= rank:
+        raise NeuroprobeError(
+            f"the GLM needs more time points than the rank of X: T={T}, rank(X)={rank}; "
+            "record more tokens or use fewer regressors."
+        )
+    if rank < P and not allow_rank_deficient:
+        Xn = X / np.maximum(np.linalg.norm(X, axis=0), 1e-300)
+        _, s, vt = np.linalg.svd(Xn, full_matrices=False)
+        null = vt[s <= s.max() * max(X.shape) * np.finfo(float).eps * 10]
+        involved = [columns[j] for j in np.flatnonzero((np.abs(null) > 1e-6).any(0))]
+        raise NeuroprobeError(
+            f"X is rank deficient (rank {rank} < {P} columns): columns {involved} are "
+            "collinear. Drop one of them (e.g. the intercept when every condition has its own "
+            "column), or pass allow_rank_deficient=True to fit through the pseudo-inverse "
+            "(only estimable contrasts are then meaningful)."
+        )
+    return rank
+
+
+def block_segments(
+    X: Float[np.ndarray, "time regressor"], columns: Sequence[str],
+) -> tuple[Int[np.ndarray, " time"] | None, tuple[int, ...]]:
+    """The block structure of a design: segments and exchangeable condition columns.
+
+    Segments are the maximal runs of identical rows over the piecewise-constant columns
+    (those that change at most ``T/4`` times); ``segments[t]`` is time point ``t``'s segment.
+    The second value lists the piecewise-constant columns that change and are not nuisance
+    (``constant``, ``intercept``, ``run_<k>``): the block labels that max-T permutes.
+    ``(None, ())`` when there is no such structure (or more than ``min(4096, T/2)``
+    segments).  The fits use the segments to sum ``Y`` per block instead of multiplying it
+    row by row.
+
+    Examples
+    --------
+    >>> d = BlockDesign.from_blocks([("a", 3), ("b", 3)] * 2, baseline="b")
+    >>> seg, perm_cols = block_segments(*as_design_matrix(d))
+    >>> seg.tolist(), perm_cols
+    ([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3], (0,))
+    """
+    T = X.shape[0]
+    changes = np.diff(X, axis=0) != 0
+    pc = [j for j in range(X.shape[1]) if changes[:, j].sum() <= T // 4]
+    if not pc:
+        return None, ()
+    brk = np.r_[True, changes[:, pc].any(1)]
+    seg = np.cumsum(brk) - 1
+    if int(seg[-1]) + 1 > min(4096, T // 2):
+        return None, ()
+    perm_cols = tuple(
+        j for j in pc if changes[:, j].any() and not _NUISANCE.match(columns[j])
+    )
+    return seg, perm_cols

@@ -20,21 +20,20 @@ statistics can be accumulated batch by batch by :class:`GLMProbe` during ``recor
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Bool, Float
-from scipy import stats
 from torch import Tensor
 
-from neuroprobe.glm import pvalues as pv
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.glm.contrast import as_contrast
+from neuroprobe.core.validation import as_tensor, resolve_device
+from neuroprobe.glm.contrast import ContrastResult, as_contrast, unit_frame
+from neuroprobe.glm.design import as_design_matrix, block_segments, check_rank
+from neuroprobe.glm.permutation import PermutationState, permutation_state
 from neuroprobe.glm.stats import (
     TINY,
     GLMStats,
@@ -44,91 +43,8 @@ from neuroprobe.glm.stats import (
     serial_torch,
     spans_constant,
 )
-from neuroprobe.core.validation import as_tensor, check_fraction, resolve_device
 
-__all__ = ["fit_glm", "GLMResult", "ContrastResult", "GLMProbe"]
-
-_CORRECTIONS = ("bonferroni", "holm", "fdr_bh", "none", "max_t")
-_TAILS = ("upper", "lower", "two-sided")
-_NUISANCE = re.compile(r"^(constant|intercept|const|run_\d+)$")
-
-
-# ---------------------------------------------------------------------------------------
-# design handling
-# ---------------------------------------------------------------------------------------
-def _as_design(X, T: int | None) -> tuple[np.ndarray, tuple[str, ...]]:
-    if hasattr(X, "matrix") and isinstance(X.matrix, pd.DataFrame):
-        X = X.matrix  # a BlockDesign
-    if isinstance(X, pd.DataFrame):
-        cols = tuple(str(c) for c in X.columns)
-        try:
-            arr = X.to_numpy(dtype=np.float64)
-        except (TypeError, ValueError):
-            raise NeuroprobeError(
-                "X (design DataFrame) has non-numeric columns; every column must be numeric."
-            ) from None
-    else:
-        arr = as_tensor(X, "X").detach().cpu().to(torch.float64).numpy()
-        if arr.ndim == 1:
-            arr = arr[:, None]
-        if arr.ndim != 2:
-            raise NeuroprobeError(f"X must be 2-D [time, regressor]; got shape {arr.shape}.")
-        cols = tuple(f"x{i}" for i in range(arr.shape[1]))
-    if len(set(cols)) != len(cols):
-        dup = sorted({c for c in cols if cols.count(c) > 1})
-        raise NeuroprobeError(f"X has duplicate column names {dup}; rename them.")
-    if not np.isfinite(arr).all():
-        bad = [cols[j] for j in np.flatnonzero(~np.isfinite(arr).all(0))]
-        raise NeuroprobeError(
-            f"X contains NaN or inf in column(s) {bad}; the design must be finite."
-        )
-    if T is not None and arr.shape[0] != T:
-        raise NeuroprobeError(
-            f"Y and X have different numbers of time points: Y has shape [T={T}, N] but X "
-            f"has shape {arr.shape}; X needs one row per time point of Y."
-        )
-    return np.ascontiguousarray(arr), cols
-
-
-def _rank_check(X: np.ndarray, cols, allow: bool) -> int:
-    T, P = X.shape
-    rank = int(np.linalg.matrix_rank(X))
-    if T <= rank:
-        raise NeuroprobeError(
-            f"the GLM needs more time points than the rank of X: T={T}, rank(X)={rank}; "
-            "record more tokens or use fewer regressors."
-        )
-    if rank < P and not allow:
-        Xn = X / np.maximum(np.linalg.norm(X, axis=0), 1e-300)
-        _, s, vt = np.linalg.svd(Xn, full_matrices=False)
-        null = vt[s <= s.max() * max(X.shape) * np.finfo(float).eps * 10]
-        involved = [cols[j] for j in np.flatnonzero((np.abs(null) > 1e-6).any(0))]
-        raise NeuroprobeError(
-            f"X is rank deficient (rank {rank} < {P} columns): columns {involved} are "
-            "collinear. Drop one of them (e.g. the intercept when every condition has its own "
-            "column), or pass allow_rank_deficient=True to fit through the pseudo-inverse "
-            "(only estimable contrasts are then meaningful)."
-        )
-    return rank
-
-
-def _segments(X: np.ndarray, cols) -> tuple[np.ndarray | None, tuple[int, ...]]:
-    """Segments: maximal runs of identical rows over the piecewise-constant columns (at most
-    T/4 changes); and which of those columns are exchangeable block labels (conditions)."""
-    T = X.shape[0]
-    changes = np.diff(X, axis=0) != 0
-    pc = [j for j in range(X.shape[1]) if changes[:, j].sum() <= T // 4]
-    if not pc:
-        return None, ()
-    brk = np.r_[True, changes[:, pc].any(1)]
-    seg = np.cumsum(brk) - 1
-    if int(seg[-1]) + 1 > min(4096, T // 2):
-        return None, ()
-    perm_cols = tuple(
-        j for j in pc if changes[:, j].any() and not _NUISANCE.match(cols[j])
-    )
-    return seg, perm_cols
-
+__all__ = ["fit_glm", "GLMResult"]
 
 # ---------------------------------------------------------------------------------------
 # results
@@ -188,7 +104,7 @@ class GLMResult:
     rho_estimate: Tensor | None = field(default=None, repr=False)
     units: object = field(default=None, repr=False)
     design: pd.DataFrame | None = field(default=None, repr=False)
-    _perm: dict | None = field(default=None, repr=False)
+    _perm: PermutationState | None = field(default=None, repr=False)
 
     @property
     def n_units(self) -> int:
@@ -269,7 +185,7 @@ class GLMResult:
     def to_dataframe(self, units=None) -> pd.DataFrame:
         """One row per unit: ``unit`` (+ ``hook``, ``layer``, ``index``), ``beta_<col>``,
         ``dispersion`` (and ``rho`` for AR(1)), ``constant``."""
-        df = _unit_frame(self.n_units, units if units is not None else self.units)
+        df = unit_frame(self.n_units, units if units is not None else self.units)
         b = self.beta.detach().cpu().numpy()
         for i, c in enumerate(self.columns):
             df[f"beta_{c}"] = b[i]
@@ -280,260 +196,11 @@ class GLMResult:
         return df
 
 
-def _unit_frame(n: int, units) -> pd.DataFrame:
-    if units is not None and hasattr(units, "units") and not hasattr(units, "to_dataframe"):
-        units = units.units  # a Recording
-    if units is None:
-        return pd.DataFrame({"unit": np.arange(n)})
-    if not hasattr(units, "to_dataframe"):
-        from neuroprobe.core.units import UnitIndex
-
-        units = UnitIndex.from_units(list(units))
-    if len(units) != n:
-        raise NeuroprobeError(
-            f"units has {len(units)} entries but the result has {n} units; pass the unit "
-            "index of the Y that was fitted."
-        )
-    return units.to_dataframe()[["unit", "hook", "layer", "index"]].copy()
-
-
-@dataclass(frozen=True, eq=False)
-class ContrastResult:
-    """Statistics of one contrast for every unit.
-
-    Attributes
-    ----------
-    effect : Tensor ``[N]`` (t) or ``[q, N]`` (F)
-        ``c' beta`` for t; nilearn's whitened effect ``sqrtm(inv(C cov C')) C beta`` for F.
-    variance : Tensor ``[N]``
-        Variance of the effect (t) or the residual variance (F), as nilearn.
-    stat : Tensor ``[N]``
-        The t or F statistic (also as :attr:`t` / :attr:`F`).
-    stat_type : str
-        ``"t"`` or ``"F"``.
-    df : int
-        Residual degrees of freedom (the F test has ``(dim, df)``).
-
-    ``p`` (one-sided upper tail for t, nilearn's convention), ``p_two_sided``, ``z``,
-    ``log10_p`` (of ``p``, finite and ordered however large ``t`` is) and
-    ``log10_p_two_sided`` are computed on first access.
-    """
-
-    effect: Tensor
-    variance: Float[Tensor, " N"]
-    stat: Float[Tensor, " N"]
-    stat_type: str
-    df: int
-    dim: int
-    contrast: np.ndarray = field(repr=False)
-    columns: tuple = field(repr=False)
-    constant: Tensor = field(repr=False)
-    units: object = field(default=None, repr=False)
-    _glm: GLMResult | None = field(default=None, repr=False)
-
-    def __repr__(self) -> str:
-        return (
-            f"ContrastResult({self.stat_type}, N={self.stat.shape[0]}, df={self.df}, "
-            f"effect={tuple(self.effect.shape)}, max {self.stat_type}="
-            f"{float(self.stat.max()) if self.stat.numel() else float('nan'):.3g})"
-        )
-
-    # ---- statistics ----------------------------------------------------------------------
-    @property
-    def t(self) -> Tensor:
-        if self.stat_type != "t":
-            raise NeuroprobeError("this is an F contrast; use .F (or .stat).")
-        return self.stat
-
-    @property
-    def F(self) -> Tensor:  # noqa: N802
-        if self.stat_type != "F":
-            raise NeuroprobeError("this is a t contrast; use .t (or .stat).")
-        return self.stat
-
-    def _np(self) -> np.ndarray:
-        return self.stat.detach().cpu().to(torch.float64).numpy()
-
-    @cached_property
-    def _const_np(self) -> np.ndarray:
-        return self.constant.detach().cpu().numpy()
-
-    def _sf(self, s: np.ndarray) -> np.ndarray:
-        if self.stat_type == "t":
-            return stats.t.sf(s, self.df)
-        return stats.f.sf(s, self.dim, self.df)
-
-    def _cdf(self, s: np.ndarray) -> np.ndarray:
-        if self.stat_type == "t":
-            return stats.t.cdf(s, self.df)
-        return stats.f.cdf(s, self.dim, self.df)
-
-    @cached_property
-    def _sf_np(self) -> np.ndarray:
-        return self._sf(self._np())
-
-    @cached_property
-    def _cdf_np(self) -> np.ndarray:
-        return self._cdf(self._np())
-
-    @cached_property
-    def p(self) -> Float[Tensor, " N"]:
-        """One-sided upper-tail p (t) or the F test's p; 1 for constant units."""
-        p = self._sf_np.copy()
-        p[self._const_np] = 1.0
-        return torch.as_tensor(p, device=self.stat.device)
-
-    @cached_property
-    def p_lower(self) -> Float[Tensor, " N"]:
-        """One-sided lower-tail p of a t contrast (``P(T <= t)``); 1 for constant units."""
-        if self.stat_type != "t":
-            raise NeuroprobeError("a lower tail exists only for t contrasts.")
-        p = self._cdf_np.copy()
-        p[self._const_np] = 1.0
-        return torch.as_tensor(p, device=self.stat.device)
-
-    @cached_property
-    def p_two_sided(self) -> Float[Tensor, " N"]:
-        """Two-sided p for t (``2 P(T >= |t|)``); the F test's p for F."""
-        s = self._np()
-        p = np.minimum(2 * stats.t.sf(np.abs(s), self.df), 1.0) if self.stat_type == "t" \
-            else self._sf(s)
-        p[self._const_np] = 1.0
-        return torch.as_tensor(p, device=self.stat.device)
-
-    @cached_property
-    def z(self) -> Float[Tensor, " N"]:
-        """nilearn's z (``norm.isf`` of the clipped p; ``norm.ppf`` of 1-p where z < 0)."""
-        z = pv.nilearn_z(self._sf_np, self._cdf_np)
-        z[self._const_np] = 0.0
-        return torch.as_tensor(z, device=self.stat.device)
-
-    def _log10(self, s: np.ndarray) -> np.ndarray:
-        if self.stat_type == "t":
-            out = pv.t_logsf(s, float(self.df)) / np.log(10)
-        else:
-            out = pv.f_logsf(s, float(self.dim), float(self.df)) / np.log(10)
-        out[self._const_np] = 0.0
-        return out
-
-    @cached_property
-    def log10_p(self) -> Float[Tensor, " N"]:
-        """``log10(p)`` computed without underflow: finite and ordered for huge t."""
-        return torch.as_tensor(self._log10(self._np()), device=self.stat.device)
-
-    @cached_property
-    def log10_p_two_sided(self) -> Float[Tensor, " N"]:
-        """``log10(p_two_sided)`` without underflow."""
-        s = self._np()
-        if self.stat_type == "F":
-            return self.log10_p
-        out = np.minimum(self._log10(np.abs(s)) + np.log10(2.0), 0.0)
-        out[self._const_np] = 0.0
-        return torch.as_tensor(out, device=self.stat.device)
-
-    # ---- multiple comparisons ------------------------------------------------------------
-    def _tail_p(self, tail: str) -> np.ndarray:
-        if tail not in _TAILS:
-            raise NeuroprobeError(f"tail must be one of {_TAILS}; got {tail!r}.")
-        if self.stat_type == "F" and tail != "upper":
-            raise NeuroprobeError(
-                f"an F test has only an upper tail; got tail={tail!r}. Use tail='upper'."
-            )
-        p = self.p if tail == "upper" else self.p_lower if tail == "lower" \
-            else self.p_two_sided
-        return p.detach().cpu().numpy()
-
-    def corrected_p(
-        self, correction: str = "bonferroni", *, tail: str = "upper",
-        n_permutations: int = 1000, seed: int = 0,
-    ) -> Float[Tensor, " N"]:
-        """Multiple-comparison adjusted p-values (statsmodels conventions; permutation
-        family-wise p for ``"max_t"``)."""
-        if correction not in _CORRECTIONS:
-            raise NeuroprobeError(
-                f"correction must be one of {_CORRECTIONS}; got {correction!r}."
-            )
-        if correction == "max_t":
-            from neuroprobe.glm.permutation import max_t_p
-
-            p = max_t_p(self, tail=tail, n_permutations=n_permutations, seed=seed)
-        else:
-            p = pv.adjust(self._tail_p(tail), correction)
-        p[self._const_np] = 1.0
-        return torch.as_tensor(p, device=self.stat.device)
-
-    def significant(
-        self, alpha: float = 0.05, correction: str = "bonferroni", *, tail: str = "upper",
-        n_permutations: int = 1000, seed: int = 0,
-    ) -> Bool[Tensor, " N"]:
-        """Which units are significant at level ``alpha`` after ``correction``.
-
-        Parameters
-        ----------
-        alpha : float in (0, 1)
-            Family-wise error rate (``bonferroni``, ``holm``, ``max_t``), false discovery
-            rate (``fdr_bh``) or per-unit level (``none``).
-        correction : {"bonferroni", "holm", "fdr_bh", "none", "max_t"}
-            ``max_t``: permutation max-T family-wise test permuting whole blocks (the
-            condition labels of the design's blocks), ``n_permutations`` times with
-            ``seed`` (OLS and AR(1) fits; AR(1) units keep their rho bin).
-        tail : {"upper", "lower", "two-sided"}
-            Which t values count as evidence (F tests: upper only).
-
-        Returns
-        -------
-        BoolTensor ``[N]`` (constant units are never significant).
-        """
-        alpha = check_fraction(alpha, "alpha")
-        if correction not in _CORRECTIONS:
-            raise NeuroprobeError(
-                f"correction must be one of {_CORRECTIONS}; got {correction!r}."
-            )
-        if correction == "max_t":
-            p = self.corrected_p("max_t", tail=tail, n_permutations=n_permutations,
-                                 seed=seed).cpu().numpy()
-            mask = p <= alpha
-        else:
-            mask = pv.reject(self._tail_p(tail), alpha, correction)
-        mask &= ~self._const_np
-        return torch.as_tensor(mask, device=self.stat.device)
-
-    def to_dataframe(self, units=None) -> pd.DataFrame:
-        """One row per unit: ``unit`` (+ ``hook``, ``layer``, ``index``), ``effect``,
-        ``variance``, ``t`` or ``F``, ``p``, ``p_two_sided``, ``z``, ``log10_p``."""
-        n = int(self.stat.shape[0])
-        df = _unit_frame(n, units if units is not None else self.units)
-        eff = self.effect.detach().cpu().numpy()
-        if eff.ndim == 1:
-            df["effect"] = eff
-        else:
-            for i in range(eff.shape[0]):
-                df[f"effect_{i}"] = eff[i]
-        df["variance"] = self.variance.detach().cpu().numpy()
-        df[self.stat_type] = self._np()
-        for name in ("p", "p_two_sided", "z", "log10_p"):
-            df[name] = getattr(self, name).detach().cpu().numpy()
-        df["constant"] = self._const_np
-        return df
-
-    def plot_map(self, units=None, **kwargs):
-        """Layer-by-unit map of the statistic (see :func:`neuroprobe.viz.glm.plot_stat_map`)."""
-        from neuroprobe.viz.glm import plot_stat_map
-
-        return plot_stat_map(self, units=units, **kwargs)
-
-    def plot_histogram(self, **kwargs):
-        """Histogram of the statistic with the threshold marked
-        (see :func:`neuroprobe.viz.glm.plot_stat_histogram`)."""
-        from neuroprobe.viz.glm import plot_stat_histogram
-
-        return plot_stat_histogram(self, **kwargs)
-
-
 # ---------------------------------------------------------------------------------------
 # fitting
 # ---------------------------------------------------------------------------------------
-def _check_noise(noise: str, bins) -> None:
+def check_noise(noise: str, bins: int) -> None:
+    """Raise unless ``noise`` is ``"ols"`` or ``"ar1"`` and ``bins`` a positive int."""
     if noise not in ("ols", "ar1"):
         raise NeuroprobeError(
             f"noise must be 'ols' or 'ar1'; got {noise!r}. (Higher AR orders are not "
@@ -543,8 +210,10 @@ def _check_noise(noise: str, bins) -> None:
         raise NeuroprobeError(f"bins must be a positive int; got {bins!r}.")
 
 
-def _finish(st: GLMStats, X: np.ndarray, cols, *, noise: str, bins: int, rank: int,
-            units, perm) -> GLMResult:
+def result_from_stats(st: GLMStats, X: np.ndarray, cols, *, noise: str, bins: int,
+                      rank: int, units, perm: PermutationState | None) -> GLMResult:
+    """The :class:`GLMResult` of sufficient statistics ``st`` gathered over the design ``X``
+    (by :func:`fit_glm` in one pass, or batch by batch by a :class:`GLMProbe`)."""
     T = X.shape[0]
     df_resid = T - rank
     with serial_torch(st.yy.device):
@@ -619,7 +288,7 @@ def fit_glm(
     >>> bool(res.contrast("task").t[0] > 4)
     True
     """
-    _check_noise(noise, bins)
+    check_noise(noise, bins)
     if dtype not in (torch.float32, torch.float64):
         raise NeuroprobeError(f"dtype must be torch.float32 or torch.float64; got {dtype}.")
     if units is None and hasattr(Y, "acts") and hasattr(Y, "units"):
@@ -633,26 +302,15 @@ def fit_glm(
     if not Yt.is_floating_point():
         Yt = Yt.to(torch.float64)
     T, N = Yt.shape
-    Xn, cols = _as_design(X, T)
+    Xn, cols = as_design_matrix(X, T)
     if units is not None and len(units) != N:
         raise NeuroprobeError(f"units has {len(units)} entries but Y has N={N} columns.")
-    rank = _rank_check(Xn, cols, allow_rank_deficient)
+    rank = check_rank(Xn, cols, allow_rank_deficient)
     dev = resolve_device(device) if device is not None else Yt.device
     center = spans_constant(Xn)
-    seg, perm_cols = _segments(Xn, cols)
+    seg, perm_cols = block_segments(Xn, cols)
     st = dense_stats(Yt, Xn, ar=noise == "ar1", center=center, device=dev, dtype=dtype,
                      memory_budget=memory_budget, segments=seg)
-    perm = _perm_state(st, seg, perm_cols, noise)
-    return _finish(st, Xn, cols, noise=noise, bins=bins, rank=rank, units=units, perm=perm)
-
-
-def _perm_state(st: GLMStats, seg, perm_cols, noise: str) -> dict | None:
-    """What max-T needs later: segment sums (and, for AR(1), the lag statistics and the
-    rows at segment edges) -- O((P + S) N) numbers, not Y."""
-    if not perm_cols or st.seg is None or (noise == "ar1" and st.edges is None):
-        return None
-    return {"segments": seg, "perm_cols": perm_cols, "seg_sums": st.seg, "xty": st.xty,
-            "yy": st.yy, "stats": st if noise == "ar1" else None}
-
-
-from neuroprobe.glm.probe import GLMProbe  # noqa: E402  (needs the helpers above)
+    perm = permutation_state(st, seg, perm_cols, noise)
+    return result_from_stats(st, Xn, cols, noise=noise, bins=bins, rank=rank, units=units,
+                             perm=perm)

@@ -1,4 +1,4 @@
-"""Private: permutation max-T family-wise test that permutes whole blocks.
+"""Permutation max-T family-wise test that permutes whole blocks.
 
 The condition columns of a block design are constant inside each block (segment), so the
 permuted design's cross products are ``A[pi]' Z`` with ``Z [S, N]`` the per-segment sums of
@@ -9,12 +9,45 @@ autocorrelation); only which condition each block belongs to is exchanged.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.glm.stats import TINY, serial_torch
 from neuroprobe.core.validation import check_positive_int
+from neuroprobe.glm.pvalues import check_tail
+from neuroprobe.glm.stats import TINY, GLMStats, segment_edges, serial_torch
+
+
+@dataclass(frozen=True, eq=False)
+class PermutationState:
+    """What max-T needs after the fit: ``O((P + S) N)`` numbers, not ``Y``.
+
+    ``segments [T]`` and ``perm_cols`` are :func:`~neuroprobe.glm.design.block_segments`'
+    block structure; ``seg_sums [S, N]``, ``xty [P, N]`` and ``yy [N]`` are sufficient
+    statistics of the fit (of the same shifted ``y``); ``stats`` keeps the lag statistics
+    and the rows at segment edges that the AR(1) version needs (``None`` for OLS).
+    """
+
+    segments: np.ndarray
+    perm_cols: tuple[int, ...]
+    seg_sums: Tensor
+    xty: Tensor
+    yy: Tensor
+    stats: GLMStats | None = None
+
+
+def permutation_state(st: GLMStats, segments: np.ndarray | None, perm_cols: tuple[int, ...],
+                      noise: str) -> PermutationState | None:
+    """The part of the sufficient statistics ``st`` that max-T needs later, or ``None`` when
+    the design has no block structure to permute (or, for AR(1), the rows at segment edges
+    were not gathered)."""
+    if not perm_cols or st.seg is None or (noise == "ar1" and st.edges is None):
+        return None
+    return PermutationState(segments, tuple(perm_cols), st.seg, st.xty, st.yy,
+                            st if noise == "ar1" else None)
 
 
 def _null_max(glm, c: np.ndarray, tail: str, n_perm: int, seed: int,
@@ -30,17 +63,17 @@ def _null_max(glm, c: np.ndarray, tail: str, n_perm: int, seed: int,
     st = glm._perm
     X = np.array(glm.design.to_numpy())
     T, P = X.shape
-    seg = st["segments"]
-    J = list(st["perm_cols"])
+    seg = st.segments
+    J = list(st.perm_cols)
     K = [j for j in range(P) if j not in J]
     S = int(seg.max()) + 1
     starts = np.r_[0, np.flatnonzero(np.diff(seg)) + 1]
     lengths = np.diff(np.r_[starts, T]).astype(float)
     A = X[starts][:, J]  # [S, |J|] condition values of each segment
     dev = glm.beta.device
-    Z = st["seg_sums"]  # [S, N] (of the same shifted y as xty)
-    xty = st["xty"]
-    yy = st["yy"]
+    Z = st.seg_sums  # [S, N] (of the same shifted y as xty)
+    xty = st.xty
+    yy = st.yy
     N = yy.shape[0]
     Xk = X[:, K]
     # segment sums of the nuisance columns, and the nuisance-only fit
@@ -101,14 +134,12 @@ def _ar1_null_max(glm, c: np.ndarray, tail: str, n_perm: int, seed: int,
     permuted designs are whitened with it.  With ``v = W'W y`` the segment sums of ``v`` follow
     from the segment sums of ``y`` and the rows at segment edges; the rest is the OLS
     computation with the whitened Gram matrices of each rho bin."""
-    from neuroprobe.glm.stats import segment_edges
-
     pm = glm._perm
-    st = pm["stats"]
+    st = pm.stats
     X = np.array(glm.design.to_numpy())
     T, P = X.shape
-    seg = pm["segments"]
-    J = list(pm["perm_cols"])
+    seg = pm.segments
+    J = list(pm.perm_cols)
     K = [j for j in range(P) if j not in J]
     S = int(seg.max()) + 1
     starts = np.r_[0, np.flatnonzero(np.diff(seg)) + 1]
@@ -191,15 +222,16 @@ def _ar1_null_max(glm, c: np.ndarray, tail: str, n_perm: int, seed: int,
     return best.cpu().numpy()
 
 
-def max_t_p(con, *, tail: str, n_permutations: int, seed: int) -> np.ndarray:
-    """Family-wise corrected p-values ``(1 + #{null max >= stat}) / (n_permutations + 1)``."""
-    from neuroprobe.glm.fit import _TAILS
+def max_t_p(glm, contrast: np.ndarray, stat: np.ndarray, *, stat_type: str, tail: str,
+            n_permutations: int, seed: int) -> np.ndarray:
+    """Family-wise corrected p-values ``(1 + #{null max >= stat}) / (n_permutations + 1)``.
 
+    ``glm`` is the :class:`~neuroprobe.glm.fit.GLMResult` the contrast (weights
+    ``contrast [P]``, statistic ``stat [N]`` of type ``stat_type``) was computed from.
+    """
     n_perm = check_positive_int(n_permutations, "n_permutations")
-    if tail not in _TAILS:
-        raise NeuroprobeError(f"tail must be one of {_TAILS}; got {tail!r}.")
-    glm = con._glm
-    if con.stat_type != "t":
+    check_tail(tail)
+    if stat_type != "t":
         raise NeuroprobeError(
             "correction='max_t' is implemented for t contrasts; for an F contrast use "
             "'bonferroni', 'holm' or 'fdr_bh'."
@@ -213,19 +245,19 @@ def max_t_p(con, *, tail: str, n_permutations: int, seed: int) -> np.ndarray:
             "HRF-convolved or continuous regressors), or there are more than T/2 blocks. "
             "Use 'bonferroni', 'holm' or 'fdr_bh'."
         )
-    J = set(glm._perm["perm_cols"])
-    used = set(np.flatnonzero(con.contrast).tolist())
+    J = set(glm._perm.perm_cols)
+    used = set(np.flatnonzero(contrast).tolist())
     if not used <= J:
-        bad = [con.columns[j] for j in sorted(used - J)]
+        bad = [glm.columns[j] for j in sorted(used - J)]
         raise NeuroprobeError(
             f"correction='max_t' permutes the condition columns "
-            f"{[con.columns[j] for j in sorted(J)]}, but the contrast also weighs {bad}; "
+            f"{[glm.columns[j] for j in sorted(J)]}, but the contrast also weighs {bad}; "
             "test a contrast of condition columns only."
         )
     fn = _ar1_null_max if glm.noise == "ar1" else _null_max
     with serial_torch(glm.beta.device):
-        null = np.sort(fn(glm, con.contrast, tail, n_perm, seed))
-    s = con.stat.detach().cpu().numpy()
+        null = np.sort(fn(glm, contrast, tail, n_perm, seed))
+    s = stat
     obs = s if tail == "upper" else -s if tail == "lower" else np.abs(s)
     n_ge = n_perm - np.searchsorted(null, obs, side="left")
     return (1.0 + n_ge) / (n_perm + 1.0)

@@ -1,5 +1,10 @@
-"""Private: :class:`GLMProbe`, the streaming accumulator of the GLM's sufficient statistics
-(re-exported as ``neuroprobe.GLMProbe``)."""
+""":class:`GLMProbe`, the streaming accumulator of the GLM's sufficient statistics
+(re-exported as ``neuroprobe.GLMProbe``).
+
+It sits above :mod:`~neuroprobe.glm.fit`: it gathers the same :class:`GLMStats` that
+:func:`~neuroprobe.glm.fit.fit_glm` gathers in one pass, and hands them to the same
+:func:`~neuroprobe.glm.fit.result_from_stats`.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,13 @@ import numpy as np
 import torch
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.glm.design import as_design_matrix, block_segments, check_rank
+from neuroprobe.glm.fit import GLMResult, check_noise, result_from_stats
+from neuroprobe.glm.permutation import permutation_state
 from neuroprobe.glm.stats import GLMStats, segment_edges
-from neuroprobe.glm.fit import (
-    GLMResult,
-    _as_design,
-    _check_noise,
-    _finish,
-    _perm_state,
-    _rank_check,
-    _segments,
-)
 
 __all__ = ["GLMProbe"]
+
 
 @dataclass
 class GLMProbe:
@@ -62,14 +62,14 @@ class GLMProbe:
 
         hook, self._dirs = hook_and_directions(self.target)
         self.hooks = (hook,)
-        self._X, self._cols = _as_design(self.X, None)
+        self._X, self._cols = as_design_matrix(self.X, None)
         T = self._X.shape[0]
         up = np.zeros_like(self._X)
         up[:-1] = self._X[1:]
         dn = np.zeros_like(self._X)
         dn[1:] = self._X[:-1]
         self._Xall = torch.as_tensor(np.concatenate([self._X, up, dn], 1))
-        self._seg, self._perm_cols = _segments(self._X, self._cols)
+        self._seg, self._perm_cols = block_segments(self._X, self._cols)
         self._erows = None if self._seg is None else segment_edges(self._seg)
         self._T = T
         self._n = 0
@@ -175,12 +175,12 @@ class GLMProbe:
     def fit(self, *, noise: str = "ols", bins: int = 100, allow_rank_deficient: bool = False,
             units=None) -> GLMResult:
         """The GLM of everything this probe has seen (same result as :func:`fit_glm`)."""
-        _check_noise(noise, bins)
+        check_noise(noise, bins)
         st = self.stats()
-        rank = _rank_check(self._X, self._cols, allow_rank_deficient)
-        perm = _perm_state(st, self._seg, self._perm_cols, noise)
-        return _finish(st, self._X, self._cols, noise=noise, bins=bins, rank=rank,
-                       units=units, perm=perm)
+        rank = check_rank(self._X, self._cols, allow_rank_deficient)
+        perm = permutation_state(st, self._seg, self._perm_cols, noise)
+        return result_from_stats(st, self._X, self._cols, noise=noise, bins=bins, rank=rank,
+                                 units=units, perm=perm)
 
     def __repr__(self) -> str:
         return (f"GLMProbe(hook={self.hooks[0]!r}, T={self._T}, columns={list(self._cols)}, "

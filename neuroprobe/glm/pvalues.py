@@ -1,9 +1,29 @@
-"""Private: p-values, z-scores (nilearn's conversion), unsaturated log10 p, corrections."""
+"""p-values, z-scores (nilearn's conversion), unsaturated log10 p, multiple comparisons.
+
+The bottom of the glm folder (numpy and scipy only): :mod:`~neuroprobe.glm.contrast`,
+:mod:`~neuroprobe.glm.permutation` and :mod:`~neuroprobe.glm.blocks` take their tails,
+corrections and rejection rules from here, so that every route through the GLM decides
+significance with the same arithmetic (statsmodels' ``multipletests`` conventions).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import special, stats
+
+from neuroprobe.core.errors import NeuroprobeError
+
+#: Multiple-comparison corrections of :func:`adjust` and :func:`reject`.
+CORRECTIONS: tuple[str, ...] = ("bonferroni", "holm", "fdr_bh", "none")
+#: Which t values count as evidence.
+TAILS: tuple[str, ...] = ("upper", "lower", "two-sided")
+
+
+def check_tail(tail: str) -> str:
+    """``tail`` if it is one of :data:`TAILS`, else a :class:`NeuroprobeError`."""
+    if tail not in TAILS:
+        raise NeuroprobeError(f"tail must be one of {TAILS}; got {tail!r}.")
+    return tail
 
 
 def _betacf(a, b, x, iters: int = 400):
@@ -121,4 +141,44 @@ def reject(p: np.ndarray, alpha: float, method: str) -> np.ndarray:
             rej_sorted[: np.flatnonzero(below).max() + 1] = True
     out = np.empty(n, bool)
     out[order] = rej_sorted
+    return out
+
+
+def reject_t(t: np.ndarray, df: np.ndarray, alpha: float, method: str) -> np.ndarray:
+    """Rejections of one-sided (upper tail) t tests, row by row: exactly
+    ``reject(stats.t.sf(t[r], df[r]), alpha, method)`` for every row ``r`` of ``t``.
+
+    ``t`` is ``[R, N]`` (R families of N tests each, e.g. runs x units) with ``df`` ``[R]``.
+    Bonferroni and uncorrected tests need no p-value per unit: ``p <= level`` is
+    ``t >= isf(level, df)``; only the t values within a hair of that critical value (where
+    ``isf`` and ``sf`` may round differently) get their p-value computed and compared.
+
+    Examples
+    --------
+    >>> t, df = np.array([[0.5, 2.4, 9.0], [2.2, 3.0, 20.0]]), np.array([10, 30])
+    >>> reject_t(t, df, 0.05, "bonferroni").tolist()
+    [[False, False, True], [False, True, True]]
+    >>> p = stats.t.sf(t, df[:, None])
+    >>> [reject(row, 0.05, "bonferroni").tolist() for row in p]
+    [[False, False, True], [False, True, True]]
+    """
+    t = np.asarray(t, dtype=np.float64)
+    df = np.asarray(df)
+    if t.ndim != 2 or df.shape != (t.shape[0],):
+        raise NeuroprobeError(
+            f"reject_t needs t [R, N] and df [R]; got t {t.shape} and df {df.shape}."
+        )
+    n = t.shape[1]
+    if method not in ("bonferroni", "none"):
+        p = stats.t.sf(t, df[:, None])
+        return np.stack([reject(row, alpha, method) for row in p]) if len(p) \
+            else np.zeros(t.shape, bool)
+    level = alpha / n if method == "bonferroni" else alpha
+    crit = stats.t.isf(level, df.astype(np.float64))[:, None]  # p <= level <=> t >= crit
+    d = t - crit
+    out = d >= 0
+    near = np.abs(d, out=d) <= 1e-7 * np.maximum(1.0, np.abs(crit))
+    if near.any():
+        rows = np.nonzero(near)[0]
+        out[near] = stats.t.sf(t[near], df[rows]) <= level
     return out

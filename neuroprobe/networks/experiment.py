@@ -13,9 +13,17 @@ rows, mean, sum of squares about the mean).  A run is a sequence of stimuli in b
 (task, control, task, control, ...); because every regressor of these designs is constant
 within a block, a run's OLS fit depends on its rows only through those statistics, so
 random re-partitions of the prompts into runs ("splits") cost a segment sum each, not a
-forward pass.  This is exact: prompts are independent forward passes, so a prompt's
-activations do not depend on which run it is placed in (``glm="full"`` keeps the rows and
-calls :func:`neuroprobe.fit_glm` per run instead; the tests check both agree).
+forward pass (:mod:`neuroprobe.glm.blocks`, the GLM's block-design fast path, with the GLM's
+own p-values and corrections).  This is exact: prompts are independent forward passes, so a
+prompt's activations do not depend on which run it is placed in (``glm="full"`` keeps the
+rows and calls :func:`neuroprobe.fit_glm` per run instead; the tests check both agree).
+
+The experiment runs in named phases, each a function below: prepare the stimuli
+(:func:`_prepare_stimuli`), draw every split up front (:func:`_draw_splits`), record the
+stimuli once (:func:`_record_stimuli`), evaluate each split (:func:`_evaluate_split`: GLM,
+networks, overlap, leave-one-run-out and set-B prediction), refit with other noise models
+(:func:`_noise_models`) and assemble the typed :class:`FunctionalNetworksMetrics`
+(:func:`_assemble_metrics`).
 
 Two contrasts are reported:
 
@@ -48,12 +56,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.units import UnitIndex
 from neuroprobe.core.validation import check_fraction, check_positive_int
+from neuroprobe.glm import pvalues
+from neuroprobe.glm.blocks import BlockStats, run_cells, task_vs_control, task_vs_other_tasks
+from neuroprobe.glm.design import BlockDesign
+from neuroprobe.glm.fit import fit_glm
 from neuroprobe.networks.sets import (
     FunctionalNetwork,
+    LeaveOneRunOut,
     OverlapMatrix,
+    TaskPrediction,
+    confusion_matrix,
+    leave_one_run_out,
     overlap_matrix,
     predict_task,
     shared_core,
@@ -61,16 +80,21 @@ from neuroprobe.networks.sets import (
 )
 from neuroprobe.networks.stimuli import (
     CONTROL,
+    BlockRun,
     PromptSet,
-    _require_enough_prompts,
     count_tokens,
     load_prompts,
+    random_word_controls,
+    require_enough_prompts,
+    split_into_runs,
 )
-from neuroprobe.core.units import UnitIndex
 
 __all__ = [
     "NETWORK_HOOKS",
     "MLP_HIDDEN_HOOKS",
+    "ContrastMetrics",
+    "NoiseModelSizes",
+    "FunctionalNetworksMetrics",
     "FunctionalNetworksResult",
     "functional_networks",
 ]
@@ -86,55 +110,123 @@ NETWORK_HOOKS: tuple[str, ...] = (
 MLP_HIDDEN_HOOKS: tuple[str, ...] = ("blocks.*.mlp.hook_post",)
 
 _TIME_MODES = ("prompt", "generated")
+_SPECIFIC = "task - mean(other tasks), one GLM over the five tasks' runs"
 
 
 # ---------------------------------------------------------------------------------------------
-# stored stimulus activations
+# phase 1: stimuli
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class _Store:
-    """Per-stimulus sufficient statistics (and optionally some stimuli's raw rows).
+@dataclass(frozen=True)
+class _Stimuli:
+    """Every stimulus of the experiment, recorded once: each task prompt of sets A and B
+    followed by its token-length-matched random-word control.
 
-    With ``mu`` a per-unit centre (the mean over all stimuli), stimulus ``s`` with ``n_s``
-    rows, mean ``m_s`` and within-stimulus sum of squares ``ss_s`` is summarised by
-    ``nm[s] = n_s (m_s - mu)`` and ``q[s] = ss_s + n_s (m_s - mu)^2`` (float64).  Every OLS
-    fit of a design whose regressors are constant within a stimulus (boxcars, run
-    regressors) depends on the data only through sums of these over the design's cells, so
-    a whole split of prompts into runs costs one segment sum over stimuli.
+    ``pairs[set][task]`` lists ``(prompt id, control id)`` indices into ``texts``.
     """
 
-    lengths: np.ndarray  # [S] time points per stimulus
-    nm: torch.Tensor  # [S, N] float64
-    q: torch.Tensor  # [S, N] float64
-    raw: torch.Tensor | None = None  # [T_kept, N] rows of the stimuli in raw_start
-    raw_start: dict | None = None  # stimulus id -> first row in raw
-
-    def rows(self, stim: Sequence[int]) -> torch.Tensor:
-        if self.raw is None or self.raw_start is None:
-            raise NeuroprobeError("raw rows were not kept for these stimuli")
-        idx = np.concatenate([np.arange(self.raw_start[s], self.raw_start[s] + self.lengths[s])
-                              for s in stim])
-        return self.raw[torch.from_numpy(idx)].float()
-
-    def cells(self, cell_of: np.ndarray, n_cells: int):
-        """Per-cell ``n`` [C], centred sum ``NM`` [C, N] and ``SS`` about the cell mean [C, N];
-        ``cell_of[s]`` is stimulus ``s``'s cell (``-1``: not used)."""
-        use = cell_of >= 0
-        idx = torch.from_numpy(np.where(use, cell_of, n_cells))
-        N = self.nm.shape[1]
-        NM = torch.zeros(n_cells + 1, N, dtype=torch.float64).index_add_(0, idx, self.nm)
-        Q = torch.zeros(n_cells + 1, N, dtype=torch.float64).index_add_(0, idx, self.q)
-        n = np.bincount(np.where(use, cell_of, n_cells), weights=self.lengths,
-                        minlength=n_cells + 1)[:n_cells]
-        nt = torch.from_numpy(np.maximum(n, 1))[:, None]
-        NM, Q = NM[:n_cells], Q[:n_cells]
-        SS = (Q - NM * NM / nt).clamp_min_(0)
-        return n, NM / nt, SS
+    texts: tuple[str, ...]
+    pairs: dict[str, dict[str, list[tuple[int, int]]]]
+    tasks: tuple[str, ...]
+    n_runs_b: int
+    notes: tuple[str, ...]
 
 
-def _record_store(
+def _prepare_stimuli(prompts: Any, tasks: Sequence[str] | None, tokenizer: Any, n_ctx: int | None,
+                     *, n_runs: int, n_task_blocks: int, time_mode: str, max_new_tokens: int,
+                     words: Sequence[str] | None, seed: int) -> _Stimuli:
+    """Load sets A and B, check their sizes and lengths, pair every prompt with a control."""
+    set_a = load_prompts(prompts, split="A", tasks=tasks)
+    try:
+        set_b: PromptSet | None = load_prompts(prompts, split="B", tasks=set_a.tasks)
+    except NeuroprobeError as e:
+        if "is not in the prompt source" not in str(e):
+            raise
+        set_b = None
+    task_names = set_a.tasks
+    require_enough_prompts(set_a, n_runs, n_task_blocks)
+    notes: list[str] = []
+    n_runs_b = 0
+    if set_b is not None:
+        n_runs_b = min(n_runs, min(len(set_b[t]) for t in task_names) // n_task_blocks)
+        if n_runs_b < 1:
+            notes.append(f"set B has fewer than {n_task_blocks} prompts per task: not used")
+            set_b = None
+    if set_b is None:
+        notes.append("no prompt set B: heldout_prompts_accuracy is not measured")
+    if len(task_names) < 2:
+        raise NeuroprobeError(
+            f"need at least 2 tasks to compare networks and predict tasks; got {task_names}"
+        )
+    generated = time_mode == "generated"
+    limit = (n_ctx - 1 - (max_new_tokens if generated else 0)) if n_ctx else None
+    texts: list[str] = []
+    pairs: dict[str, dict[str, list[tuple[int, int]]]] = {}
+    for name, ps in (("A", set_a), ("B", set_b)):
+        if ps is None:
+            continue
+        flat = [p for t in task_names for p in ps[t]]
+        lens = count_tokens(tokenizer, flat)
+        if limit is not None and lens.max() > limit:
+            i = int(np.argmax(lens))
+            raise NeuroprobeError(
+                f"prompt {flat[i]!r:.60} has {int(lens[i])} tokens, longer than the model's "
+                f"context allows ({n_ctx} incl. BOS"
+                + (f" and {max_new_tokens} generated tokens" if generated else "")
+                + "). Shorten or drop it."
+            )
+        ctl = random_word_controls(tokenizer, lens, words=words,
+                                   seed=seed + (0 if name == "A" else 7))
+        pairs[name] = {}
+        k = 0
+        for t in task_names:
+            pairs[name][t] = []
+            for _ in ps[t]:
+                pairs[name][t].append((len(texts), len(texts) + 1))
+                texts.extend([flat[k], ctl[k]])
+                k += 1
+    return _Stimuli(tuple(texts), pairs, task_names, n_runs_b, tuple(notes))
+
+
+def _draw_splits(stimuli: _Stimuli, *, n_runs: int, n_task_blocks: int, n_splits: int,
+                 seed: int) -> list[tuple[list[BlockRun], list[BlockRun]]]:
+    """Every random split of the prompts into runs, drawn up front (they do not depend on the
+    data, so only the rows needed later are kept while recording): set-A runs and set-B
+    runs per split, from one generator seeded with ``seed``."""
+    rng = np.random.default_rng(seed)
+    splits = []
+    for _ in range(n_splits):
+        ra = split_into_runs(stimuli.pairs["A"], stimuli.texts, n_runs, n_task_blocks, rng,
+                             source="A")
+        rb = split_into_runs(stimuli.pairs["B"], stimuli.texts, stimuli.n_runs_b,
+                             n_task_blocks, rng, source="B") if "B" in stimuli.pairs else []
+        splits.append((ra, rb))
+    return splits
+
+
+# ---------------------------------------------------------------------------------------------
+# phase 2: recording (per-stimulus statistics, and the rows of some stimuli)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class _RawRows:
+    """The recorded rows (float32) of some stimuli, for the fits that need rows (``fit_glm``:
+    ``glm="full"`` and the AR(1) / max-T noise models)."""
+
+    rows_all: Float[Tensor, "kept_time unit"]
+    start: dict[int, int]  # stimulus id -> its first row in rows_all
+    lengths: Int[np.ndarray, " stimulus"]
+
+    def rows(self, stimuli: Sequence[int]) -> Float[Tensor, "time unit"]:
+        missing = [s for s in stimuli if s not in self.start]
+        if missing:
+            raise NeuroprobeError(f"raw rows were not kept for stimuli {missing[:5]}")
+        idx = np.concatenate([np.arange(self.start[s], self.start[s] + self.lengths[s])
+                              for s in stimuli])
+        return self.rows_all[torch.from_numpy(idx)].float()
+
+
+def _record_stimuli(
     model: Any,
-    texts: list[str],
+    texts: Sequence[str],
     hooks: Sequence[str],
     time_mode: str,
     include_bos: bool,
@@ -144,7 +236,10 @@ def _record_store(
     keep_raw: set[int] | None = None,
     chunk: int = 32,
     progress: Callable[[str], None] | None = None,
-) -> tuple[_Store, UnitIndex]:
+) -> tuple[BlockStats, _RawRows | None, UnitIndex]:
+    """Record every stimulus once, ``chunk`` stimuli at a time, and reduce each to its
+    :class:`~neuroprobe.glm.blocks.BlockStats` (rows, mean, sum of squares about the mean);
+    the rows of the stimuli in ``keep_raw`` are kept as recorded."""
     from neuroprobe.core import capture
 
     means, sss, lengths, raws = [], [], [], []
@@ -152,7 +247,7 @@ def _record_store(
     n_raw = 0
     units = None
     for c0 in range(0, len(texts), chunk):
-        sub = texts[c0 : c0 + chunk]
+        sub = list(texts[c0 : c0 + chunk])
         if time_mode == "prompt":
             rec = capture.record(model, sub, hooks=list(hooks), batch_size=batch_size,
                                  include_bos=include_bos, progress=False)
@@ -190,187 +285,33 @@ def _record_store(
         lengths.append(n.numpy())
         units = rec.units if units is None else units
         del acts, sums
-        if progress is not None and (c0 // chunk) % 4 == 3 or c0 + chunk >= len(texts):
-            if progress is not None:
-                progress(f"recorded {min(c0 + chunk, len(texts))}/{len(texts)} stimuli")
-    raw = torch.cat(raws) if raws else None
+        done = c0 + chunk >= len(texts)
+        if progress is not None and ((c0 // chunk) % 4 == 3 or done):
+            progress(f"recorded {min(c0 + chunk, len(texts))}/{len(texts)} stimuli")
     lens = np.concatenate(lengths).astype(np.int64)
-    mean = torch.cat(means)
+    mean_all = torch.cat(means)
     del means
-    nt = torch.from_numpy(lens).double()[:, None]
-    mu = (mean * nt).sum(0) / nt.sum()
-    mean -= mu
-    nm = mean * nt
-    q = torch.cat(sss).double()
+    ss_all = torch.cat(sss)
     del sss
-    q += nm * mean
-    del mean
-    store = _Store(lens, nm, q, raw, raw_start or None)
+    stats = BlockStats.from_moments(lens, mean_all, ss_all)
+    del mean_all, ss_all
+    raw = _RawRows(torch.cat(raws), raw_start, lens) if raws else None
     if not isinstance(units, UnitIndex):
         units = UnitIndex.from_units(units)
-    return store, units
+    return stats, raw, units
 
 
 # ---------------------------------------------------------------------------------------------
-# splits of prompts into runs
+# phase 3: evaluate a split (GLM per run, networks, overlap, prediction)
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Run:
-    task: str
-    run: int
-    stim: tuple[int, ...]  # stimulus ids in block order
-    conditions: tuple[str, ...]
+def _design_blocks(lengths: np.ndarray, run: BlockRun, label: int = 0) -> list[tuple]:
+    """The ``BlockDesign.from_blocks`` blocks of a run: (condition, rows, run label)."""
+    return [(c, int(lengths[s]), label)
+            for s, c in zip(run.stimulus_ids, run.conditions, strict=True)]
 
 
-def _split(rng: np.random.Generator, ids: dict[str, list[tuple[int, int]]], n_runs: int,
-           n_blocks: int) -> list[_Run]:
-    """Random partition of each task's (prompt, control) pairs into runs."""
-    runs = []
-    for task, pairs in ids.items():
-        order = rng.permutation(len(pairs))[: n_runs * n_blocks]
-        for r in range(n_runs):
-            stim, cond = [], []
-            task_first = bool(rng.integers(2))
-            for i in order[r * n_blocks : (r + 1) * n_blocks]:
-                p, c = pairs[int(i)]
-                seq = [(p, task), (c, CONTROL)]
-                for s, k in seq if task_first else seq[::-1]:
-                    stim.append(s)
-                    cond.append(k)
-            runs.append(_Run(task, r, tuple(stim), tuple(cond)))
-    return runs
-
-
-def _blocks(store: _Store, run: _Run, run_label: int = 0) -> list[tuple[str, int, int]]:
-    return [(c, int(store.lengths[s]), run_label) for s, c in zip(run.stim, run.conditions,
-                                                                   strict=True)]
-
-
-# ---------------------------------------------------------------------------------------------
-# GLM per run
-# ---------------------------------------------------------------------------------------------
-_FAST_CORRECTIONS = ("bonferroni", "holm", "fdr_bh", "none")
-
-
-def _reject(p: np.ndarray, alpha: float, correction: str) -> np.ndarray:
-    """Multiple-comparison decisions (statsmodels' multipletests conventions)."""
-    n = p.size
-    if correction == "none":
-        return p <= alpha
-    if correction == "bonferroni":
-        return p * n <= alpha
-    order = np.argsort(p, kind="stable")
-    ps = p[order]
-    out = np.zeros(n, bool)
-    if correction == "holm":
-        ok = ps * (n - np.arange(n)) <= alpha
-        k = n if ok.all() else int(np.argmin(ok))  # first failure stops the step-down
-        out[order[:k]] = True
-    else:  # fdr_bh step-up
-        ok = np.flatnonzero(ps * n / np.arange(1, n + 1) <= alpha)
-        if ok.size:
-            out[order[: ok[-1] + 1]] = True
-    return out
-
-
-@dataclass
-class _Fitter:
-    """Contrasts of block-design runs, fast (cell sums of per-stimulus statistics) or full
-    (:func:`neuroprobe.fit_glm` on the concatenated rows; identical results)."""
-
-    store: _Store
-    alpha: float
-    correction: str
-    glm: str = "fast"
-    _crit: dict = field(default_factory=dict)
-
-    def _decide(self, t: torch.Tensor, const: torch.Tensor, df: np.ndarray) -> torch.Tensor:
-        """Significance of ``t`` [R, N] with ``df`` [R] after the correction over N units."""
-        from scipy import stats
-
-        N = t.shape[1]
-        if self.correction in ("bonferroni", "none"):
-            level = self.alpha / N if self.correction == "bonferroni" else self.alpha
-            crit = []
-            for d in df.tolist():  # p <= level  <=>  t >= isf(level, df)
-                key = (level, int(d))
-                if key not in self._crit:
-                    self._crit[key] = float(stats.t.isf(level, d))
-                crit.append(self._crit[key])
-            mask = t >= torch.tensor(crit, dtype=t.dtype)[:, None]
-        else:
-            p = stats.t.sf(t.numpy(), df[:, None])
-            mask = torch.from_numpy(np.stack([_reject(row, self.alpha, self.correction)
-                                              for row in p]))
-        return mask & ~const
-
-    def _t(self, effect: torch.Tensor, var_factor: np.ndarray, ss: torch.Tensor,
-           df: np.ndarray):
-        """t [R, N] (float32) and mask [R, N] for effects [R, N], ``var_factor`` [R], pooled
-        residual sums of squares [R, N] and residual df [R]."""
-        dft = torch.from_numpy(df.astype(np.float64))[:, None]
-        vft = torch.from_numpy(np.asarray(var_factor, dtype=np.float64))[:, None]
-        sigma2 = ss / dft
-        const = sigma2 <= 1e-24 * (1.0 + effect.abs())
-        t = effect / torch.sqrt(sigma2 * vft)
-        t = t.masked_fill_(const, 0.0)
-        return t, self._decide(t, const, df)
-
-    def split(self, runs: list[_Run], tasks: Sequence[str]):
-        """For every run, ``task - control`` (design: task and control boxcars) and
-        ``task - mean(other tasks)`` in one GLM over the runs sharing its run number (task
-        boxcars, control boxcar, run regressors).  Returns two lists of ``(t, mask)``
-        (float32 [N], bool [N]), both in the order of ``runs``."""
-        if self.glm == "full":
-            return self._split_full(runs, tasks)
-        lo = min(min(r.stim) for r in runs)
-        hi = max(max(r.stim) for r in runs) + 1
-        sub = _Store(self.store.lengths[lo:hi], self.store.nm[lo:hi], self.store.q[lo:hi])
-        cell_of = np.full(hi - lo, -1)
-        for i, r in enumerate(runs):
-            for st, c in zip(r.stim, r.conditions, strict=True):
-                cell_of[st - lo] = 2 * i + (c == CONTROL)
-        n, M, SS = sub.cells(cell_of, 2 * len(runs))
-        R = len(runs)
-        nt, nc = n[0::2], n[1::2]
-        D = M[0::2] - M[1::2]  # [R, N] task - control within each run
-        SSr = SS[0::2] + SS[1::2]
-        v = 1 / nt + 1 / nc
-        t1, m1 = self._t(D, v, SSr, (nt + nc - 2).astype(np.int64))
-        # task-specific: W @ D with W[i, i] = 1, W[i, j] = -1/(k-1) for j in i's group
-        rn = np.asarray([r.run for r in runs])
-        same = (rn[:, None] == rn[None, :]).astype(np.float64)
-        k = same.sum(1)
-        W = np.where(np.eye(R, dtype=bool), 1.0, -same / np.maximum(k - 1, 1)[:, None])
-        eff = torch.from_numpy(W) @ D
-        vf = v + (same - np.eye(R)) @ v / np.maximum(k - 1, 1) ** 2
-        ss_g = torch.from_numpy(same) @ SSr
-        df_g = (same @ (nt + nc) - 2 * k).astype(np.int64)
-        t2, m2 = self._t(eff, vf, ss_g, df_g)
-        t1, t2 = t1.float(), t2.float()
-        return ([(t1[i], m1[i]) for i in range(R)], [(t2[i], m2[i]) for i in range(R)])
-
-    def _split_full(self, runs: list[_Run], tasks: Sequence[str]):
-        vs_control = [self._full([r], lambda cols, r=r: f"{r.task} - {CONTROL}") for r in runs]
-        specific = []
-        for r in runs:
-            group = [g for g in runs if g.run == r.run]
-            specific.append(self._full(group, _specific_vector(r.task, tasks)))
-        return vs_control, specific
-
-    def _full(self, group: list[_Run], contrast):
-        from neuroprobe.glm.design import BlockDesign
-        from neuroprobe.glm.fit import fit_glm
-
-        Y = torch.cat([self.store.rows(r.stim) for r in group])
-        blocks = [b for j, r in enumerate(group) for b in _blocks(self.store, r, j)]
-        X = BlockDesign.from_blocks(blocks).matrix
-        con = fit_glm(Y, X, dtype=torch.float64).contrast(contrast(list(X.columns)))
-        mask = con.significant(alpha=self.alpha, correction=self.correction)
-        return torch.as_tensor(con.t).float().cpu(), torch.as_tensor(mask).cpu()
-
-
-def _specific_vector(task: str, tasks: Sequence[str]):
+def _specific_vector(task: str, tasks: Sequence[str]) -> Callable[[list[str]], np.ndarray]:
+    """Contrast ``task - mean(other tasks present)`` as a vector over design columns."""
     def vec(columns: list[str]) -> np.ndarray:
         v = np.zeros(len(columns))
         present = [t for t in tasks if t in columns]
@@ -383,6 +324,443 @@ def _specific_vector(task: str, tasks: Sequence[str]):
     return vec
 
 
+@dataclass(frozen=True, eq=False)
+class _RunContrasts:
+    """Both contrasts of a list of runs: ``task - control`` t (float32) and decisions, and
+    the task-specific decisions, one row per run."""
+
+    t: Float[Tensor, "run unit"]
+    vs_control: Bool[Tensor, "run unit"]
+    specific: Bool[Tensor, "run unit"]
+
+
+@dataclass(frozen=True, eq=False)
+class _RunGLM:
+    """How the runs of a split are fitted: :mod:`neuroprobe.glm.blocks` over the per-stimulus
+    statistics (``route="fast"``) or :func:`~neuroprobe.glm.fit.fit_glm` on the rows
+    (``"full"``); both give the same networks."""
+
+    stats: BlockStats
+    raw: _RawRows | None
+    tasks: tuple[str, ...]
+    alpha: float
+    correction: str
+    route: str = "fast"
+
+    def fit(self, runs: Sequence[BlockRun]) -> _RunContrasts:
+        if self.route == "full":
+            return self._fit_full(runs)
+        cells = run_cells(self.stats, [r.blocks_of(r.task) for r in runs],
+                          [r.blocks_of(CONTROL) for r in runs])
+        vs = task_vs_control(cells)
+        spec = task_vs_other_tasks(cells, groups=[r.run for r in runs])
+        return _RunContrasts(vs.t.float(), vs.significant(self.alpha, self.correction),
+                             spec.significant(self.alpha, self.correction))
+
+    def _fit_full(self, runs: Sequence[BlockRun]) -> _RunContrasts:
+        vs = [self._fit_rows([r], lambda cols, r=r: f"{r.task} - {CONTROL}") for r in runs]
+        spec = [self._fit_rows([g for g in runs if g.run == r.run],
+                               _specific_vector(r.task, self.tasks)) for r in runs]
+        return _RunContrasts(torch.stack([t for t, _ in vs]), torch.stack([m for _, m in vs]),
+                             torch.stack([m for _, m in spec]))
+
+    def _fit_rows(self, group: Sequence[BlockRun], contrast: Callable[[list[str]], Any]):
+        Y = torch.cat([self.raw.rows(r.stimulus_ids) for r in group])
+        blocks = [b for j, r in enumerate(group) for b in _design_blocks(self.stats.lengths, r, j)]
+        X = BlockDesign.from_blocks(blocks).matrix
+        con = fit_glm(Y, X, dtype=torch.float64).contrast(contrast(list(X.columns)))
+        mask = con.significant(alpha=self.alpha, correction=self.correction)
+        return torch.as_tensor(con.t).float().cpu(), torch.as_tensor(mask).cpu()
+
+
+@dataclass(frozen=True, eq=False)
+class _Networks:
+    """The networks of a list of runs under both contrasts (one per run, in run order)."""
+
+    vs_control: tuple[FunctionalNetwork, ...]
+    specific: tuple[FunctionalNetwork, ...]
+
+    @classmethod
+    def of(cls, runs: Sequence[BlockRun], con: _RunContrasts, units: UnitIndex,
+           threshold: str) -> _Networks:
+        vs = tuple(FunctionalNetwork(con.vs_control[i], units, task=r.task, run=r.run,
+                                     threshold=threshold) for i, r in enumerate(runs))
+        spec = tuple(FunctionalNetwork(con.specific[i], units, task=r.task, run=r.run,
+                                       threshold=threshold + ", vs other tasks")
+                     for i, r in enumerate(runs))
+        return cls(vs, spec)
+
+
+@dataclass(frozen=True, eq=False)
+class _SplitEvaluation:
+    """Everything one split measured."""
+
+    contrasts: _RunContrasts  # of the set-A runs
+    networks: _Networks  # set-A runs
+    heldout: _Networks | None  # set-B runs
+    overlap: OverlapMatrix
+    specific_overlap: OverlapMatrix
+    loo: LeaveOneRunOut
+    loo_null: LeaveOneRunOut
+    specific_loo: LeaveOneRunOut
+    specific_loo_null: LeaveOneRunOut
+    templates: dict[str, FunctionalNetwork]  # of all set-A runs
+    specific_templates: dict[str, FunctionalNetwork]
+    prompts: TaskPrediction | None  # set-B networks vs the set-A templates
+    specific_prompts: TaskPrediction | None
+    glm_seconds: float
+
+
+def _evaluate_split(runs_a: Sequence[BlockRun], runs_b: Sequence[BlockRun], fitter: _RunGLM,
+                    units: UnitIndex, *, threshold: str, min_runs: int | None,
+                    null_seeds: tuple[int, int]) -> _SplitEvaluation:
+    """GLM of every run, its networks, their overlap, leave-one-run-out prediction (also
+    with shuffled labels, seeded ``null_seeds``) and the prediction of set B's networks."""
+    g0 = _clock()
+    con_a = fitter.fit(runs_a)
+    nets = _Networks.of(runs_a, con_a, units, threshold)
+    glm_seconds = _clock() - g0
+    heldout = None
+    if runs_b:
+        g0 = _clock()
+        heldout = _Networks.of(runs_b, fitter.fit(runs_b), units, threshold)
+        glm_seconds += _clock() - g0
+    mr = None if min_runs is None else max(1, int(min_runs))
+    tm = templates(nets.vs_control, min_runs=mr)
+    stm = templates(nets.specific, min_runs=mr)
+    return _SplitEvaluation(
+        contrasts=con_a,
+        networks=nets,
+        heldout=heldout,
+        overlap=overlap_matrix(nets.vs_control),
+        specific_overlap=overlap_matrix(nets.specific),
+        loo=leave_one_run_out(nets.vs_control, mr),
+        loo_null=leave_one_run_out(nets.vs_control, mr, shuffle=null_seeds[0]),
+        specific_loo=leave_one_run_out(nets.specific, mr),
+        specific_loo_null=leave_one_run_out(nets.specific, mr, shuffle=null_seeds[1]),
+        templates=tm,
+        specific_templates=stm,
+        prompts=predict_task(heldout.vs_control, tm) if heldout else None,
+        specific_prompts=predict_task(heldout.specific, stm) if heldout else None,
+        glm_seconds=glm_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class _SplitScores:
+    """The numbers one split contributes to the metrics (which average them over splits)."""
+
+    within: float
+    across: float
+    specific_within: float
+    specific_across: float
+    accuracy: float
+    null_accuracy: float
+    specific_accuracy: float
+    specific_null_accuracy: float
+    prompts_accuracy: float | None
+    specific_prompts_accuracy: float | None
+    folds: tuple[TaskPrediction, ...]  # held-out-run predictions (for the confusion matrix)
+    prompts: TaskPrediction | None
+
+    @classmethod
+    def of(cls, ev: _SplitEvaluation) -> _SplitScores:
+        return cls(
+            within=ev.overlap.within_task_mean, across=ev.overlap.across_task_mean,
+            specific_within=ev.specific_overlap.within_task_mean,
+            specific_across=ev.specific_overlap.across_task_mean,
+            accuracy=ev.loo.accuracy, null_accuracy=ev.loo_null.accuracy,
+            specific_accuracy=ev.specific_loo.accuracy,
+            specific_null_accuracy=ev.specific_loo_null.accuracy,
+            prompts_accuracy=ev.prompts.accuracy if ev.prompts else None,
+            specific_prompts_accuracy=ev.specific_prompts.accuracy if ev.prompts else None,
+            folds=ev.loo.predictions, prompts=ev.prompts,
+        )
+
+
+def _tmaps(runs: Sequence[BlockRun], con: _RunContrasts, tasks: Sequence[str],
+           n_runs: int) -> Float[np.ndarray, "task unit"]:
+    """Mean ``task - control`` t over each task's runs (float32)."""
+    out = np.zeros((len(tasks), con.t.shape[1]), np.float32)
+    for i, r in enumerate(runs):
+        out[tasks.index(r.task)] += con.t[i].numpy() / n_runs
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# phase 4: other noise models (first split, set A)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NoiseModelSizes:
+    """Network sizes of some runs under one noise model (or why they are not available).
+
+    Attributes
+    ----------
+    noise_model : str
+        ``"ols"``, ``"ar1"`` (prewhitened refit) or ``"max_t"`` (block-permutation max-T).
+    sizes : dict task -> list of int
+        Network size of each refitted run (empty when the refit failed).
+    error : str or None
+        ``"not available: <exception>"`` when the refit failed, else ``None``.
+    """
+
+    noise_model: str
+    sizes: dict[str, list[int]]
+    error: str | None = None
+
+
+def _refit_sizes(nm: str, runs: Sequence[BlockRun], fitter: _RunGLM, tasks: Sequence[str],
+                 seed: int, n_permutations: int) -> dict[str, list[int]]:
+    """Network sizes of the given runs under AR(1) prewhitening or permutation max-T."""
+    out: dict[str, list[int]] = {t: [] for t in tasks}
+    for r in runs:
+        Y = fitter.raw.rows(r.stimulus_ids)
+        X = BlockDesign.from_blocks(_design_blocks(fitter.stats.lengths, r)).matrix
+        if nm == "ar1":
+            con = fit_glm(Y, X, noise="ar1", dtype=torch.float32).contrast(
+                f"{r.task} - {CONTROL}")
+            mask = con.significant(alpha=fitter.alpha, correction=fitter.correction)
+        else:  # block-permutation max-T (whole blocks' condition labels permuted)
+            con = fit_glm(Y, X, dtype=torch.float32).contrast(f"{r.task} - {CONTROL}")
+            mask = con.significant(alpha=fitter.alpha, correction="max_t",
+                                   n_permutations=n_permutations, seed=seed)
+        out[r.task].append(int(torch.as_tensor(mask).sum()))
+    return out
+
+
+@dataclass(frozen=True)
+class _NoiseModels:
+    runs: tuple[int, ...] = ()
+    models: tuple[NoiseModelSizes, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def _noise_models(models: Sequence[str], first: _SplitEvaluation, runs_a: Sequence[BlockRun],
+                  fitter: _RunGLM, *, noise_runs: int, seed: int,
+                  n_permutations: int) -> _NoiseModels:
+    """Refit the first ``noise_runs`` set-A runs of each task of the first split with every
+    noise model but OLS; OLS's sizes are those of the split itself.  A refit that fails is
+    reported (``error`` and a note), not raised."""
+    tasks = fitter.tasks
+    runs = [r for r in runs_a if r.run < noise_runs]
+    ols = NoiseModelSizes("ols", {t: [n.size for n in first.networks.vs_control
+                                      if n.task == t and n.run < noise_runs] for t in tasks})
+    out, notes = [ols], []
+    for nm in models:
+        try:
+            out.append(NoiseModelSizes(nm, _refit_sizes(nm, runs, fitter, tasks, seed,
+                                                        n_permutations)))
+        except Exception as e:  # report, do not fail the whole experiment
+            out.append(NoiseModelSizes(nm, {}, f"not available: {type(e).__name__}: {e}"[:300]))
+            notes.append(f"noise model {nm!r} failed: {e}"[:200])
+    return _NoiseModels(tuple(sorted({r.run for r in runs})), tuple(out), tuple(notes))
+
+
+# ---------------------------------------------------------------------------------------------
+# phase 5: metrics
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ContrastMetrics:
+    """Repeatability and prediction figures of one contrast's networks.
+
+    Means over network pairs and random splits; accuracies with their spread (std over
+    splits); the depth profile of the first split's templates.
+
+    Attributes
+    ----------
+    within_task_dice, across_task_dice : float
+        Mean Dice of networks of the same task (different runs) and of different tasks.
+    heldout_accuracy, heldout_accuracy_std : float
+        Leave-one-run-out task prediction.
+    heldout_prompts_accuracy, heldout_prompts_accuracy_std : float
+        Prediction of set-B networks from set-A templates (``nan`` without set B).
+    null_accuracy : float
+        Leave-one-run-out accuracy with shuffled training labels.
+    network_fraction_by_layer : dict
+        ``{"layers": [...], task: [fraction of the layer's units in the template]}``.
+    peak_layer : dict task -> int or None
+        Layer with the largest fraction (``None`` for an empty template).
+    """
+
+    within_task_dice: float
+    across_task_dice: float
+    heldout_accuracy: float
+    heldout_accuracy_std: float
+    heldout_prompts_accuracy: float
+    heldout_prompts_accuracy_std: float
+    null_accuracy: float
+    network_fraction_by_layer: dict
+    peak_layer: dict
+
+    def scores(self) -> dict[str, float]:
+        """The seven repeatability and prediction numbers, by their ``results.json`` key."""
+        return {
+            "within_task_dice": self.within_task_dice,
+            "across_task_dice": self.across_task_dice,
+            "heldout_accuracy": self.heldout_accuracy,
+            "heldout_accuracy_std": self.heldout_accuracy_std,
+            "heldout_prompts_accuracy": self.heldout_prompts_accuracy,
+            "heldout_prompts_accuracy_std": self.heldout_prompts_accuracy_std,
+            "null_accuracy": self.null_accuracy,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class FunctionalNetworksMetrics:
+    """The headline numbers of :func:`functional_networks`.
+
+    Attributes
+    ----------
+    task_vs_control : ContrastMetrics
+        The paper's contrast (task blocks vs random-word blocks).
+    specific : ContrastMetrics
+        The task-specific contrast (task - mean of the other tasks).
+    specific_contrast : str
+        How the task-specific contrast is built.
+    specific_network_sizes : dict task -> list of int
+        Task-specific network sizes of the first split.
+    specific_shared_core_size : int
+        Units in every task-specific template (0 by construction, up to noise).
+    shared_core_fraction : float
+        Shared core of the task-vs-control templates over their mean size.
+    confusion : DataFrame
+        Held-out-run predictions of all splits, true task x predicted task.
+    prompts_confusion : DataFrame
+        Set-B networks vs set-A templates, all splits.
+    noise_model_runs : tuple of int
+        The runs refitted with other noise models (empty when none was asked for).
+    noise_models : tuple of NoiseModelSizes
+        OLS first, then each other noise model.
+    hooks : tuple of str
+        The hook patterns recorded.
+    """
+
+    task_vs_control: ContrastMetrics
+    specific: ContrastMetrics
+    specific_contrast: str
+    specific_network_sizes: dict[str, list[int]]
+    specific_shared_core_size: int
+    shared_core_fraction: float
+    confusion: pd.DataFrame
+    prompts_confusion: pd.DataFrame
+    noise_model_runs: tuple[int, ...]
+    noise_models: tuple[NoiseModelSizes, ...]
+    hooks: tuple[str, ...]
+
+    def noise_model_sizes(self) -> dict[str, Any]:
+        """The ``results.json`` entry: ``{"runs": [...], model: sizes or error}`` (``{}``
+        when only OLS was asked for)."""
+        if not self.noise_models:
+            return {}
+        out: dict[str, Any] = {"runs": list(self.noise_model_runs)}
+        for nm in self.noise_models:  # results.json keeps 0.1's layout: the error text
+            out[nm.noise_model] = nm.sizes if nm.error is None else nm.error
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics as the plain dictionary ``results.json`` is built from."""
+        spec = self.specific
+        return {
+            **self.task_vs_control.scores(),
+            "shared_core_fraction": self.shared_core_fraction,
+            "specific_contrast": {
+                "contrast": self.specific_contrast,
+                "network_sizes": self.specific_network_sizes,
+                **spec.scores(),
+                "shared_core_size": self.specific_shared_core_size,
+                "network_fraction_by_layer": spec.network_fraction_by_layer,
+                "peak_layer": spec.peak_layer,
+            },
+            "confusion": _confusion_json(self.confusion),
+            "prompts_confusion": _confusion_json(self.prompts_confusion),
+            "network_fraction_by_layer": self.task_vs_control.network_fraction_by_layer,
+            "peak_layer": self.task_vs_control.peak_layer,
+            "noise_model_sizes": self.noise_model_sizes(),
+            "hooks": list(self.hooks),
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        """``metrics["heldout_accuracy"]``: a key of :meth:`to_dict` (how 0.1 code read the
+        metrics, which were a dict)."""
+        return self.to_dict()[key]
+
+
+def _confusion_json(cm: pd.DataFrame) -> dict[str, list]:
+    return {"rows_true": [str(r) for r in cm.index],
+            "columns_predicted": [str(c) for c in cm.columns],
+            "counts": cm.to_numpy().tolist()}
+
+
+def _contrast_metrics(within, across, acc_runs, acc_prompts, acc_null,
+                      tm: dict[str, FunctionalNetwork], units: UnitIndex,
+                      tasks: Sequence[str]) -> ContrastMetrics:
+    m_acc, s_acc = _mean_std(acc_runs)
+    m_pa, s_pa = _mean_std(acc_prompts)
+    by_layer, peak = _layer_profile(tm, units, tasks)
+    return ContrastMetrics(
+        within_task_dice=_mean_std(within)[0],
+        across_task_dice=_mean_std(across)[0],
+        heldout_accuracy=m_acc,
+        heldout_accuracy_std=s_acc,
+        heldout_prompts_accuracy=m_pa,
+        heldout_prompts_accuracy_std=s_pa,
+        null_accuracy=_mean_std(acc_null)[0],
+        network_fraction_by_layer=by_layer,
+        peak_layer=peak,
+    )
+
+
+def _assemble_metrics(scores: Sequence[_SplitScores], first: _SplitEvaluation, core,
+                      units: UnitIndex, tasks: Sequence[str], hooks: Sequence,
+                      noise: _NoiseModels) -> FunctionalNetworksMetrics:
+    tm_sizes = [first.templates[t].size for t in tasks]
+    core_frac = core.size / float(np.mean(tm_sizes)) if np.mean(tm_sizes) > 0 else float("nan")
+    prompts = [s for s in scores if s.prompts is not None]
+    return FunctionalNetworksMetrics(
+        task_vs_control=_contrast_metrics(
+            [s.within for s in scores], [s.across for s in scores],
+            [s.accuracy for s in scores], [s.prompts_accuracy for s in prompts],
+            [s.null_accuracy for s in scores], first.templates, units, tasks),
+        specific=_contrast_metrics(
+            [s.specific_within for s in scores], [s.specific_across for s in scores],
+            [s.specific_accuracy for s in scores],
+            [s.specific_prompts_accuracy for s in prompts],
+            [s.specific_null_accuracy for s in scores], first.specific_templates, units,
+            tasks),
+        specific_contrast=_SPECIFIC,
+        specific_network_sizes={t: [n.size for n in first.networks.specific if n.task == t]
+                                for t in tasks},
+        specific_shared_core_size=shared_core(first.specific_templates).size,
+        shared_core_fraction=core_frac,
+        confusion=confusion_matrix([p for s in scores for p in s.folds], tasks=tasks),
+        prompts_confusion=confusion_matrix([s.prompts for s in prompts], tasks=tasks),
+        noise_model_runs=noise.runs,
+        noise_models=noise.models,
+        hooks=tuple(h if isinstance(h, str) else repr(h) for h in hooks),
+    )
+
+
+def _layer_profile(tm: dict[str, FunctionalNetwork], units: UnitIndex,
+                   task_names: Sequence[str]) -> tuple[dict, dict]:
+    layers = units.layers
+    uniq = np.unique(layers)
+    tot = np.array([(layers == lay).sum() for lay in uniq], float)
+    prof, peak = {"layers": uniq.tolist()}, {}
+    for t in task_names:
+        m = tm[t].mask.numpy()
+        frac = np.array([m[layers == lay].sum() for lay in uniq]) / tot
+        prof[t] = np.round(frac, 4).tolist()
+        peak[t] = int(uniq[int(np.argmax(frac))]) if frac.max() > 0 else None
+    return prof, peak
+
+
+def _mean_std(v: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray([x for x in v if not math.isnan(x)], dtype=float)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
 # ---------------------------------------------------------------------------------------------
 # result
 # ---------------------------------------------------------------------------------------------
@@ -390,10 +768,10 @@ def _specific_vector(task: str, tasks: Sequence[str]):
 class FunctionalNetworksResult:
     """Everything :func:`functional_networks` measured.
 
-    The headline numbers are in :meth:`summary` (the ``results.json`` content); the
-    networks, overlap matrices, templates and t-maps of the first split are kept for
-    figures and further analysis.  :meth:`save` writes ``results.json``, the figures and
-    (``report=True``) ``report.html``.
+    The headline numbers are in :attr:`metrics` (typed) and :meth:`summary` (the
+    ``results.json`` content); the networks, overlap matrices, templates and t-maps of the
+    first split are kept for figures and further analysis.  :meth:`save` writes
+    ``results.json``, the figures and (``report=True``) ``report.html``.
     """
 
     model: str
@@ -414,9 +792,9 @@ class FunctionalNetworksResult:
     templates: dict[str, FunctionalNetwork]
     specific_templates: dict[str, FunctionalNetwork]
     core: FunctionalNetwork
-    tmaps: np.ndarray = field(repr=False)
+    tmaps: Float[np.ndarray, "task unit"] = field(repr=False)
     design: pd.DataFrame = field(repr=False)
-    metrics: dict = field(repr=False)
+    metrics: FunctionalNetworksMetrics = field(repr=False)
     seconds: dict = field(repr=False)
     notes: tuple[str, ...] = ()
 
@@ -426,11 +804,11 @@ class FunctionalNetworksResult:
 
     def summary(self) -> dict:
         """The ``results.json`` dictionary (plain Python types)."""
-        m = self.metrics
+        m = self.metrics.to_dict()
         out = {
             "model": self.model,
             "n_units": self.n_units,
-            "hooks": m.get("hooks", self.units.hooks),
+            "hooks": m["hooks"],
             "n_runs_per_task": self.n_runs_per_task,
             "n_task_blocks": self.n_task_blocks,
             "n_splits": self.n_splits,
@@ -461,7 +839,7 @@ class FunctionalNetworksResult:
             "prompts_confusion": m["prompts_confusion"],
             "network_fraction_by_layer": m["network_fraction_by_layer"],
             "peak_layer": m["peak_layer"],
-            "noise_model_sizes": m.get("noise_model_sizes", {}),
+            "noise_model_sizes": m["noise_model_sizes"],
             "seconds": round(float(sum(self.seconds.values())), 2),
             "seconds_by_stage": {k: round(float(v), 2) for k, v in self.seconds.items()},
             "notes": list(self.notes),
@@ -500,30 +878,14 @@ class FunctionalNetworksResult:
         return path
 
     def __repr__(self) -> str:
-        m = self.metrics
+        m = self.metrics.task_vs_control
         return (
             f"FunctionalNetworksResult({self.model}, {self.n_units} units, "
             f"{len(self.tasks)} tasks x {self.n_runs_per_task} runs, {self.time_mode} tokens: "
-            f"dice within {m['within_task_dice']:.3f} / across {m['across_task_dice']:.3f}, "
-            f"heldout acc {m['heldout_accuracy']:.3f}, set-B acc "
-            f"{m['heldout_prompts_accuracy']:.3f}, chance {1 / len(self.tasks):.2f})"
+            f"dice within {m.within_task_dice:.3f} / across {m.across_task_dice:.3f}, "
+            f"heldout acc {m.heldout_accuracy:.3f}, set-B acc "
+            f"{m.heldout_prompts_accuracy:.3f}, chance {1 / len(self.tasks):.2f})"
         )
-
-
-def _contrast_summary(within, across, acc_runs, acc_prompts, acc_null) -> dict:
-    """Repeatability and prediction figures of one contrast's networks (means over pairs and
-    random splits, with the spread of the accuracies)."""
-    m_acc, s_acc = _mean_std(acc_runs)
-    m_pa, s_pa = _mean_std(acc_prompts)
-    return {
-        "within_task_dice": _mean_std(within)[0],
-        "across_task_dice": _mean_std(across)[0],
-        "heldout_accuracy": m_acc,
-        "heldout_accuracy_std": s_acc,
-        "heldout_prompts_accuracy": m_pa,
-        "heldout_prompts_accuracy_std": s_pa,
-        "null_accuracy": _mean_std(acc_null)[0],
-    }
 
 
 def _round(a: np.ndarray, nd: int = 4) -> list:
@@ -545,16 +907,36 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def _mean_std(v: Sequence[float]) -> tuple[float, float]:
-    a = np.asarray([x for x in v if not math.isnan(x)], dtype=float)
-    if a.size == 0:
-        return float("nan"), float("nan")
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
 # ---------------------------------------------------------------------------------------------
 # the experiment
 # ---------------------------------------------------------------------------------------------
+def _check_arguments(*, time_mode: str, alpha: float, n_runs: int, n_task_blocks: int,
+                     n_splits: int, glm: str, correction: str,
+                     noise_models: Sequence[str]) -> None:
+    if time_mode not in _TIME_MODES:
+        raise NeuroprobeError(f"time must be one of {_TIME_MODES}; got {time_mode!r}")
+    check_fraction(alpha, "alpha")
+    check_positive_int(n_runs, "n_runs")
+    check_positive_int(n_task_blocks, "n_task_blocks")
+    check_positive_int(n_splits, "n_splits")
+    if n_runs < 2:
+        raise NeuroprobeError(
+            f"n_runs must be >= 2 (held-out prediction leaves one run out); got {n_runs}"
+        )
+    if glm not in ("fast", "full"):
+        raise NeuroprobeError(f"glm must be 'fast' or 'full'; got {glm!r}")
+    if glm == "fast" and correction not in pvalues.CORRECTIONS:
+        raise NeuroprobeError(
+            f"correction={correction!r} needs glm='full' (the fast path supports "
+            f"{pvalues.CORRECTIONS}); max_t is offered through noise_models=('ols', 'max_t')"
+        )
+    for nm in noise_models:
+        if nm not in ("ols", "ar1", "max_t"):
+            raise NeuroprobeError(
+                f"noise_models entries must be 'ols', 'ar1' or 'max_t'; got {nm!r}"
+            )
+
+
 def functional_networks(
     model: Any,
     prompts: Any = None,
@@ -631,6 +1013,8 @@ def functional_networks(
     Returns
     -------
     FunctionalNetworksResult
+        Its ``metrics`` is a :class:`FunctionalNetworksMetrics`; ``summary()`` is the
+        ``results.json`` content.
 
     Examples
     --------
@@ -646,246 +1030,81 @@ def functional_networks(
     t_start = time_now = _clock()
     seconds: dict[str, float] = {}
     say = progress or (lambda s: None)
-    if time not in _TIME_MODES:
-        raise NeuroprobeError(f"time must be one of {_TIME_MODES}; got {time!r}")
-    check_fraction(alpha, "alpha")
-    check_positive_int(n_runs, "n_runs")
-    check_positive_int(n_task_blocks, "n_task_blocks")
-    check_positive_int(n_splits, "n_splits")
-    if n_runs < 2:
-        raise NeuroprobeError(
-            f"n_runs must be >= 2 (held-out prediction leaves one run out); got {n_runs}"
-        )
-    if glm not in ("fast", "full"):
-        raise NeuroprobeError(f"glm must be 'fast' or 'full'; got {glm!r}")
-    if glm == "fast" and correction not in _FAST_CORRECTIONS:
-        raise NeuroprobeError(
-            f"correction={correction!r} needs glm='full' (the fast path supports "
-            f"{_FAST_CORRECTIONS}); max_t is offered through noise_models=('ols', 'max_t')"
-        )
-    for nm in noise_models:
-        if nm not in ("ols", "ar1", "max_t"):
-            raise NeuroprobeError(
-                f"noise_models entries must be 'ols', 'ar1' or 'max_t'; got {nm!r}"
-            )
+    _check_arguments(time_mode=time, alpha=alpha, n_runs=n_runs, n_task_blocks=n_task_blocks,
+                     n_splits=n_splits, glm=glm, correction=correction,
+                     noise_models=noise_models)
     tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tok is None:
         raise NeuroprobeError(
-            "model has no tokenizer; pass tokenizer= (e.g. neuroprobe.networks.stimuli.toy_tokenizer "
-            "for a random native model)"
+            "model has no tokenizer; pass tokenizer= (e.g. "
+            "neuroprobe.networks.stimuli.toy_tokenizer for a random native model)"
         )
 
-    # ---- stimuli ------------------------------------------------------------------------
-    set_a = load_prompts(prompts, split="A", tasks=tasks)
-    try:
-        set_b: PromptSet | None = load_prompts(prompts, split="B", tasks=set_a.tasks)
-    except NeuroprobeError as e:
-        if "is not in the prompt source" not in str(e):
-            raise
-        set_b = None
-    task_names = set_a.tasks
-    _require_enough_prompts(set_a, n_runs, n_task_blocks)
-    need = n_runs * n_task_blocks
-    notes: list[str] = []
-    n_runs_b = 0
-    if set_b is not None:
-        n_runs_b = min(n_runs, min(len(set_b[t]) for t in task_names) // n_task_blocks)
-        if n_runs_b < 1:
-            notes.append(f"set B has fewer than {n_task_blocks} prompts per task: not used")
-            set_b = None
-    if set_b is None:
-        notes.append("no prompt set B: heldout_prompts_accuracy is not measured")
-    if len(task_names) < 2:
-        raise NeuroprobeError(
-            f"need at least 2 tasks to compare networks and predict tasks; got {task_names}"
-        )
-
-    texts: list[str] = []
-    ids: dict[str, dict[str, list[tuple[int, int]]]] = {}
-    for name, ps, n_use in (("A", set_a, need), ("B", set_b, n_runs_b * n_task_blocks)):
-        if ps is None:
-            continue
-        ids[name] = {}
-        sel = {t: list(ps[t]) for t in task_names}
-        flat = [p for t in task_names for p in sel[t]]
-        lens = count_tokens(tok, flat)
-        n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
-        limit = (n_ctx - 1 - (max_new_tokens if time == "generated" else 0)) if n_ctx else None
-        if limit is not None and lens.max() > limit:
-            i = int(np.argmax(lens))
-            raise NeuroprobeError(
-                f"prompt {flat[i]!r:.60} has {int(lens[i])} tokens, longer than the model's "
-                f"context allows ({n_ctx} incl. BOS"
-                + (f" and {max_new_tokens} generated tokens" if time == "generated" else "")
-                + "). Shorten or drop it."
-            )
-        from neuroprobe.networks.stimuli import random_word_controls
-
-        ctl = random_word_controls(tok, lens, words=words, seed=seed + (0 if name == "A" else 7))
-        k = 0
-        for t in task_names:
-            pairs = []
-            for _ in sel[t]:
-                pairs.append((len(texts), len(texts) + 1))
-                texts.extend([flat[k], ctl[k]])
-                k += 1
-            ids[name][t] = pairs
-        del n_use
+    # ---- phase 1: stimuli and every split of them into runs -----------------------------
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    stimuli = _prepare_stimuli(prompts, tasks, tok, n_ctx, n_runs=n_runs,
+                               n_task_blocks=n_task_blocks, time_mode=time,
+                               max_new_tokens=max_new_tokens, words=words, seed=seed)
+    task_names = stimuli.tasks
+    notes = list(stimuli.notes)
+    splits = _draw_splits(stimuli, n_runs=n_runs, n_task_blocks=n_task_blocks,
+                          n_splits=n_splits, seed=seed)
     seconds["stimuli"] = _clock() - time_now
     time_now = _clock()
 
-    # ---- recording ----------------------------------------------------------------------
+    # ---- phase 2: recording -------------------------------------------------------------
     all_hooks = list(hooks) + (list(MLP_HIDDEN_HOOKS) if mlp_hidden else [])
+    texts = stimuli.texts
     say(f"recording {len(texts)} stimuli ({time} tokens) at {len(all_hooks)} hook patterns")
     extra = [nm for nm in noise_models if nm != "ols"]
-    # all random splits of prompts into runs are drawn up front (they do not depend on the
-    # data), so that only the rows needed later are kept in memory
-    rng = np.random.default_rng(seed)
-    splits = []
-    for _ in range(n_splits):
-        ra = _split(rng, ids["A"], n_runs, n_task_blocks)
-        rb = _split(rng, ids["B"], n_runs_b, n_task_blocks) if "B" in ids else []
-        splits.append((ra, rb))
     if glm == "full":
         keep_raw: set[int] | None = set(range(len(texts)))
     elif extra:
-        keep_raw = {i for r in splits[0][0] if r.run < noise_runs for i in r.stim}
+        keep_raw = {i for r in splits[0][0] if r.run < noise_runs for i in r.stimulus_ids}
     else:
         keep_raw = None
-    store, units = _record_store(model, texts, all_hooks, time, include_bos, batch_size,
-                                 max_new_tokens, seed, keep_raw=keep_raw, progress=say)
-    n_units = len(units)
+    stats, raw, units = _record_stimuli(model, texts, all_hooks, time, include_bos,
+                                        batch_size, max_new_tokens, seed, keep_raw=keep_raw,
+                                        progress=say)
     seconds["recording"] = _clock() - time_now
     time_now = _clock()
-    say(f"recorded {int(store.lengths.sum())} time points x {n_units} units")
+    say(f"recorded {int(stats.lengths.sum())} time points x {len(units)} units")
 
-    # ---- GLM over splits ----------------------------------------------------------------
-    fitter = _Fitter(store, alpha, correction, glm)
+    # ---- phase 3: evaluate every split --------------------------------------------------
+    fitter = _RunGLM(stats, raw, task_names, alpha, correction, glm)
     threshold = f"{correction} p<{alpha}"
     t_glm = 0.0
-    t_net = 0.0
-    first: dict[str, Any] = {}
-    acc_runs, acc_null, acc_prompts = [], [], []
-    spec_acc, spec_prompts, spec_null = [], [], []
-    within, across, spec_within, spec_across = [], [], [], []
-    confusion = np.zeros((len(task_names), len(task_names) + 1), int)
-    p_confusion = np.zeros_like(confusion)
-    tmaps = np.zeros((len(task_names), n_units), np.float32)
-
-    def run_networks(runs: list[_Run], keep_t: bool):
-        g0 = _clock()
-        vs_control, specific = fitter.split(runs, task_names)
-        nets = []
-        for r, (t, mask) in zip(runs, vs_control, strict=True):
-            nets.append(FunctionalNetwork(mask, units, task=r.task, run=r.run,
-                                          threshold=threshold))
-            if keep_t:
-                tmaps[task_names.index(r.task)] += t.numpy() / n_runs
-                if "design" not in first:
-                    from neuroprobe.glm.design import BlockDesign
-
-                    first["design"] = BlockDesign.from_blocks(_blocks(store, r)).matrix
-        spec = [FunctionalNetwork(mask, units, task=r.task, run=r.run,
-                                  threshold=threshold + ", vs other tasks")
-                for r, (_, mask) in zip(runs, specific, strict=True)]
-        return nets, spec, _clock() - g0
-
-    def loo(nets: list[FunctionalNetwork], null_rng=None):
-        """Leave-one-run-out accuracy (and confusion counts)."""
-        accs, cm = [], np.zeros_like(confusion)
-        for held in range(n_runs):
-            train = [n for n in nets if n.run != held]
-            test = [n for n in nets if n.run == held]
-            if null_rng is not None:
-                perm = null_rng.permutation(len(train))
-                train = [FunctionalNetwork(train[j].mask, units, task=train[i].task,
-                                           run=train[i].run) for i, j in enumerate(perm)]
-            tm = templates(train, min_runs=_min_runs(min_runs, n_runs - 1))
-            pred = predict_task(test, tm)
-            accs.append(pred.accuracy)
-            _add_confusion(cm, pred, task_names)
-        return float(np.mean(accs)), cm
-
-    for s in range(n_splits):
-        runs_a, runs_b = splits[s]
-        nets, spec, dt = run_networks(runs_a, keep_t=(s == 0))
-        t_glm += dt
-        if "B" in ids:
-            nets_b, spec_b, dt = run_networks(runs_b, keep_t=False)
-            t_glm += dt
-        g0 = _clock()
-        om, som = overlap_matrix(nets), overlap_matrix(spec)
-        within.append(om.within_task_mean)
-        across.append(om.across_task_mean)
-        spec_within.append(som.within_task_mean)
-        spec_across.append(som.across_task_mean)
-        a, cm = loo(nets)
-        acc_runs.append(a)
-        confusion += cm
-        acc_null.append(loo(nets, null_rng=np.random.default_rng(seed + 1000 + s))[0])
-        spec_acc.append(loo(spec)[0])
-        spec_null.append(loo(spec, null_rng=np.random.default_rng(seed + 2000 + s))[0])
-        tm_all = templates(nets, min_runs=_min_runs(min_runs, n_runs))
-        stm_all = templates(spec, min_runs=_min_runs(min_runs, n_runs))
-        if "B" in ids:
-            pred_b = predict_task(nets_b, tm_all)
-            acc_prompts.append(pred_b.accuracy)
-            _add_confusion(p_confusion, pred_b, task_names)
-            spec_prompts.append(predict_task(spec_b, stm_all).accuracy)
+    scores: list[_SplitScores] = []
+    for s, (runs_a, runs_b) in enumerate(splits):
+        ev = _evaluate_split(runs_a, runs_b, fitter, units, threshold=threshold,
+                             min_runs=min_runs, null_seeds=(seed + 1000 + s, seed + 2000 + s))
+        t_glm += ev.glm_seconds
         if s == 0:
-            first.update(nets=nets, spec=spec, om=om, som=som, tm=tm_all, stm=stm_all,
-                         nets_b=nets_b if "B" in ids else [], runs_a=runs_a)
-        t_net += _clock() - g0
-        say(f"split {s + 1}/{n_splits}: held-out accuracy {a:.2f}")
+            g1 = _clock()
+            first = ev
+            tmaps = _tmaps(runs_a, ev.contrasts, task_names, n_runs)
+            design = BlockDesign.from_blocks(_design_blocks(stats.lengths, runs_a[0])).matrix
+            t_glm += _clock() - g1
+        scores.append(_SplitScores.of(ev))
+        say(f"split {s + 1}/{n_splits}: held-out accuracy {ev.loo.accuracy:.2f}")
     seconds["glm"] = t_glm
-    seconds["networks"] = t_net
+    seconds["networks"] = _clock() - time_now - t_glm
     time_now = _clock()
 
-    # ---- noise models (first split, set A) ---------------------------------------------
-    noise_sizes: dict[str, Any] = {}
+    # ---- phase 4: other noise models (first split, set A) -------------------------------
+    noise = _NoiseModels()
     if extra:
-        nruns = [r for r in first["runs_a"] if r.run < noise_runs]
-        noise_sizes["runs"] = sorted({r.run for r in nruns})
-        noise_sizes["ols"] = {t: [n.size for n in first["nets"] if n.task == t
-                                  and n.run < noise_runs] for t in task_names}
-        for nm in extra:
-            try:
-                noise_sizes[nm] = _noise_model_sizes(nm, nruns, store, fitter,
-                                                     task_names, seed, n_permutations)
-            except Exception as e:  # report, do not fail the whole experiment
-                noise_sizes[nm] = f"not available: {type(e).__name__}: {e}"[:300]
-                notes.append(f"noise model {nm!r} failed: {e}"[:200])
+        noise = _noise_models(extra, first, splits[0][0], fitter, noise_runs=noise_runs,
+                              seed=seed, n_permutations=n_permutations)
+        notes += noise.notes
     seconds["noise_models"] = _clock() - time_now
 
-    # ---- summaries ----------------------------------------------------------------------
-    core = shared_core(first["tm"])
-    tm_sizes = [first["tm"][t].size for t in task_names]
-    core_frac = core.size / float(np.mean(tm_sizes)) if np.mean(tm_sizes) > 0 else float("nan")
-    spec_core = shared_core(first["stm"])
-    if all(n.size == 0 for n in first["nets"]):
+    # ---- phase 5: assemble --------------------------------------------------------------
+    core = shared_core(first.templates)
+    if all(n.size == 0 for n in first.networks.vs_control):
         notes.append("no unit passed the threshold in any run: every network is empty, "
                      "prediction is undefined (reported as no prediction)")
-    by_layer, peak = _layer_profile(first["tm"], units, task_names)
-    s_by_layer, s_peak = _layer_profile(first["stm"], units, task_names)
-    metrics = {
-        **_contrast_summary(within, across, acc_runs, acc_prompts, acc_null),
-        "shared_core_fraction": core_frac,
-        "specific_contrast": {
-            "contrast": "task - mean(other tasks), one GLM over the five tasks' runs",
-            "network_sizes": {t: [n.size for n in first["spec"] if n.task == t]
-                              for t in task_names},
-            **_contrast_summary(spec_within, spec_across, spec_acc, spec_prompts, spec_null),
-            "shared_core_size": spec_core.size,
-            "network_fraction_by_layer": s_by_layer,
-            "peak_layer": s_peak,
-        },
-        "confusion": _confusion_dict(confusion, task_names),
-        "prompts_confusion": _confusion_dict(p_confusion, task_names),
-        "network_fraction_by_layer": by_layer,
-        "peak_layer": peak,
-        "noise_model_sizes": noise_sizes,
-        "hooks": [h if isinstance(h, str) else repr(h) for h in all_hooks],
-    }
+    metrics = _assemble_metrics(scores, first, core, units, task_names, all_hooks, noise)
     name = model_name or getattr(getattr(model, "cfg", None), "model_name", None) or type(
         model).__name__
     seconds["total_unaccounted"] = max(0.0, _clock() - t_start - sum(seconds.values()))
@@ -900,16 +1119,16 @@ def functional_networks(
         n_task_blocks=n_task_blocks,
         n_splits=n_splits,
         include_bos=include_bos,
-        networks=tuple(first["nets"]),
-        specific_networks=tuple(first["spec"]),
-        heldout_networks=tuple(first["nets_b"]),
-        overlap=first["om"],
-        specific_overlap=first["som"],
-        templates=first["tm"],
-        specific_templates=first["stm"],
+        networks=first.networks.vs_control,
+        specific_networks=first.networks.specific,
+        heldout_networks=first.heldout.vs_control if first.heldout else (),
+        overlap=first.overlap,
+        specific_overlap=first.specific_overlap,
+        templates=first.templates,
+        specific_templates=first.specific_templates,
         core=core,
         tmaps=tmaps,
-        design=first["design"],
+        design=design,
         metrics=metrics,
         seconds=seconds,
         notes=tuple(notes),
@@ -918,57 +1137,3 @@ def functional_networks(
 
 def _clock() -> float:
     return time.perf_counter()
-
-
-def _min_runs(min_runs: int | None, n: int) -> int:
-    return n // 2 + 1 if min_runs is None else max(1, min(int(min_runs), n))
-
-
-def _add_confusion(cm: np.ndarray, pred, task_names: Sequence[str]) -> None:
-    for t, p in zip(pred.true, pred.predicted, strict=True):
-        j = len(task_names) if p is None else task_names.index(p)
-        cm[task_names.index(t), j] += 1
-
-
-def _confusion_dict(cm: np.ndarray, task_names: Sequence[str]) -> dict:
-    cols = list(task_names) + ["none"]
-    keep = cols if cm[:, -1].any() else cols[:-1]
-    return {"rows_true": list(task_names), "columns_predicted": keep,
-            "counts": cm[:, : len(keep)].tolist()}
-
-
-def _layer_profile(tm: dict[str, FunctionalNetwork], units: UnitIndex,
-                   task_names: Sequence[str]) -> tuple[dict, dict]:
-    layers = units.layers
-    uniq = np.unique(layers)
-    tot = np.array([(layers == lay).sum() for lay in uniq], float)
-    prof, peak = {"layers": uniq.tolist()}, {}
-    for t in task_names:
-        m = tm[t].mask.numpy()
-        frac = np.array([m[layers == lay].sum() for lay in uniq]) / tot
-        prof[t] = np.round(frac, 4).tolist()
-        peak[t] = int(uniq[int(np.argmax(frac))]) if frac.max() > 0 else None
-    return prof, peak
-
-
-def _noise_model_sizes(nm: str, runs: list[_Run], store: _Store, fitter: _Fitter,
-                       task_names: Sequence[str], seed: int,
-                       n_permutations: int = 1000) -> dict[str, list[int]]:
-    """Network sizes of the given runs under AR(1) prewhitening or permutation max-T."""
-    from neuroprobe.glm.design import BlockDesign
-    from neuroprobe.glm.fit import fit_glm
-
-    out: dict[str, list[int]] = {t: [] for t in task_names}
-    for r in runs:
-        Y = store.rows(r.stim)
-        X = BlockDesign.from_blocks(_blocks(store, r)).matrix
-        if nm == "ar1":
-            con = fit_glm(Y, X, noise="ar1", dtype=torch.float32).contrast(
-                f"{r.task} - {CONTROL}")
-            mask = con.significant(alpha=fitter.alpha, correction=fitter.correction)
-        else:  # block-permutation max-T (whole blocks' condition labels permuted)
-            con = fit_glm(Y, X, dtype=torch.float32).contrast(f"{r.task} - {CONTROL}")
-            mask = con.significant(alpha=fitter.alpha, correction="max_t",
-                                   n_permutations=n_permutations, seed=seed)
-        out[r.task].append(int(torch.as_tensor(mask).sum()))
-    return out

@@ -11,7 +11,10 @@ task, the run and the threshold that made it.  On top of it:
 * :func:`shared_core` -- units in every network (e.g. the generic-English core shared by
   all task-vs-random-words networks);
 * :func:`predict_task` -- for each held-out network, the fraction of each template's units
-  that are active; the template with the largest fraction is the predicted task.
+  that are active; the template with the largest fraction is the predicted task;
+* :func:`leave_one_run_out` -- that prediction for every run in turn, with templates of
+  the other runs (optionally with shuffled task labels: the null model);
+  :func:`confusion_matrix` counts true vs predicted tasks over any number of predictions.
 
 Examples
 --------
@@ -49,6 +52,9 @@ __all__ = [
     "templates",
     "shared_core",
     "predict_task",
+    "confusion_matrix",
+    "LeaveOneRunOut",
+    "leave_one_run_out",
 ]
 
 MaskLike = Union["FunctionalNetwork", Tensor, np.ndarray]
@@ -550,14 +556,9 @@ class TaskPrediction:
         return sum(p is None for p in self.predicted)
 
     def confusion(self) -> pd.DataFrame:
-        """Counts: rows = true task, columns = predicted task (plus ``"none"`` if any)."""
-        cols = list(self.tasks) + (["none"] if self.n_unpredicted else [])
-        rows = list(dict.fromkeys(list(self.tasks) + [str(t) for t in self.true]))
-        out = pd.DataFrame(0, index=rows, columns=cols, dtype=int)
-        for t, p in zip(self.true, self.predicted, strict=False):
-            out.loc[str(t), "none" if p is None else p] += 1
-        out.index.name, out.columns.name = "true", "predicted"
-        return out
+        """Counts: rows = true task, columns = predicted task (plus ``"none"`` if any);
+        :func:`confusion_matrix` of this one prediction."""
+        return confusion_matrix([self])
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per test network: ``network``, ``true``, ``predicted``, ``correct`` and
@@ -639,3 +640,139 @@ def predict_task(
     )
 
 
+
+
+def confusion_matrix(
+    predictions: Sequence[TaskPrediction], tasks: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Counts of true vs predicted task, summed over predictions.
+
+    Rows are the tasks (then any other true label, as a string), columns the tasks, plus
+    ``"none"`` when some network got no prediction.  ``tasks`` defaults to the templates'
+    tasks of all predictions, in order of appearance.
+
+    Examples
+    --------
+    >>> import torch
+    >>> m = lambda *v: torch.tensor(v).bool()
+    >>> tmpl = {"a": FunctionalNetwork(m(1, 1, 0, 0), task="a"),
+    ...         "b": FunctionalNetwork(m(0, 0, 1, 1), task="b")}
+    >>> p1 = predict_task([FunctionalNetwork(m(1, 0, 0, 0), task="a")], tmpl)
+    >>> p2 = predict_task([FunctionalNetwork(m(0, 0, 0, 0), task="b")], tmpl)
+    >>> confusion_matrix([p1, p2]).values.tolist()
+    [[1, 0, 0], [0, 0, 1]]
+    """
+    preds = list(predictions)
+    task_cols = list(tasks) if tasks is not None else list(
+        dict.fromkeys(t for p in preds for t in p.tasks))
+    rows = list(dict.fromkeys(task_cols + [str(t) for pr in preds for t in pr.true]))
+    cols = task_cols + (["none"] if any(p is None for pr in preds for p in pr.predicted)
+                        else [])
+    row_of = {r: i for i, r in enumerate(rows)}
+    col_of = {c: j for j, c in enumerate(cols)}
+    counts = np.zeros((len(rows), len(cols)), dtype=np.int64)
+    for pr in preds:
+        for t, p in zip(pr.true, pr.predicted, strict=True):
+            c = "none" if p is None else p
+            if c not in col_of:
+                raise NeuroprobeError(
+                    f"a network was predicted as {c!r}, which is not among tasks {task_cols}; "
+                    "pass tasks=None or every template's task"
+                )
+            counts[row_of[str(t)], col_of[c]] += 1
+    out = pd.DataFrame(counts, index=rows, columns=cols)
+    out.index.name, out.columns.name = "true", "predicted"
+    return out
+
+
+@dataclass(frozen=True)
+class LeaveOneRunOut:
+    """Leave-one-run-out task prediction (see :func:`leave_one_run_out`).
+
+    Attributes
+    ----------
+    runs : tuple of int
+        The held-out run of each fold.
+    predictions : tuple of TaskPrediction
+        Each fold's prediction of the held-out run's networks.
+    shuffled : bool
+        Whether the training networks' task labels were shuffled (the null model).
+    """
+
+    runs: tuple[int, ...]
+    predictions: tuple[TaskPrediction, ...]
+    shuffled: bool = False
+
+    @property
+    def accuracy(self) -> float:
+        """Mean over folds of each fold's accuracy."""
+        return float(np.mean([p.accuracy for p in self.predictions]))
+
+    def confusion(self) -> pd.DataFrame:
+        """:func:`confusion_matrix` summed over the folds."""
+        return confusion_matrix(self.predictions)
+
+    def __repr__(self) -> str:
+        return (f"LeaveOneRunOut({len(self.runs)} folds, accuracy={self.accuracy:.3f}"
+                f"{', shuffled labels' if self.shuffled else ''})")
+
+
+def leave_one_run_out(
+    networks: Sequence[FunctionalNetwork],
+    min_runs: int | None = None,
+    shuffle: int | np.random.Generator | None = None,
+) -> LeaveOneRunOut:
+    """Predict each run's networks from templates of the other runs, run by run.
+
+    For every run ``r`` (in sorted order), :func:`templates` of the networks of all other
+    runs (``min_runs`` of them, default a majority) predict the tasks of run ``r``'s
+    networks (:func:`predict_task`): the held-out-run accuracy of arXiv:2311.10898.
+
+    Parameters
+    ----------
+    networks : sequence of FunctionalNetwork
+        One network per (task, run); every network needs its ``task`` and ``run``.
+    min_runs : int, optional
+        Training runs a unit must be active in to enter a template.
+    shuffle : int or numpy Generator, optional
+        The null model: in every fold the training networks' masks are permuted across
+        their (task, run) labels (``rng.permutation``, one per fold, in fold order) before
+        the templates are made, so that the templates carry no task information.
+
+    Returns
+    -------
+    LeaveOneRunOut
+
+    Examples
+    --------
+    >>> import torch
+    >>> nets = [FunctionalNetwork(torch.tensor(v).bool(), task=t, run=r)
+    ...         for r in range(3) for t, v in [("a", (1, 1, 0, 0)), ("b", (0, 0, 1, 1))]]
+    >>> loo = leave_one_run_out(nets)
+    >>> loo.runs, loo.accuracy
+    ((0, 1, 2), 1.0)
+    >>> loo.confusion().values.tolist()
+    [[3, 0], [0, 3]]
+    """
+    nets = list(networks)
+    if any(n.run is None or n.task is None for n in nets):
+        raise NeuroprobeError(
+            "every network needs a task and a run for leave-one-run-out prediction; build "
+            "them with FunctionalNetwork(mask, task=..., run=...)"
+        )
+    runs = sorted({n.run for n in nets})
+    if len(runs) < 2:
+        raise NeuroprobeError(
+            f"leave-one-run-out needs networks of at least 2 runs; got runs {runs}"
+        )
+    rng = None if shuffle is None else np.random.default_rng(shuffle)
+    preds = []
+    for held in runs:
+        train = [n for n in nets if n.run != held]
+        test = [n for n in nets if n.run == held]
+        if rng is not None:
+            perm = rng.permutation(len(train))
+            train = [FunctionalNetwork(train[j].mask, train[j].units, task=train[i].task,
+                                       run=train[i].run) for i, j in enumerate(perm)]
+        preds.append(predict_task(test, templates(train, min_runs=min_runs)))
+    return LeaveOneRunOut(tuple(runs), tuple(preds), shuffled=rng is not None)

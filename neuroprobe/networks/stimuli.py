@@ -13,7 +13,10 @@ control block, alternating.  This module provides
   texts, built from per-word token counts (the tokenizer runs once over the word list and
   once to verify, never once per added word);
 * :func:`make_runs` -- block-design runs: alternating task/control blocks, prompts drawn
-  without replacement and block order seeded.
+  without replacement and block order seeded;
+* :func:`split_into_runs` -- the same runs from (prompt, control) pairs that are already
+  made, indexed into a list of stimuli (the functional-network experiment records every
+  stimulus once and re-partitions the pairs into runs many times).
 
 Examples
 --------
@@ -51,7 +54,9 @@ __all__ = [
     "load_words",
     "count_tokens",
     "random_word_controls",
+    "require_enough_prompts",
     "make_runs",
+    "split_into_runs",
     "generate_prompts",
     "toy_tokenizer",
 ]
@@ -462,6 +467,9 @@ class BlockRun:
         Condition of each block: ``task`` or ``"control"``.
     source : str
         Name of the prompt set the task prompts came from.
+    stimulus_ids : tuple of int, optional
+        Index of each block's stimulus in the list of stimuli the runs were drawn from
+        (:func:`split_into_runs` sets it; ``None`` for :func:`make_runs`' runs).
 
     Examples
     --------
@@ -475,12 +483,18 @@ class BlockRun:
     prompts: tuple[str, ...]
     conditions: tuple[str, ...]
     source: str = ""
+    stimulus_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.prompts) != len(self.conditions):
             raise NeuroprobeError(
                 f"BlockRun needs one condition per prompt; got {len(self.prompts)} prompts "
                 f"and {len(self.conditions)} conditions"
+            )
+        if self.stimulus_ids is not None and len(self.stimulus_ids) != len(self.prompts):
+            raise NeuroprobeError(
+                f"BlockRun needs one stimulus id per prompt; got {len(self.prompts)} prompts "
+                f"and {len(self.stimulus_ids)} stimulus_ids"
             )
         if self.task not in self.conditions:
             raise NeuroprobeError(
@@ -497,6 +511,23 @@ class BlockRun:
     def task_prompts(self) -> tuple[str, ...]:
         return tuple(p for p, c in zip(self.prompts, self.conditions, strict=False) if c != CONTROL)
 
+    def blocks_of(self, condition: str) -> tuple[int, ...]:
+        """Stimulus ids of the blocks of ``condition`` (runs from :func:`split_into_runs`).
+
+        Examples
+        --------
+        >>> r = BlockRun("t", 0, ("q", "w"), ("control", "t"), stimulus_ids=(7, 6))
+        >>> r.blocks_of("t"), r.blocks_of(CONTROL)
+        ((6,), (7,))
+        """
+        if self.stimulus_ids is None:
+            raise NeuroprobeError(
+                f"run {self.run} of task {self.task!r} has no stimulus_ids; build the runs "
+                "with split_into_runs (make_runs' runs hold the prompts only)"
+            )
+        return tuple(s for s, c in zip(self.stimulus_ids, self.conditions, strict=True)
+                     if c == condition)
+
     def to_dataframe(self) -> pd.DataFrame:
         """One row per block: ``block``, ``condition``, ``prompt``."""
         return pd.DataFrame(
@@ -508,12 +539,29 @@ class BlockRun:
         )
 
 
-def _require_enough_prompts(ps: PromptSet, n_runs: int, n_task_blocks: int) -> None:
+def _alternate(pairs: Sequence[tuple[Any, Any]], task: str,
+               task_first: bool) -> list[tuple[Any, str]]:
+    """The blocks of one run from its (task stimulus, control stimulus) pairs: task,
+    control, task, control, ... (or control first), with each block's condition."""
+    out = []
+    for stim, ctl in pairs:
+        pair = [(stim, task), (ctl, CONTROL)]
+        out += pair if task_first else pair[::-1]
+    return out
+
+
+def require_enough_prompts(ps: PromptSet, n_runs: int, n_task_blocks: int) -> None:
     """Raise unless every task of ``ps`` has ``n_runs * n_task_blocks`` prompts.
+
+    The error names the short tasks and the fix (fewer runs or blocks, more prompts).
 
     Examples
     --------
-    >>> _require_enough_prompts(PromptSet({"t": ["a", "b"]}), n_runs=1, n_task_blocks=2)
+    >>> require_enough_prompts(PromptSet({"t": ["a", "b"]}), n_runs=1, n_task_blocks=2)
+    >>> require_enough_prompts(PromptSet({"t": ["a"]}), n_runs=1, n_task_blocks=2)
+    Traceback (most recent call last):
+    ...
+    neuroprobe.core.errors.NeuroprobeError: prompt set 'custom' is too small ...
     """
     need = n_runs * n_task_blocks
     short = {t: len(p) for t, p in ps.prompts.items() if len(p) < need}
@@ -574,7 +622,7 @@ def make_runs(
     ps = prompts if isinstance(prompts, PromptSet) else load_prompts(prompts)
     if tasks is not None:
         ps = ps.select(tasks)
-    _require_enough_prompts(ps, n_runs, n_task_blocks)
+    require_enough_prompts(ps, n_runs, n_task_blocks)
     need = n_runs * n_task_blocks
     rng = np.random.default_rng(seed)
     chosen: dict[str, list[list[str]]] = {}
@@ -589,14 +637,76 @@ def make_runs(
     for t in ps.tasks:
         for r in range(n_runs):
             task_first = bool(rng.integers(2))
-            blocks, conds = [], []
-            for p in chosen[t][r]:
-                pair = [(p, t), (controls[k], CONTROL)]
-                k += 1
-                for stim, cond in pair if task_first else pair[::-1]:
-                    blocks.append(stim)
-                    conds.append(cond)
-            runs.append(BlockRun(t, r, tuple(blocks), tuple(conds), ps.name))
+            pairs = list(zip(chosen[t][r], controls[k : k + n_task_blocks], strict=True))
+            k += n_task_blocks
+            blocks = _alternate(pairs, t, task_first)
+            runs.append(BlockRun(t, r, tuple(b for b, _ in blocks),
+                                 tuple(c for _, c in blocks), ps.name))
+    return runs
+
+
+def split_into_runs(
+    pairs: Mapping[str, Sequence[tuple[int, int]]],
+    texts: Sequence[str],
+    n_runs: int,
+    n_task_blocks: int,
+    rng: np.random.Generator,
+    source: str = "",
+) -> list[BlockRun]:
+    """Randomly partition each task's (prompt, control) pairs into block-design runs.
+
+    Like :func:`make_runs`, but over stimuli that already exist: ``pairs[task]`` lists
+    ``(prompt id, control id)`` indices into ``texts``, each prompt paired with its
+    length-matched control once.  Per task, ``n_runs * n_task_blocks`` pairs are drawn
+    without replacement (``rng.permutation``), then each run's order -- task first or
+    control first -- is drawn (``rng.integers(2)``), task after task.  The runs carry
+    the ``stimulus_ids`` of their blocks.
+
+    Parameters
+    ----------
+    pairs : dict task -> list of (int, int)
+        Stimulus ids of each task prompt and its control.
+    texts : sequence of str
+        The stimuli the ids index.
+    n_runs, n_task_blocks : int
+        Runs per task and task blocks per run (as many control blocks).
+    rng : numpy Generator
+        Consumed in the order above (the same pairs and generator state give the same runs).
+    source : str
+        Name of the prompt set (``BlockRun.source``).
+
+    Returns
+    -------
+    list of BlockRun
+        Ordered by task, then run.
+
+    Examples
+    --------
+    >>> texts = ["q0", "c0", "q1", "c1", "q2", "c2", "q3", "c3"]
+    >>> runs = split_into_runs({"t": [(0, 1), (2, 3), (4, 5), (6, 7)]}, texts, n_runs=2,
+    ...                        n_task_blocks=2, rng=np.random.default_rng(0))
+    >>> len(runs), runs[0].n_blocks, sorted(set(runs[0].conditions))
+    (2, 4, ['control', 't'])
+    >>> all(texts[i] == p for r in runs for i, p in zip(r.stimulus_ids, r.prompts))
+    True
+    """
+    need = n_runs * n_task_blocks
+    runs = []
+    for task, task_pairs in pairs.items():
+        if len(task_pairs) < need:
+            raise NeuroprobeError(
+                f"task {task!r} has {len(task_pairs)} (prompt, control) pairs; "
+                f"n_runs={n_runs} x n_task_blocks={n_task_blocks} needs {need}"
+            )
+        order = rng.permutation(len(task_pairs))[:need]
+        for r in range(n_runs):
+            task_first = bool(rng.integers(2))
+            block = order[r * n_task_blocks : (r + 1) * n_task_blocks]
+            chosen = [task_pairs[int(i)] for i in block]
+            blocks = _alternate(chosen, task, task_first)
+            ids = tuple(int(b) for b, _ in blocks)
+            runs.append(BlockRun(task, r, tuple(texts[i] for i in ids),
+                                 tuple(c for _, c in blocks), source, ids))
     return runs
 
 
@@ -616,11 +726,11 @@ def generate_prompts(
 
     The paper had a chat model write its prompts; this does the same with the loaded model
     (best with an instruction-tuned one such as SmolLM2-135M-Instruct).  Sampling is seeded
-    (attempt ``a`` samples from its own generator seeded with ``seed + a``); each reply's first line that ends in ``?`` and
-    has at least 5 words is kept.  With ``cache_dir`` the list is stored as JSON keyed by
-    model, topic, n and seed, and read back on the next call.  Expect a few seconds per
-    prompt on a CPU.  Returns fewer than ``n`` prompts only if ``max_attempts`` (default
-    ``4 * n``) runs out; check the length.
+    (attempt ``a`` samples from its own generator seeded with ``seed + a``); each reply's
+    first line that ends in ``?`` and has at least 5 words is kept.  With ``cache_dir`` the
+    list is stored as JSON keyed by model, topic, n and seed, and read back on the next
+    call.  Expect a few seconds per prompt on a CPU.  Returns fewer than ``n`` prompts only
+    if ``max_attempts`` (default ``4 * n``) runs out; check the length.
 
     Examples
     --------

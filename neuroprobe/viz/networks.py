@@ -210,11 +210,10 @@ def save_figures(result, out_dir: str | Path, dpi: int = 110) -> dict[str, Path]
         f"across {result.specific_overlap.across_task_mean:.2f}")))
     venn_tasks = list(result.tasks[:3])
     save("venn", plot_venn([result.templates[t] for t in venn_tasks]))
-    save("confusion", plot_confusion(result.metrics["confusion"],
+    save("confusion", plot_confusion(result.metrics.confusion,
                                      title="held-out runs (all splits)"))
-    if result.metrics["prompts_confusion"]["counts"] and np.sum(
-            result.metrics["prompts_confusion"]["counts"]):
-        save("confusion_prompts", plot_confusion(result.metrics["prompts_confusion"],
+    if result.metrics.prompts_confusion.to_numpy().sum():
+        save("confusion_prompts", plot_confusion(result.metrics.prompts_confusion,
                                                  title="set-B prompts vs set-A templates"))
     save("network_by_layer", plot_network_by_layer(result.templates))
     if any(n.size for n in result.specific_templates.values()):

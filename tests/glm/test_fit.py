@@ -136,8 +136,8 @@ def test_float32_input_close_to_float64(ols_case):
 def test_code_paths_agree(ols_case):
     """numpy float64, numpy float32 row tiles (any tile size) and the torch chunked path
     (used on GPUs) give the same statistics."""
+    from neuroprobe.glm.design import block_segments
     from neuroprobe.glm.stats import _dense_stats_numpy, _dense_stats_torch, design_operator
-    from neuroprobe.glm.fit import _segments
 
     X, Y, _, _ = ols_case
     Xn = X.to_numpy()
@@ -146,7 +146,7 @@ def test_code_paths_agree(ols_case):
     Y32 = torch.as_tensor(Y, dtype=torch.float32)
     ref = _dense_stats_numpy(Y32.double(), Xn, None, ar=True, center=False,
                              dtype=torch.float64, memory_budget=1 << 26)
-    seg, _ = _segments(Xn, list(X.columns))
+    seg, _ = block_segments(Xn, list(X.columns))
     fast = _dense_stats_numpy(Y32.double(), Xn, seg, ar=True, center=False,
                               dtype=torch.float64, memory_budget=1 << 26)
     for name in ("xty", "xupy", "xdny", "yy", "lag", "ysum"):

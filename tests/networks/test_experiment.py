@@ -22,9 +22,9 @@ import torch
 
 from neuroprobe import NeuroprobeError
 from neuroprobe.core import capture as capture_mod
+from neuroprobe.core.units import UnitIndex
 from neuroprobe.networks.experiment import FunctionalNetworksResult, functional_networks
 from neuroprobe.networks.stimuli import load_prompts, load_words, toy_tokenizer
-from neuroprobe.core.units import UnitIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT_KEYS = {
@@ -148,6 +148,41 @@ def test_no_signal_is_reported_not_divided_by_zero(monkeypatch):
     assert s["heldout_accuracy"] == 0.0  # every prediction is "none", counted as wrong
     assert "none" in s["confusion"]["columns_predicted"]
     json.dumps(s)  # nan-free, serialisable
+
+
+def test_metrics_are_typed_and_noise_model_failures_are_one_type(monkeypatch):
+    import dataclasses
+
+    from jaxtyping import Float
+
+    from neuroprobe.networks import experiment as ex
+
+    monkeypatch.setattr(capture_mod, "record", PlantedRecorder())
+
+    def broken_fit_glm(*args, **kwargs):
+        raise RuntimeError("no rows today")
+
+    monkeypatch.setattr(ex, "fit_glm", broken_fit_glm)
+    res = functional_networks(object(), tasks=TASKS3, n_runs=3, n_task_blocks=4, n_splits=2,
+                              tokenizer=word_counter, model_name="planted",
+                              noise_models=("ols", "ar1"))
+    m, s = res.metrics, res.summary()
+    assert isinstance(m, ex.FunctionalNetworksMetrics)
+    assert isinstance(m.task_vs_control, ex.ContrastMetrics)
+    assert round(m.task_vs_control.heldout_accuracy, 6) == s["heldout_accuracy"]
+    assert round(m.specific.within_task_dice, 6) == s["specific_contrast"]["within_task_dice"]
+    assert m["heldout_accuracy"] == m.task_vs_control.heldout_accuracy  # 0.1 dict access
+    assert m.confusion.to_numpy().sum() == 2 * 3 * 3  # splits x folds x tasks
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.shared_core_fraction = 0.0
+    ols, ar1 = m.noise_models
+    assert isinstance(ar1, ex.NoiseModelSizes) and ols.error is None and m.noise_model_runs == (0,)
+    assert ar1.sizes == {} and ar1.error == "not available: RuntimeError: no rows today"
+    assert s["noise_model_sizes"]["ar1"] == ar1.error  # results.json keeps its keys
+    assert s["noise_model_sizes"]["ols"] == ols.sizes and s["noise_model_sizes"]["runs"] == [0]
+    assert "noise model 'ar1' failed: no rows today" in s["notes"]
+    assert isinstance(res.tmaps, Float[np.ndarray, "task unit"])
+    assert res.tmaps.shape == (3, N_UNITS)
 
 
 # ---- fast path vs fit_glm --------------------------------------------------------------------

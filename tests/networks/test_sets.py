@@ -1,4 +1,5 @@
-"""Tests of neuroprobe.networks.sets: set algebra, Dice/Jaccard, overlap, templates, prediction."""
+"""Tests of neuroprobe.networks.sets: set algebra, Dice/Jaccard, overlap, templates, prediction
+(single, leave-one-run-out, confusion counts)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ import torch
 from scipy.spatial import distance
 
 from neuroprobe import NeuroprobeError
+from neuroprobe.core.units import UnitIndex
 from neuroprobe.networks.sets import (
     FunctionalNetwork,
+    LeaveOneRunOut,
+    confusion_matrix,
     consensus,
     dice,
     jaccard,
+    leave_one_run_out,
     overlap_matrix,
     predict_task,
     shared_core,
     templates,
 )
-from neuroprobe.core.units import UnitIndex
 
 TASKS = ("a", "b", "c", "d")
 
@@ -166,3 +170,60 @@ def test_prediction_reports_empty_templates_and_empty_networks():
     assert "none" in pred.confusion().columns
     with pytest.raises(NeuroprobeError, match="non-empty dict task"):
         predict_task([FunctionalNetwork(z)], {})
+
+
+def test_confusion_matrix_sums_predictions_and_marks_unpredicted():
+    m = lambda *v: torch.tensor(v).bool()  # noqa: E731
+    tm = {"a": FunctionalNetwork(m(1, 1, 0, 0), task="a"),
+          "b": FunctionalNetwork(m(0, 0, 1, 1), task="b")}
+    p1 = predict_task([FunctionalNetwork(m(1, 0, 0, 0), task="a"),
+                       FunctionalNetwork(m(1, 1, 0, 1), task="b")], tm)
+    p2 = predict_task([FunctionalNetwork(m(0, 0, 0, 0), task="b")], tm)
+    cm = confusion_matrix([p1, p2])
+    assert list(cm.index) == ["a", "b"] and list(cm.columns) == ["a", "b", "none"]
+    assert cm.values.tolist() == [[1, 0, 0], [1, 0, 1]]
+    # the same counts as summing each prediction's own confusion (a plain loop)
+    ref = p1.confusion().reindex(columns=cm.columns, fill_value=0) + p2.confusion()
+    assert ref.values.tolist() == cm.values.tolist()
+    assert confusion_matrix([p1]).equals(p1.confusion())
+    assert list(confusion_matrix([p1]).columns) == ["a", "b"]  # no "none" without one
+    empty = confusion_matrix([], tasks=["a", "b"])
+    assert empty.values.tolist() == [[0, 0], [0, 0]]
+    p3 = predict_task([FunctionalNetwork(m(0, 0, 1, 1), task="b")], tm)
+    with pytest.raises(NeuroprobeError, match="predicted as 'b', which is not among tasks"):
+        confusion_matrix([p3], tasks=["a"])
+
+
+def test_leave_one_run_out_equals_a_plain_loop_and_shuffled_labels_are_chance():
+    truth, nets = planted(n_runs=5, flip=0.05, seed=3)
+    loo = leave_one_run_out(nets)
+    assert isinstance(loo, LeaveOneRunOut) and loo.runs == (0, 1, 2, 3, 4)
+    for held, pred in zip(loo.runs, loo.predictions, strict=True):  # the plain loop
+        ref = predict_task([n for n in nets if n.run == held],
+                           templates([n for n in nets if n.run != held]))
+        assert pred.predicted == ref.predicted
+        np.testing.assert_array_equal(pred.scores, ref.scores)
+    assert loo.accuracy == 1.0 and "5 folds" in repr(loo)
+    assert np.trace(loo.confusion().values) == 4 * 5
+    # the null: masks permuted across the training labels, one permutation per fold
+    null = leave_one_run_out(nets, shuffle=7)
+    rng = np.random.default_rng(7)
+    for held, pred in zip(null.runs, null.predictions, strict=True):
+        train = [n for n in nets if n.run != held]
+        perm = rng.permutation(len(train))
+        shuffled = [FunctionalNetwork(train[j].mask, task=train[i].task, run=train[i].run)
+                    for i, j in enumerate(perm)]
+        ref = predict_task([n for n in nets if n.run == held], templates(shuffled))
+        assert pred.predicted == ref.predicted
+    assert null.shuffled and leave_one_run_out(nets, shuffle=7).accuracy == null.accuracy
+    accs = [leave_one_run_out(nets, shuffle=s).accuracy for s in range(40)]
+    assert abs(np.mean(accs) - 0.25) < 0.1
+    assert leave_one_run_out(nets, min_runs=4).predictions[0].tasks == TASKS
+
+
+def test_leave_one_run_out_bad_input():
+    _, nets = planted(n_runs=2)
+    with pytest.raises(NeuroprobeError, match="needs a task and a run"):
+        leave_one_run_out(nets + [FunctionalNetwork(nets[0].mask, task="a")])
+    with pytest.raises(NeuroprobeError, match="at least 2 runs; got runs \\[0\\]"):
+        leave_one_run_out([n for n in nets if n.run == 0])

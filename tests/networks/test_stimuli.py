@@ -18,6 +18,8 @@ from neuroprobe.networks.stimuli import (
     load_words,
     make_runs,
     random_word_controls,
+    require_enough_prompts,
+    split_into_runs,
     toy_tokenizer,
 )
 
@@ -163,3 +165,52 @@ def test_controls_length_matched_on_smollm2(smollm2):
     target = count_tokens(smollm2, prompts)
     ctl = random_word_controls(smollm2, target, seed=0)
     assert (count_tokens(smollm2, ctl) == target).mean() == 1.0
+
+
+def _split_reference(rng, pairs, n_runs, n_blocks):
+    """The plain definition of a split (what the experiment drew before split_into_runs)."""
+    out = []
+    for task, ps in pairs.items():
+        order = rng.permutation(len(ps))[: n_runs * n_blocks]
+        for r in range(n_runs):
+            stim, cond = [], []
+            task_first = bool(rng.integers(2))
+            for i in order[r * n_blocks : (r + 1) * n_blocks]:
+                p, c = ps[int(i)]
+                seq = [(p, task), (c, CONTROL)]
+                for s, k in seq if task_first else seq[::-1]:
+                    stim.append(s)
+                    cond.append(k)
+            out.append((task, r, tuple(stim), tuple(cond)))
+    return out
+
+
+def test_split_into_runs_equals_the_plain_definition_and_indexes_the_texts():
+    pairs = {t: [(2 * (10 * k + i), 2 * (10 * k + i) + 1) for i in range(10)]
+             for k, t in enumerate(("t1", "t2"))}
+    texts = [f"{'prompt' if i % 2 == 0 else 'control'} {i // 2}" for i in range(40)]
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(3):  # the generator is consumed the same way, split after split
+        runs = split_into_runs(pairs, texts, n_runs=3, n_task_blocks=3, rng=rng_a, source="A")
+        ref = _split_reference(rng_b, pairs, 3, 3)
+        assert [(r.task, r.run, r.stimulus_ids, r.conditions) for r in runs] == ref
+    for r in runs:
+        assert r.source == "A" and r.prompts == tuple(texts[i] for i in r.stimulus_ids)
+        c = np.asarray(r.conditions)
+        assert (c[::2] != c[1::2]).all() and set(c) == {r.task, CONTROL}
+        assert set(r.blocks_of(r.task)) == {i for i in r.stimulus_ids if i % 2 == 0}
+        assert len(r.blocks_of(CONTROL)) == 3
+    used = [i for r in runs if r.task == "t1" for i in r.blocks_of("t1")]
+    assert len(used) == len(set(used)) == 9
+    with pytest.raises(NeuroprobeError, match="task 't1' has 10 .* needs 12"):
+        split_into_runs(pairs, texts, n_runs=4, n_task_blocks=3, rng=rng_a)
+
+
+def test_require_enough_prompts_and_block_run_ids():
+    require_enough_prompts(PromptSet({"t": ["a", "b"]}), n_runs=1, n_task_blocks=2)
+    with pytest.raises(NeuroprobeError, match="needs 4 prompts per task, but 't' has 2"):
+        require_enough_prompts(PromptSet({"t": ["a", "b"]}), n_runs=2, n_task_blocks=2)
+    with pytest.raises(NeuroprobeError, match="one stimulus id per prompt"):
+        BlockRun("t", 0, ("x", "y"), ("t", CONTROL), stimulus_ids=(1,))
+    with pytest.raises(NeuroprobeError, match="has no stimulus_ids; build the runs with"):
+        BlockRun("t", 0, ("x", "y"), ("t", CONTROL)).blocks_of("t")
