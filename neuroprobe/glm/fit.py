@@ -48,7 +48,8 @@ from neuroprobe.core.validation import as_tensor, check_fraction, resolve_device
 
 __all__ = ["fit_glm", "GLMResult", "ContrastResult", "GLMProbe"]
 
-_CORRECTIONS = ("bonferroni", "holm", "fdr_bh", "none", "max_t")
+_CORRECTIONS = ("bonferroni", "holm", "fdr_bh", "none", "max_t", "fdr_by", "sidak",
+                "holm-sidak", "simes-hochberg")
 _TAILS = ("upper", "lower", "two-sided")
 _NUISANCE = re.compile(r"^(constant|intercept|const|run_\d+)$")
 
@@ -471,9 +472,12 @@ class ContrastResult:
         Parameters
         ----------
         alpha : float in (0, 1)
-            Family-wise error rate (``bonferroni``, ``holm``, ``max_t``), false discovery
-            rate (``fdr_bh``) or per-unit level (``none``).
-        correction : {"bonferroni", "holm", "fdr_bh", "none", "max_t"}
+            Family-wise error rate (``bonferroni``, ``holm``, ``sidak``, ``holm-sidak``,
+            ``simes-hochberg``, ``max_t``), false discovery rate (``fdr_bh``; ``fdr_by``,
+            Benjamini-Yekutieli, under any dependence) or per-unit level (``none``).
+        correction : {"bonferroni", "holm", "fdr_bh", "none", "max_t", "fdr_by", "sidak", \
+"holm-sidak", "simes-hochberg"}
+            statsmodels ``multipletests`` names and numbers.
             ``max_t``: permutation max-T family-wise test permuting whole blocks (the
             condition labels of the design's blocks), ``n_permutations`` times with
             ``seed`` (OLS and AR(1) fits; AR(1) units keep their rho bin).
