@@ -305,9 +305,22 @@ def _assemble(Yn, X, plan: OnePassPlan, out: dict, shift, segments) -> GLMStats:
         G[j * P + rest] = lin[j * nr : (j + 1) * nr]
     seg = lin[k:] if plan.starts is not None else None
 
+    # the few rows read again (first, last, segment edges), gathered once
+    want = [np.array([0, T - 1])]
+    if ar and pc.any():
+        up, dn = lag_matrices(X)
+        dup, ddn = (up - X)[:, pc], (dn - X)[:, pc]
+        edge = np.flatnonzero((dup != 0).any(1) | (ddn != 0).any(1))
+        want.append(edge)
+    if ar and segments is not None:
+        want.append(segment_edges(segments))
+    ridx = np.unique(np.concatenate(want)) if ar else np.zeros(0, np.int64)
+    Yr = Yn[ridx].astype(np.float64)
+    if shift is not None:
+        Yr -= shift
+
     def rows(idx):
-        r = Yn[idx].astype(np.float64)
-        return r if shift is None else r - shift
+        return Yr[np.searchsorted(ridx, idx)]
 
     if seg is not None:
         ysum = seg.sum(0)
@@ -316,9 +329,6 @@ def _assemble(Yn, X, plan: OnePassPlan, out: dict, shift, segments) -> GLMStats:
     else:
         ysum = lin[k - 1]
     if ar and pc.any():
-        up, dn = lag_matrices(X)
-        dup, ddn = (up - X)[:, pc], (dn - X)[:, pc]
-        edge = np.flatnonzero((dup != 0).any(1) | (ddn != 0).any(1))
         Ye = rows(edge)
         G[P : 2 * P][pc] = G[:P][pc] + dup[edge].T @ Ye
         G[2 * P :][pc] = G[:P][pc] + ddn[edge].T @ Ye
