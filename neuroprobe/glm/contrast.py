@@ -86,13 +86,25 @@ def parse_expression(expr: str, columns: Sequence[str]) -> np.ndarray:
     return w
 
 
+def _parse(expr: str, columns: Sequence[str]) -> np.ndarray:
+    """The term parser; expressions with parentheses go to the full grammar."""
+    try:
+        return parse_expression(expr, columns)
+    except NeuroprobeError:
+        if "(" not in expr and ")" not in expr:
+            raise
+    from neuroprobe.glm.contrast_grammar import parse_linear
+
+    return parse_linear(expr, columns)
+
+
 def as_contrast(c, columns: Sequence[str]) -> np.ndarray:
     """A contrast as a float array ``[P]`` (t) or ``[q, P]`` (F)."""
     P = len(columns)
     if isinstance(c, str):
-        return parse_expression(c, columns)
+        return _parse(c, columns)
     if isinstance(c, (list, tuple)) and c and all(isinstance(x, str) for x in c):
-        return np.stack([parse_expression(x, columns) for x in c])
+        return np.stack([_parse(x, columns) for x in c])
     try:
         arr = np.asarray(c.detach().cpu() if hasattr(c, "detach") else c, dtype=np.float64)
     except (TypeError, ValueError):
