@@ -199,10 +199,11 @@ def max_t_p(con, *, tail: str, n_permutations: int, seed: int) -> np.ndarray:
     if tail not in _TAILS:
         raise NeuroprobeError(f"tail must be one of {_TAILS}; got {tail!r}.")
     glm = con._glm
-    if con.stat_type != "t":
+    if con.stat_type != "t" and (tail != "upper" or (glm is not None and
+                                                     glm.noise != "ols")):
         raise NeuroprobeError(
-            "correction='max_t' is implemented for t contrasts; for an F contrast use "
-            "'bonferroni', 'holm' or 'fdr_bh'."
+            "correction='max_t' for an F contrast is implemented for OLS fits (upper tail); "
+            "for an AR(1) F contrast use 'bonferroni', 'holm' or 'fdr_bh'."
         )
     if glm is None:  # pragma: no cover - contrasts always come from a GLMResult
         raise NeuroprobeError("correction='max_t' needs the contrast of a fitted GLM.")
@@ -214,7 +215,7 @@ def max_t_p(con, *, tail: str, n_permutations: int, seed: int) -> np.ndarray:
             "Use 'bonferroni', 'holm' or 'fdr_bh'."
         )
     J = set(glm._perm["perm_cols"])
-    used = set(np.flatnonzero(con.contrast).tolist())
+    used = set(np.flatnonzero(np.atleast_2d(con.contrast).any(0)).tolist())
     if not used <= J:
         bad = [con.columns[j] for j in sorted(used - J)]
         raise NeuroprobeError(
@@ -224,7 +225,12 @@ def max_t_p(con, *, tail: str, n_permutations: int, seed: int) -> np.ndarray:
         )
     fn = _ar1_null_max if glm.noise == "ar1" else _null_max
     with serial_torch(glm.beta.device):
-        null = np.sort(fn(glm, con.contrast, tail, n_perm, seed))
+        if con.stat_type == "F":
+            from neuroprobe.glm.permutation_f import null_max_f
+
+            null = np.sort(null_max_f(glm, con.contrast, n_perm, seed))
+        else:
+            null = np.sort(fn(glm, con.contrast, tail, n_perm, seed))
     s = con.stat.detach().cpu().numpy()
     obs = s if tail == "upper" else -s if tail == "lower" else np.abs(s)
     n_ge = n_perm - np.searchsorted(null, obs, side="left")
