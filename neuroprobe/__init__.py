@@ -44,6 +44,8 @@ __all__ = [
     "NeuroprobeError", "NeuroprobeWarning",
     # glm: block designs, mass-univariate fits, contrasts, streaming GLM
     "BlockDesign", "fit_glm", "GLMResult", "ContrastResult", "GLMProbe",
+    "glm_predicted", "glm_residuals", "glm_r_square",
+    "fixed_effects", "second_level", "paired_second_level",
     # networks: stimuli, sets of units, the functional-networks experiment
     "TASKS", "CONTROL", "PromptSet", "BlockRun", "load_prompts", "load_words", "count_tokens",
     "random_word_controls", "make_runs", "generate_prompts", "toy_tokenizer",

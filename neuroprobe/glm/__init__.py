@@ -15,3 +15,5 @@ from neuroprobe.glm.contrast import *  # noqa: F401,F403
 from neuroprobe.glm.design import *  # noqa: F401,F403
 from neuroprobe.glm.fit import *  # noqa: F401,F403
 from neuroprobe.glm.probe import *  # noqa: F401,F403
+from neuroprobe.glm.residuals import *  # noqa: F401,F403
+from neuroprobe.glm.second_level import *  # noqa: F401,F403

@@ -107,13 +107,25 @@ def parse_expression(expr: str, columns: Sequence[str]) -> np.ndarray:
     return w
 
 
+def _parse(expr: str, columns: Sequence[str]) -> np.ndarray:
+    """The term parser; expressions with parentheses go to the full grammar."""
+    try:
+        return parse_expression(expr, columns)
+    except NeuroprobeError:
+        if "(" not in expr and ")" not in expr:
+            raise
+    from neuroprobe.glm.contrast_grammar import parse_linear
+
+    return parse_linear(expr, columns)
+
+
 def as_contrast(c, columns: Sequence[str]) -> np.ndarray:
     """A contrast as a float array ``[P]`` (t) or ``[q, P]`` (F)."""
     P = len(columns)
     if isinstance(c, str):
-        return parse_expression(c, columns)
+        return _parse(c, columns)
     if isinstance(c, (list, tuple)) and c and all(isinstance(x, str) for x in c):
-        return np.stack([parse_expression(x, columns) for x in c])
+        return np.stack([_parse(x, columns) for x in c])
     try:
         arr = np.asarray(c.detach().cpu() if hasattr(c, "detach") else c, dtype=np.float64)
     except (TypeError, ValueError):
@@ -332,9 +344,12 @@ class ContrastResult:
         Parameters
         ----------
         alpha : float in (0, 1)
-            Family-wise error rate (``bonferroni``, ``holm``, ``max_t``), false discovery
-            rate (``fdr_bh``) or per-unit level (``none``).
-        correction : {"bonferroni", "holm", "fdr_bh", "none", "max_t"}
+            Family-wise error rate (``bonferroni``, ``holm``, ``sidak``, ``holm-sidak``,
+            ``simes-hochberg``, ``max_t``), false discovery rate (``fdr_bh``; ``fdr_by``,
+            Benjamini-Yekutieli, under any dependence) or per-unit level (``none``).
+        correction : {"bonferroni", "holm", "fdr_bh", "none", "max_t", "fdr_by", "sidak", \
+"holm-sidak", "simes-hochberg"}
+            statsmodels ``multipletests`` names and numbers.
             ``max_t``: permutation max-T family-wise test permuting whole blocks (the
             condition labels of the design's blocks), ``n_permutations`` times with
             ``seed`` (OLS and AR(1) fits; AR(1) units keep their rho bin).

@@ -66,10 +66,39 @@ def _gamma_difference_hrf(t_r, delay, undershoot, dispersion, u_dispersion, rati
     return hrf / hrf.sum()
 
 
-def _hrf_kernel(name: str, t_r: float) -> np.ndarray:
+def _hrf_kernel(name: str, t_r: float, oversampling: int = 1) -> np.ndarray:
     if name == "spm":
-        return _gamma_difference_hrf(t_r, 6, 16.0, 1.0, 1.0, 0.167)
-    return _gamma_difference_hrf(t_r, 6, 12.0, 0.9, 0.9, 0.48)  # glover
+        return _gamma_difference_hrf(t_r, 6, 16.0, 1.0, 1.0, 0.167, oversampling=oversampling)
+    return _gamma_difference_hrf(t_r, 6, 12.0, 0.9, 0.9, 0.48,  # glover
+                                 oversampling=oversampling)
+
+
+def _hrf_regressor(box: np.ndarray, name: str, t_r: float, oversampling: int,
+                   min_onset: float = -24.0) -> np.ndarray:
+    """A boxcar of one run convolved with the HRF as nilearn's ``compute_regressor`` does:
+    the blocks become events (onset, duration) on a grid ``oversampling`` times finer than
+    the time points (from ``min_onset`` before the first), the grid regressor is convolved
+    with the HRF sampled on that grid, then linearly interpolated back at the time points."""
+    n = box.size
+    if oversampling == 1 or n < 2:
+        return np.convolve(box, _hrf_kernel(name, t_r))[:n]
+    ft = np.arange(n) * t_r
+    edges = np.diff(np.r_[0.0, box, 0.0])
+    on, off = np.flatnonzero(edges > 0), np.flatnonzero(edges < 0)
+    onsets, durations = on * t_r, (off - on) * t_r
+    lo, hi = ft.min(), ft.max()
+    n_hr = (n - 1) / (hi - lo) * (hi * (1 + 1.0 / (n - 1)) - lo - min_onset) * oversampling + 1
+    grid = np.linspace(lo + min_onset, hi * (1 + 1.0 / (n - 1)), int(np.rint(n_hr)))
+    tmax = grid.size
+    reg = np.zeros(tmax)
+    t_on = np.minimum(np.searchsorted(grid, onsets), tmax - 1)
+    np.add.at(reg, t_on, 1.0)
+    t_off = np.minimum(np.searchsorted(grid, onsets + durations), tmax - 1)
+    t_off = np.where((t_off < tmax - 1) & (t_off == t_on), t_off + 1, t_off)
+    np.add.at(reg, t_off, -1.0)
+    reg = np.cumsum(reg)
+    conv = np.convolve(reg, _hrf_kernel(name, t_r, oversampling))[:tmax]
+    return np.interp(ft, grid, conv)
 
 
 def _poly_drift(n: int, order: int, t_r: float) -> np.ndarray:
@@ -117,6 +146,10 @@ class BlockDesign:
         Convolve the condition boxcars with a canonical HRF (off by default).
     t_r : float
         Time between two time points (only matters for ``hrf`` and ``high_pass``).
+    hrf_oversampling : int
+        With ``hrf``: the boxcars are convolved on a grid this many times finer than the
+        time points and sampled back, as nilearn's ``compute_regressor`` (whose default,
+        50, this is; 1 convolves the sampled boxcar, as before).
 
     Examples
     --------
@@ -138,6 +171,7 @@ class BlockDesign:
     high_pass: float = 0.01
     hrf: str | None = None
     t_r: float = 1.0
+    hrf_oversampling: int = 50
 
     def __post_init__(self) -> None:
         labels = tuple("" if _is_rest(x) else str(x) for x in self.labels)
@@ -175,6 +209,11 @@ class BlockDesign:
             )
         if self.hrf not in _HRFS:
             raise NeuroprobeError(f"hrf must be one of {_HRFS}; got {self.hrf!r}.")
+        if isinstance(self.hrf_oversampling, bool) or not isinstance(
+                self.hrf_oversampling, (int, np.integer)) or self.hrf_oversampling < 1:
+            raise NeuroprobeError(
+                f"hrf_oversampling must be an int >= 1; got {self.hrf_oversampling!r}."
+            )
         if not (isinstance(self.t_r, (int, float)) and self.t_r > 0):
             raise NeuroprobeError(f"t_r must be a positive number; got {self.t_r!r}.")
         if not (isinstance(self.high_pass, (int, float)) and self.high_pass >= 0):
@@ -287,11 +326,11 @@ class BlockDesign:
         for c in self.conditions:
             box = (lab == c).astype(np.float64)
             if self.hrf is not None:
-                k = _hrf_kernel(self.hrf, self.t_r)
                 conv = np.zeros(T)
                 for r in range(self.n_runs):  # no bleeding across runs
                     sl = self.runs == r
-                    conv[sl] = np.convolve(box[sl], k)[: int(sl.sum())]
+                    conv[sl] = _hrf_regressor(box[sl], self.hrf, self.t_r,
+                                              int(self.hrf_oversampling))
                 box = conv
             cols[c] = box
         multi = self.n_runs > 1

@@ -231,10 +231,10 @@ def max_t_p(glm, contrast: np.ndarray, stat: np.ndarray, *, stat_type: str, tail
     """
     n_perm = check_positive_int(n_permutations, "n_permutations")
     check_tail(tail)
-    if stat_type != "t":
+    if stat_type != "t" and (tail != "upper" or (glm is not None and glm.noise != "ols")):
         raise NeuroprobeError(
-            "correction='max_t' is implemented for t contrasts; for an F contrast use "
-            "'bonferroni', 'holm' or 'fdr_bh'."
+            "correction='max_t' for an F contrast is implemented for OLS fits (upper tail); "
+            "for an AR(1) F contrast use 'bonferroni', 'holm' or 'fdr_bh'."
         )
     if glm is None:  # pragma: no cover - contrasts always come from a GLMResult
         raise NeuroprobeError("correction='max_t' needs the contrast of a fitted GLM.")
@@ -246,7 +246,7 @@ def max_t_p(glm, contrast: np.ndarray, stat: np.ndarray, *, stat_type: str, tail
             "Use 'bonferroni', 'holm' or 'fdr_bh'."
         )
     J = set(glm._perm.perm_cols)
-    used = set(np.flatnonzero(contrast).tolist())
+    used = set(np.flatnonzero(np.atleast_2d(contrast).any(0)).tolist())
     if not used <= J:
         bad = [glm.columns[j] for j in sorted(used - J)]
         raise NeuroprobeError(
@@ -256,7 +256,12 @@ def max_t_p(glm, contrast: np.ndarray, stat: np.ndarray, *, stat_type: str, tail
         )
     fn = _ar1_null_max if glm.noise == "ar1" else _null_max
     with serial_torch(glm.beta.device):
-        null = np.sort(fn(glm, contrast, tail, n_perm, seed))
+        if stat_type == "F":
+            from neuroprobe.glm.permutation_f import null_max_f
+
+            null = np.sort(null_max_f(glm, contrast, n_perm, seed))
+        else:
+            null = np.sort(fn(glm, contrast, tail, n_perm, seed))
     s = stat
     obs = s if tail == "upper" else -s if tail == "lower" else np.abs(s)
     n_ge = n_perm - np.searchsorted(null, obs, side="left")

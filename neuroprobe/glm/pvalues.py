@@ -14,7 +14,8 @@ from scipy import special, stats
 from neuroprobe.core.errors import NeuroprobeError
 
 #: Multiple-comparison corrections of :func:`adjust` and :func:`reject`.
-CORRECTIONS: tuple[str, ...] = ("bonferroni", "holm", "fdr_bh", "none")
+CORRECTIONS: tuple[str, ...] = ("bonferroni", "holm", "fdr_bh", "none", "fdr_by", "sidak",
+                               "holm-sidak", "simes-hochberg")
 #: Which t values count as evidence.
 TAILS: tuple[str, ...] = ("upper", "lower", "two-sided")
 
@@ -99,24 +100,65 @@ def nilearn_z(p: np.ndarray, one_minus_p: np.ndarray) -> np.ndarray:
     return np.where(z < 0, z_cdf, z)
 
 
+#: corrections beyond ``none`` / ``bonferroni``, by statsmodels ``multipletests`` name
+STEPWISE = ("holm", "fdr_bh", "fdr_by", "sidak", "holm-sidak", "simes-hochberg")
+
+
 def adjust(p: np.ndarray, method: str) -> np.ndarray:
-    """Adjusted p-values (statsmodels ``multipletests`` conventions)."""
+    with np.errstate(divide="ignore"):  # log1p(-1) = -inf gives the right limit (p = 1)
+        return _adjust(p, method)
+
+
+def _adjust(p: np.ndarray, method: str) -> np.ndarray:
+    """Adjusted p-values exactly as statsmodels ``multipletests(p, method=...)[1]``.
+
+    ``bonferroni``, ``sidak`` (``1 - (1 - p)^n``), ``holm``, ``holm-sidak``,
+    ``simes-hochberg`` (step-up), ``fdr_bh`` (Benjamini-Hochberg), ``fdr_by``
+    (Benjamini-Yekutieli, valid under any dependence), ``none``.
+    """
     n = p.size
     if method == "none":
         return p.copy()
     if method == "bonferroni":
         return np.minimum(p * n, 1.0)
+    if method == "sidak":
+        return np.minimum(-np.expm1(n * np.log1p(-p)), 1.0)
     order = np.argsort(p, kind="mergesort")
     ps = p[order]
+    down = np.arange(n, 0, -1)
     if method == "holm":
-        adj = np.maximum.accumulate((n - np.arange(n)) * ps)
-    elif method == "fdr_bh":
-        adj = np.minimum.accumulate((ps * n / np.arange(1, n + 1))[::-1])[::-1]
+        adj = np.maximum.accumulate(down * ps)
+    elif method == "holm-sidak":
+        adj = np.maximum.accumulate(-np.expm1(down * np.log1p(-ps)))
+    elif method == "simes-hochberg":
+        adj = np.minimum.accumulate((down * ps)[::-1])[::-1]
+    elif method in ("fdr_bh", "fdr_by"):
+        ecdf = np.arange(1, n + 1) / n
+        if method == "fdr_by":
+            ecdf = ecdf / np.sum(1.0 / np.arange(1, n + 1))
+        adj = np.minimum.accumulate((ps / ecdf)[::-1])[::-1]
     else:  # pragma: no cover - validated by the caller
         raise ValueError(method)
     out = np.empty(n)
     out[order] = np.minimum(adj, 1.0)
     return out
+
+
+def _step_down(notrej: np.ndarray) -> np.ndarray:
+    """Reject the sorted hypotheses before the first one that is not rejected."""
+    rej = np.ones(notrej.size, bool)
+    idx = np.flatnonzero(notrej)
+    if idx.size:
+        rej[idx[0]:] = False
+    return rej
+
+
+def _step_up(below: np.ndarray) -> np.ndarray:
+    """Reject the sorted hypotheses up to the last one below its threshold."""
+    rej = np.zeros(below.size, bool)
+    if below.any():
+        rej[: np.flatnonzero(below).max() + 1] = True
+    return rej
 
 
 def reject(p: np.ndarray, alpha: float, method: str) -> np.ndarray:
@@ -126,19 +168,24 @@ def reject(p: np.ndarray, alpha: float, method: str) -> np.ndarray:
         return p <= alpha
     if method == "bonferroni":
         return p <= alpha / n
+    if method == "sidak":
+        return p <= -np.expm1(np.log1p(-alpha) / n)
     order = np.argsort(p, kind="mergesort")
     ps = p[order]
+    down = np.arange(n, 0, -1)
     if method == "holm":
-        notrej = ps > alpha / np.arange(n, 0, -1)
-        idx = np.flatnonzero(notrej)
-        rej_sorted = np.ones(n, bool)
-        if idx.size:
-            rej_sorted[idx[0]:] = False
-    else:  # fdr_bh
-        below = ps <= np.arange(1, n + 1) / n * alpha
-        rej_sorted = np.zeros(n, bool)
-        if below.any():
-            rej_sorted[: np.flatnonzero(below).max() + 1] = True
+        rej_sorted = _step_down(ps > alpha / down)
+    elif method == "holm-sidak":
+        rej_sorted = _step_down(ps > -np.expm1(np.log1p(-alpha) / down))
+    elif method == "simes-hochberg":
+        rej_sorted = _step_up(ps <= alpha / down)
+    elif method in ("fdr_bh", "fdr_by"):
+        ecdf = np.arange(1, n + 1) / n
+        if method == "fdr_by":
+            ecdf = ecdf / np.sum(1.0 / np.arange(1, n + 1))
+        rej_sorted = _step_up(ps <= ecdf * alpha)
+    else:  # pragma: no cover - validated by the caller
+        raise ValueError(method)
     out = np.empty(n, bool)
     out[order] = rej_sorted
     return out

@@ -19,6 +19,8 @@ With ``yc = y - shift`` (``shift`` per unit, zero unless the design spans the co
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -130,11 +132,218 @@ def dense_stats(
     P = X.shape[1]
     S = None if segments is None else int(segments.max()) + 1
     if device.type == "cpu" and Y.device.type == "cpu":
-        return _dense_stats_numpy(Y, X, segments, ar=ar, center=center, dtype=dtype,
-                                  memory_budget=memory_budget)
+        return one_pass_stats(Y, X, ar=ar, center=center, segments=segments)
     Mn = design_operator(X, ar=ar, segments=segments)
     return _dense_stats_torch(Y, Mn, P, ar=ar, center=center, dtype=dtype, device=device,
                               memory_budget=memory_budget, S=S)
+
+
+# ---------------------------------------------------------------------------------------
+# the one-pass kernel (CPU): Y is read once, tile by tile
+# ---------------------------------------------------------------------------------------
+TILE_ROWS = 128  # rows of a tile: TILE_ROWS x TILE_COLS float64 = 2 MiB (one core's L2)
+TILE_COLS = 2048
+
+
+@dataclass(frozen=True)
+class _RowTile:
+    r0: int
+    r1: int
+    A: np.ndarray  # [k, r1 - r0] design rows (and segment indicators) of the tile
+    sid: np.ndarray  # ids of the segments the tile touches (rows k_rest: of A)
+
+
+@dataclass(frozen=True)
+class OnePassPlan:
+    """Everything about the design that the one-pass kernel needs, computed once.
+
+    Columns of ``X`` that are constant inside the design's segments (boxcars, run and
+    constant columns) are obtained from per-segment sums of ``y``; only the other columns
+    (drifts, HRF-convolved regressors) and, for AR(1), their lagged copies are multiplied
+    row by row.  Each row tile carries its slice of that small operator plus indicator rows
+    of the segments it touches, so one small BLAS product per tile gives all linear sums.
+    """
+
+    T: int
+    P: int
+    ar: bool
+    rest: np.ndarray  # design columns multiplied row by row
+    pc: np.ndarray  # [P] bool: columns obtained from segment sums
+    starts: np.ndarray | None  # segment starts (None: no segments)
+    k_rest: int  # rows of the operator before the segment indicators
+    tiles: tuple
+
+    @property
+    def n_seg(self) -> int:
+        return 0 if self.starts is None else int(self.starts.size)
+
+
+def one_pass_plan(X: np.ndarray, *, ar: bool, segments: np.ndarray | None,
+                  tile_rows: int = TILE_ROWS) -> OnePassPlan:
+    """The tiling and the design operator of :func:`one_pass_stats`."""
+    T, P = X.shape
+    up, dn = lag_matrices(X)
+    if segments is not None:
+        starts = np.r_[0, np.flatnonzero(np.diff(segments)) + 1]
+        pc = (X == X[starts][segments]).all(0)
+    else:
+        starts, pc = None, np.zeros(P, bool)
+    rest = np.flatnonzero(~pc)
+    rows = [X[:, rest].T]
+    if ar:
+        rows += [up[:, rest].T, dn[:, rest].T]
+    if starts is None:
+        rows.append(np.ones((1, T)))  # sum of y
+    Mr = np.concatenate(rows) if rows else np.zeros((0, T))
+    k_rest = Mr.shape[0]
+    tiles = []
+    for r0 in range(0, T, tile_rows):
+        r1 = min(T, r0 + tile_rows)
+        if starts is None:
+            sid = np.zeros(0, np.int64)
+            A = Mr[:, r0:r1]
+        else:
+            sid = np.unique(segments[r0:r1])
+            ind = (segments[None, r0:r1] == sid[:, None]).astype(np.float64)
+            A = np.concatenate([Mr[:, r0:r1], ind])
+        tiles.append(_RowTile(r0, r1, np.ascontiguousarray(A), sid))
+    return OnePassPlan(T, P, ar, rest, pc, starts, k_rest, tuple(tiles))
+
+
+def _column_block(Yn: np.ndarray, plan: OnePassPlan, c0: int, c1: int, shift: np.ndarray | None,
+                  out: dict) -> None:
+    """Accumulate the sums of the columns ``c0:c1`` over every row tile (in place)."""
+    n = c1 - c0
+    lin = np.zeros((plan.k_rest + plan.n_seg, n))
+    yy = np.zeros(n)
+    lag = np.zeros(n) if plan.ar else None
+    convert = Yn.dtype != np.float64 or shift is not None
+    buf = np.empty((max(t.r1 - t.r0 for t in plan.tiles), n)) if convert else None
+    sh = None if shift is None else shift[c0:c1]
+    prev = None
+    k = plan.k_rest
+    for tile in plan.tiles:
+        b = Yn[tile.r0:tile.r1, c0:c1]
+        if convert:
+            tb = buf[: tile.r1 - tile.r0]
+            if sh is None:
+                tb[...] = b
+            else:
+                np.subtract(b, sh, out=tb, dtype=np.float64)
+            b = tb
+        R = tile.A @ b
+        lin[:k] += R[:k]
+        if tile.sid.size:
+            lin[k + tile.sid] += R[k:]
+        yy += np.einsum("tn,tn->n", b, b)
+        if plan.ar:
+            lag += np.einsum("tn,tn->n", b[1:], b[:-1])
+            if prev is not None:
+                lag += prev * b[0]
+            prev = b[-1].copy()
+    out["lin"][:, c0:c1] = lin
+    out["yy"][c0:c1] = yy
+    if plan.ar:
+        out["lag"][c0:c1] = lag
+
+
+def _n_threads() -> int:
+    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+
+
+def one_pass_stats(Y, X: np.ndarray, *, ar: bool, center: bool,
+                   segments: np.ndarray | None = None, n_threads: int | None = None,
+                   tile_rows: int = TILE_ROWS, tile_cols: int = TILE_COLS) -> GLMStats:
+    """Sufficient statistics of ``Y [T, N]`` (ndarray, memmap or CPU tensor) in one read.
+
+    ``Y`` is cut into tiles of ``tile_rows x tile_cols`` that fit a core's cache; each tile
+    is read from memory once and everything the fit needs is taken from it while it is in
+    cache: one small BLAS product with the tile's slice of the design operator (``X'y``,
+    the lag-1 products ``Xup'y``, ``Xdn'y`` of the columns that are not piecewise constant
+    and the segment sums), ``sum y^2`` and ``sum y_t y_{t-1}``.  Column blocks run on
+    ``n_threads`` threads (BLAS single-threaded inside).  Accumulation is float64 for any
+    input dtype; non-float64 input is converted tile by tile (and, when ``center`` -- the
+    design spans the constant -- shifted by a per-unit offset, so float32 data lose no
+    precision to cancellation).  Peak memory: the ``O(P N)`` results plus one tile per
+    thread.
+    """
+    Yn = Y.detach().numpy() if isinstance(Y, Tensor) else np.asarray(Y)
+    T, N = Yn.shape
+    plan = one_pass_plan(X, ar=ar, segments=segments, tile_rows=tile_rows)
+    shift = None
+    if center and Yn.dtype != np.float64:
+        shift = Yn[: min(T, 32)].mean(0, dtype=np.float64)
+    out = {"lin": np.empty((plan.k_rest + plan.n_seg, N)), "yy": np.empty(N),
+           "lag": np.empty(N) if ar else None}
+    blocks = [(c, min(N, c + tile_cols)) for c in range(0, N, tile_cols)]
+    nt = min(n_threads or _n_threads(), len(blocks))
+    with _err(), _serial_blas():
+        if nt <= 1:
+            for c0, c1 in blocks:
+                _column_block(Yn, plan, c0, c1, shift, out)
+        else:
+            # threads take interleaved column blocks (numpy and BLAS release the GIL)
+            def work(i):
+                for c0, c1 in blocks[i::nt]:
+                    _column_block(Yn, plan, c0, c1, shift, out)
+
+            with ThreadPoolExecutor(nt) as ex:
+                list(ex.map(work, range(nt)))
+        return _assemble(Yn, X, plan, out, shift, segments)
+
+
+def _assemble(Yn, X, plan: OnePassPlan, out: dict, shift, segments) -> GLMStats:
+    """From the tile sums to :class:`GLMStats` (a few rows of Y are read again: the first,
+    the last and those at segment edges)."""
+    T, P = X.shape
+    N = Yn.shape[1]
+    lin = out["lin"]
+    k, rest, pc, ar = plan.k_rest, plan.rest, plan.pc, plan.ar
+    nr = rest.size
+    G = np.empty((3 * P if ar else P, N))
+    for j in range(3 if ar else 1):
+        G[j * P + rest] = lin[j * nr : (j + 1) * nr]
+    seg = lin[k:] if plan.starts is not None else None
+
+    # the few rows read again (first, last, segment edges), gathered once
+    want = [np.array([0, T - 1])]
+    if ar and pc.any():
+        up, dn = lag_matrices(X)
+        dup, ddn = (up - X)[:, pc], (dn - X)[:, pc]
+        edge = np.flatnonzero((dup != 0).any(1) | (ddn != 0).any(1))
+        want.append(edge)
+    if ar and segments is not None:
+        want.append(segment_edges(segments))
+    ridx = np.unique(np.concatenate(want)) if ar else np.zeros(0, np.int64)
+    Yr = Yn[ridx].astype(np.float64)
+    if shift is not None:
+        Yr -= shift
+
+    def rows(idx):
+        return Yr[np.searchsorted(ridx, idx)]
+
+    if seg is not None:
+        ysum = seg.sum(0)
+        if pc.any():
+            G[:P][pc] = X[plan.starts][:, pc].T @ seg
+    else:
+        ysum = lin[k - 1]
+    if ar and pc.any():
+        Ye = rows(edge)
+        G[P : 2 * P][pc] = G[:P][pc] + dup[edge].T @ Ye
+        G[2 * P :][pc] = G[:P][pc] + ddn[edge].T @ Ye
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
+    st = GLMStats(T, t(G[:P]), t(out["yy"]), t(ysum),
+                  t(np.zeros(N) if shift is None else shift),
+                  seg=None if seg is None else t(seg))
+    if ar:
+        st.xupy, st.xdny = t(G[P : 2 * P]), t(G[2 * P :])
+        st.lag = t(out["lag"])
+        fl = rows(np.array([0, T - 1]))
+        st.first, st.last = t(fl[0]), t(fl[1])
+        if segments is not None:
+            st.edges = t(rows(segment_edges(segments)))
+    return st
 
 
 def _dense_stats_torch(Y: Tensor, Mn: np.ndarray, P: int, *, ar: bool, center: bool,

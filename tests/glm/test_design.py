@@ -2,6 +2,7 @@
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 
 import neuroprobe as npb
@@ -64,10 +65,39 @@ def test_hrf_convolution_matches_nilearn_kernel():
     from nilearn.glm.first_level import glover_hrf, spm_hrf
 
     for name, ref in [("glover", glover_hrf), ("spm", spm_hrf)]:
-        d = npb.BlockDesign.from_blocks([("a", 1), ("b", 39)], baseline="b", hrf=name, t_r=2.0)
+        d = npb.BlockDesign.from_blocks([("a", 1), ("b", 39)], baseline="b", hrf=name, t_r=2.0,
+                                        hrf_oversampling=1)
         k = ref(t_r=2.0, oversampling=1, time_length=32.0)
         np.testing.assert_allclose(d.matrix["a"].to_numpy()[: k.size], k, atol=1e-12)
         assert "constant" in d.matrix
+
+
+@pytest.mark.parametrize("hrf", ["glover", "spm"])
+@pytest.mark.parametrize("t_r", [1.0, 2.0, 0.7])
+def test_hrf_oversampling_matches_nilearn_design_matrix(hrf, t_r):
+    """With nilearn's default oversampling (50) the HRF regressors equal those of
+    make_first_level_design_matrix for the same blocks as events (two runs: per run)."""
+    from nilearn.glm.first_level import make_first_level_design_matrix
+
+    blocks = [("a", 6), ("b", 9), ("c", 5), ("a", 3), ("b", 7), ("c", 10)]
+    runs = [(c, n, r) for r in (0, 1) for c, n in (blocks if r == 0 else blocks[::-1])]
+    d = npb.BlockDesign.from_blocks(runs, baseline="c", hrf=hrf, t_r=t_r)
+    assert d.hrf_oversampling == 50
+    for r in (0, 1):
+        rows = np.flatnonzero(d.runs == r)
+        ev, t0 = [], 0
+        for c, n, rr in runs:
+            if rr != r:
+                continue
+            ev.append({"onset": t0 * t_r, "duration": n * t_r, "trial_type": c})
+            t0 += n
+        ref = make_first_level_design_matrix(np.arange(rows.size) * t_r, pd.DataFrame(ev),
+                                             hrf_model=hrf, drift_model=None)
+        for c in ("a", "b"):
+            np.testing.assert_allclose(d.matrix[c].to_numpy()[rows], ref[c].to_numpy(),
+                                       rtol=1e-10, atol=1e-13)
+    with pytest.raises(NeuroprobeError, match="hrf_oversampling must be an int >= 1"):
+        npb.BlockDesign.from_blocks(blocks, hrf=hrf, hrf_oversampling=0)
 
 
 def test_from_labels_and_blocks_table():

@@ -1,0 +1,101 @@
+"""Tests of neuroprobe.glm.stats: the one-pass tiled kernel against a plain numpy loop and
+against the previous (several-pass) path, for every tiling, thread count and input kind."""
+
+import numpy as np
+import pytest
+import torch
+
+import neuroprobe as npb
+from neuroprobe.glm.fit import _segments
+from neuroprobe.glm.stats import (
+    _dense_stats_numpy,
+    lag_matrices,
+    one_pass_stats,
+    segment_edges,
+)
+
+BLOCKS = [("a", 9), ("b", 7), ("c", 11)] * 5  # T = 135
+
+
+def _case(drift="cosine", seed=0, N=37, offset=4.0):
+    d = npb.BlockDesign.from_blocks(BLOCKS, baseline="c", drift=drift, high_pass=0.03)
+    X = d.matrix
+    rng = np.random.default_rng(seed)
+    Y = offset + rng.standard_normal((len(X), N)).cumsum(0) * 0.3
+    return np.array(X.to_numpy()), list(X.columns), Y
+
+
+def _plain(Y, X, segments, shift):
+    """The statistics written as the definitions (a loop-free numpy reference)."""
+    yc = Y.astype(np.float64) - shift
+    up, dn = lag_matrices(X)
+    out = {"xty": X.T @ yc, "yy": (yc**2).sum(0), "ysum": yc.sum(0), "xupy": up.T @ yc,
+           "xdny": dn.T @ yc, "lag": (yc[1:] * yc[:-1]).sum(0), "first": yc[0],
+           "last": yc[-1]}
+    if segments is not None:
+        S = int(segments.max()) + 1
+        out["seg"] = np.stack([yc[segments == s].sum(0) for s in range(S)])
+        out["edges"] = yc[segment_edges(segments)]
+    return out
+
+
+@pytest.mark.parametrize("drift", ["cosine", None])
+@pytest.mark.parametrize("use_seg", [True, False])
+@pytest.mark.parametrize("tiles", [(128, 2048), (7, 5), (1, 1), (200, 3)])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_one_pass_matches_plain_loop(drift, use_seg, tiles, n_threads):
+    X, cols, Y = _case(drift)
+    seg = _segments(X, cols)[0] if use_seg else None
+    for Yin in (Y, torch.from_numpy(Y), Y.astype(np.float32)):
+        for ar in (False, True):
+            st = one_pass_stats(Yin, X, ar=ar, center=True, segments=seg,
+                                tile_rows=tiles[0], tile_cols=tiles[1], n_threads=n_threads)
+            Yf = np.asarray(Yin, dtype=np.float64)
+            ref = _plain(Yf, X, seg, st.shift.numpy()[None])
+            keys = ["xty", "yy", "ysum"] + (["xupy", "xdny", "lag", "first", "last"]
+                                            if ar else [])
+            if seg is not None:
+                keys += ["seg"] + (["edges"] if ar else [])
+            for k in keys:
+                np.testing.assert_allclose(getattr(st, k).numpy(), ref[k], rtol=1e-12,
+                                           atol=1e-10, err_msg=k)
+            if not ar:
+                assert st.lag is None and st.xupy is None
+
+
+def test_one_pass_same_fit_as_previous_path():
+    """fit_glm (now on the one-pass kernel) gives the previous path's numbers."""
+    from neuroprobe.glm.fit import _finish, _rank_check
+
+    X, cols, Y = _case()
+    seg = _segments(X, cols)[0]
+    for noise in ("ols", "ar1"):
+        old = _dense_stats_numpy(torch.from_numpy(Y), X, seg, ar=noise == "ar1",
+                                 center=True, dtype=torch.float64, memory_budget=1 << 26)
+        rank = _rank_check(X, cols, False)
+        ref = _finish(old, X, cols, noise=noise, bins=100, rank=rank, units=None, perm=None)
+        new = npb.fit_glm(Y, X, noise=noise)
+        np.testing.assert_allclose(new.beta.numpy(), ref.beta.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(new.dispersion.numpy(), ref.dispersion.numpy(), rtol=1e-10)
+        c = np.r_[1.0, -1.0, np.zeros(X.shape[1] - 2)]
+        np.testing.assert_allclose(new.contrast(c).t.numpy(), ref.contrast(c).t.numpy(),
+                                   rtol=1e-10)
+
+
+def test_one_pass_memmap_and_float32(tmp_path):
+    """A memmapped float32 Y is read tile by tile and gives float64-accurate sums."""
+    X, cols, Y = _case(offset=1000.0)
+    path = tmp_path / "y.npy"
+    np.save(path, Y.astype(np.float32))
+    mm = np.load(path, mmap_mode="r")
+    seg = _segments(X, cols)[0]
+    st = one_pass_stats(mm, X, ar=True, center=True, segments=seg, tile_rows=16,
+                        tile_cols=8)
+    ref = _plain(np.asarray(mm, np.float64), X, seg, st.shift.numpy()[None])
+    np.testing.assert_allclose(st.yy.numpy(), ref["yy"], rtol=1e-12)
+    np.testing.assert_allclose(st.lag.numpy(), ref["lag"], rtol=1e-12)
+    a = npb.fit_glm(torch.from_numpy(np.asarray(mm)), X, noise="ar1")
+    y64 = np.asarray(mm, np.float64)
+    b = npb.fit_glm(y64 - y64.mean(0), X, noise="ar1")  # t does not depend on the offset
+    np.testing.assert_allclose(a.contrast("x0 - x1").t.numpy(),
+                               b.contrast("x0 - x1").t.numpy(), rtol=1e-9)
