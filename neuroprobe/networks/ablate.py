@@ -680,8 +680,11 @@ class CausalEffect:
 def _warn_overlap(texts: Sequence[str], localizer) -> None:
     if localizer is None:
         return
-    loc = set(getattr(localizer, "texts", localizer))
-    n = sum(t in loc for t in texts)
+    def key(t):
+        return t if isinstance(t, str) else tuple(int(i) for i in t)
+
+    loc = {key(t) for t in getattr(localizer, "texts", localizer)}
+    n = sum(key(t) in loc for t in texts)
     if n:
         warnings.warn(
             f"{n} of the {len(texts)} held-out texts are also localizer stimuli; the effect "
