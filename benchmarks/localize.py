@@ -18,6 +18,7 @@ Absolute times depend on the machine's load; the ratios are the comparable numbe
 from __future__ import annotations
 
 import argparse
+import importlib
 import time
 
 import numpy as np
@@ -25,7 +26,8 @@ import torch
 from scipy import stats
 
 import neuroprobe as npb
-from neuroprobe.networks import ablate as ab
+
+ab = importlib.import_module("neuroprobe.networks.ablate")  # the package attribute is the function
 
 MLP = "blocks.*.mlp.hook_post"
 

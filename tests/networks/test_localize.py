@@ -3,6 +3,7 @@ split-half reliability, packaged stimuli, bad input."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 
 import numpy as np
@@ -12,7 +13,9 @@ import torch
 from scipy import stats
 
 import neuroprobe as npb
-from neuroprobe.networks import localize as loc
+
+# the package's `localize` attribute is the function; the module is in sys.modules
+loc = importlib.import_module("neuroprobe.networks.localize")
 
 
 def _reference_top_mask(sent: np.ndarray, nonw: np.ndarray, n_layers: int, percentage: float,
