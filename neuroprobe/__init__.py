@@ -52,6 +52,11 @@ __all__ = [
     "FunctionalNetwork", "OverlapMatrix", "TaskPrediction", "dice", "jaccard", "overlap_matrix",
     "consensus", "templates", "shared_core", "predict_task",
     "NETWORK_HOOKS", "MLP_HIDDEN_HOOKS", "FunctionalNetworksResult", "functional_networks",
+    # networks: localizers and ablation
+    "LocalizerStimuli", "load_localizer", "multiple_demand_stimuli", "LocalizerValues",
+    "localizer_values", "localize", "SplitHalf", "split_half_reliability",
+    "AblationReference", "ablation_reference", "ablate", "CausalEffect", "causal_effect",
+    "Dissociation", "dissociation", "random_networks",
     # mae: corpora, max-activating and minimal activating examples, local search
     "load_default_corpus", "iter_texts", "MAE", "MaxActivatingExamples", "TokenImportance",
     "Trajectory", "max_activating_examples", "prune_to_mae", "token_importance",
