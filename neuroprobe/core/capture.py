@@ -24,7 +24,7 @@ from torch import Tensor
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.hooks import HookRequest, HookSpec, hook_names, resolve_hooks
 from neuroprobe.core.validation import check_positive_int
-from neuroprobe.core.probes import BatchMeta, _project
+from neuroprobe.core.probes import BatchMeta
 from neuroprobe.core.recording import Recording
 from neuroprobe.core.units import UnitIndex, hook_layer
 
@@ -431,7 +431,7 @@ def _recorded_columns(req: HookRequest, acts: Tensor) -> Tensor:
     """The columns ``record`` keeps of one hook's ``[n, d]`` output: its directions
     projected, its chosen neurons, or everything."""
     if req.directions is not None:
-        return _project(acts, req.directions.vectors)
+        return req.directions.unit_activations(acts)
     if req.indices is not None:
         return acts[:, torch.as_tensor(req.indices, device=acts.device)]
     return acts

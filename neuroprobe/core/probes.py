@@ -76,9 +76,9 @@ class Probe(Protocol):
     def merge(self, other: Probe) -> Probe: ...
 
 
-def _as_hook_and_dirs(target) -> tuple[str, Tensor | None]:
+def _as_hook_and_dirs(target) -> tuple[str, Directions | None]:
     if isinstance(target, Directions):
-        return target.hook, target.vectors
+        return target.hook, target
     if isinstance(target, str):
         return target, None
     raise NeuroprobeError(
@@ -86,9 +86,11 @@ def _as_hook_and_dirs(target) -> tuple[str, Tensor | None]:
     )
 
 
-def _project(x: Tensor, dirs: Tensor | None) -> Tensor:
+def _project(x: Tensor, dirs: Directions | Tensor | None) -> Tensor:
     if dirs is None:
         return x
+    if isinstance(dirs, Directions):
+        return dirs.unit_activations(x)
     if x.shape[-1] != dirs.shape[-1]:
         raise NeuroprobeError(
             f"Directions have width {dirs.shape[-1]} but the hook's output has width "

@@ -90,6 +90,25 @@ class Directions:
     def width(self) -> int:
         return int(self.vectors.shape[1])
 
+    def unit_activations(self, acts: Float[Tensor, "... d"]
+                         ) -> Float[Tensor, "... n_directions"]:
+        """The recorded values of these directions for a hook's output ``acts``.
+
+        The one place a direction set turns activations into unit values (``acts @
+        vectors.T`` here; subclasses such as SAE features override it).
+        """
+        if acts.shape[-1] != self.width:
+            raise NeuroprobeError(
+                f"Directions have width {self.width} but the hook's output has width "
+                f"{acts.shape[-1]}; build the directions for this hook."
+            )
+        return acts @ self.vectors.to(device=acts.device, dtype=acts.dtype).T
+
+    def subset(self, indices) -> Directions:
+        """The directions ``indices`` (row numbers) as a new set of the same kind."""
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        return Directions(self.hook, self.vectors[idx], self.name)
+
 
 @dataclass(frozen=True)
 class UnitBlock:
