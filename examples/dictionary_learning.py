@@ -12,7 +12,7 @@ Steps, all offline, written to ``DIR/results.json`` plus figures and a feature d
    components, CE loss recovered with the reconstruction spliced in, KL, dead fraction.
 4. ``compare_bases``: neurons, PCA, ICA, NMF, k-means, random directions and the TopK SAE's
    features, scored by n-gram predictability (bootstrap CIs over units).
-5. A feature dashboard (HTML) of the TopK SAE's most active features.
+5. Feature dashboards (HTML) of alive TopK-SAE features drawn with the seed.
 
 Usage::
 
@@ -51,6 +51,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--bases-units", type=int, default=576)
     ap.add_argument("--bases-tokens", type=int, default=40_000)
     ap.add_argument("--skip-bases", action="store_true")
+    ap.add_argument("--harvest-only", action="store_true")
+    ap.add_argument("--dash-tokens", type=int, default=20_000)
+    ap.add_argument("--dash-features", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     out = Path(a.out)
@@ -61,8 +64,20 @@ def main(argv=None) -> dict:
     corpus = load_shakespeare_corpus()
 
     # 1. harvest ------------------------------------------------------------------------------
-    store = harvest(model, corpus, [a.hook], path=out / "store", n_tokens=a.n_train_tokens,
-                    context_size=a.context_size, batch_size=16, seed=a.seed, progress=True)
+    from neuroprobe.dictionary import ActivationStore
+
+    try:  # reuse a finished harvest of the same settings (an interrupted run restarts here)
+        store = ActivationStore.open(out / "store")
+        same = (store.hooks == (a.hook,) and store.meta.get("context_size") == a.context_size
+                and store.meta.get("n_contexts") == -(-a.n_train_tokens // (a.context_size - 1)))
+    except npb.NeuroprobeError:
+        same = False
+    if not same:
+        store = harvest(model, corpus, [a.hook], path=out / "store",
+                        n_tokens=a.n_train_tokens, context_size=a.context_size, batch_size=16,
+                        seed=a.seed, progress=True)
+    if a.harvest_only:
+        return {}
     n_train_ctx = store.meta["n_contexts"]
     print(f"harvest: {store.n_tokens} tokens at {store.meta['tokens_per_s']:.0f} tokens/s",
           flush=True)
@@ -126,9 +141,10 @@ def main(argv=None) -> dict:
         from neuroprobe.dictionary import feature_dashboard
 
         sae = saes["topk"]
-        html = feature_dashboard(model, sae, corpus, n_features=24, n_tokens=20_000,
-                                 context_size=a.context_size, skip_contexts=n_train_ctx)
-        (out / "dashboard.html").write_text(html)
+        dash = feature_dashboard(model, sae, corpus, n_features=a.dash_features,
+                                 n_tokens=a.dash_tokens, context_size=a.context_size,
+                                 skip_contexts=n_train_ctx, seed=a.seed)
+        dash.save(out / "dashboard")
     except ImportError:  # pragma: no cover - dashboard not built
         pass
     results["seconds"] = time.perf_counter() - t_all

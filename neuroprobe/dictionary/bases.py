@@ -232,7 +232,7 @@ def _unit_activations(basis: str, X: torch.Tensor, XA: torch.Tensor, n: int, sae
     mu = XA.mean(0)
     Xc = (X - mu).numpy()
     XAc = (XA - mu).numpy().astype(np.float64)
-    fit = XAc[np.random.default_rng(seed).permutation(XAc.shape[0])[:20000]]
+    fit = XAc[np.random.default_rng(seed).permutation(XAc.shape[0])[:8000]]
     if basis == "neurons":
         W = np.eye(d)[:n]
     elif basis == "pca":
@@ -253,7 +253,7 @@ def _unit_activations(basis: str, X: torch.Tensor, XA: torch.Tensor, n: int, sae
         from sklearn.decomposition import NMF
 
         shift = fit - fit.min(0)
-        nmf = NMF(n_components=n, init="nndsvda", random_state=seed, max_iter=200)
+        nmf = NMF(n_components=n, init="nndsvda", random_state=seed, max_iter=100)
         import warnings
 
         with warnings.catch_warnings():

@@ -189,7 +189,7 @@ def train_sae_on_store(store: ActivationStore, *, hook: str, d_sae: int,
     fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
     resample_steps = sorted({int(f * n_steps) for f in resample_at if 0 < f < 1}) \
         if architecture == "l1" else []
-    step = 0
+    step, prior_secs = 0, 0.0
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
     if ckpt is not None and ckpt.exists():
         st = torch.load(ckpt, map_location=device, weights_only=False)
@@ -198,6 +198,7 @@ def train_sae_on_store(store: ActivationStore, *, hook: str, d_sae: int,
         sae.load_state_dict(st["sae"])
         opt.load_state_dict(st["opt"])
         fired, step, scale = st["fired"].to(device), int(st["step"]), float(st["scale"])
+        prior_secs = float(st.get("seconds", 0.0))
     settings = dict(architecture=architecture, d_sae=d_sae, hook=hook, seed=seed,
                     batch_size=batch_size, n_steps=n_steps)
 
@@ -246,17 +247,18 @@ def train_sae_on_store(store: ActivationStore, *, hook: str, d_sae: int,
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             tmp = ckpt.with_suffix(".tmp")
             torch.save(dict(sae=sae.state_dict(), opt=opt.state_dict(), fired=fired.cpu(),
-                            step=step, scale=scale, settings=settings), tmp)
+                            step=step, scale=scale, settings=settings,
+                            seconds=prior_secs + time.perf_counter() - t0), tmp)
             tmp.replace(ckpt)
     if bar is not None:
         bar.close()
-    secs = time.perf_counter() - t0
+    secs = prior_secs + time.perf_counter() - t0  # training time of all steps, resumed too
     out = sae.fold_input_scale(scale)
     out.metadata["training"] = dict(
         steps=n_steps, batch_size=batch_size, tokens=n_steps * batch_size, lr=lr,
         l1_coefficient=l1_coefficient if architecture == "l1" else None, seed=seed,
         input_scale=scale, final_loss=loss_val,
-        tokens_per_s=steps_done * batch_size / secs if steps_done else None)
+        tokens_per_s=n_steps * batch_size / secs if secs > 0 else None)
     return out
 
 
