@@ -107,8 +107,8 @@ def _context_html(tokens: list[str], acts: list[float], vmax: float) -> str:
     for t, a in zip(tokens, acts):
         alpha = 0.0 if vmax <= 0 else max(0.0, min(1.0, a / vmax))
         style = f"background:rgba(255,140,0,{alpha:.2f})" if alpha > 0 else ""
-        spans.append(f"<span class='t' style='{style}' title='{a:.3f}'>"
-                     f"{html.escape(t)}</span>")
+        shown = html.escape(t).replace("\n", "\u21b5\n")  # a visible newline token
+        spans.append(f"<span class='t' style='{style}' title='{a:.3f}'>{shown}</span>")
     return f"<div class='ctx'><span class='val'>{max(acts):.2f}</span>{''.join(spans)}</div>"
 
 
@@ -208,7 +208,9 @@ def feature_dashboard(model, sae, corpus, *, features=None, n_features: int = 16
 
             c = int(top[0])
             try:
-                m = prune_to_mae(model, (feats_all, int(f)), list(ctxs[c][1:]))
+                tok = getattr(model, "tokenizer", None)
+                text = tok.decode(ctxs[c][1:]) if tok is not None else list(ctxs[c])
+                m = prune_to_mae(model, (feats_all, int(f)), text)
                 mae_text = model.tokenizer.decode(m.token_ids) if getattr(
                     model, "tokenizer", None) is not None else str(m.token_ids)
                 mae_act = float(m.activation)
