@@ -67,3 +67,22 @@ def test_bad_sae_arguments():
         SAE(8, 40, "gated")
     with pytest.raises(NeuroprobeError, match="d_in=8; got input of shape"):
         SAE(8, 40, "l1").encode(torch.randn(3, 9))
+
+
+def test_sparse_topk_backward_equals_dense_autograd():
+    from neuroprobe.dictionary.train import _TopKEncode
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(9, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    W = torch.randn(6, 13, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(13, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, W, b: _TopKEncode.apply(x, W, b, 4)[0], (x, W, b))
+    val, _ = _TopKEncode.apply(x, W, b, 4)
+    (val ** 2).sum().backward()
+    sparse = [t.grad.clone() for t in (x, W, b)]
+    for t in (x, W, b):
+        t.grad = None
+    dense = torch.relu(torch.addmm(b, x, W)).topk(4, dim=-1).values
+    (dense ** 2).sum().backward()
+    for s, t in zip(sparse, (x, W, b)):
+        torch.testing.assert_close(s, t.grad)
