@@ -52,6 +52,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--bases-tokens", type=int, default=40_000)
     ap.add_argument("--skip-bases", action="store_true")
     ap.add_argument("--harvest-only", action="store_true")
+    ap.add_argument("--architectures", default="topk,l1")
+    ap.add_argument("--lr-l1", type=float, default=None)
+    ap.add_argument("--lr-topk", type=float, default=None)
     ap.add_argument("--dash-tokens", type=int, default=20_000)
     ap.add_argument("--dash-features", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0)
@@ -86,9 +89,10 @@ def main(argv=None) -> dict:
     archs: dict[str, dict] = {}
     saes = {}
     n_steps = max(1, int(a.epochs * store.n_tokens // a.batch_size))
-    for arch in ("topk", "l1"):
+    for arch in a.architectures.split(","):
         sae = train_sae_on_store(store, hook=a.hook, d_sae=a.d_sae, architecture=arch, k=a.k,
                                  l1_coefficient=a.l1_coefficient, batch_size=a.batch_size,
+                                 lr=a.lr_l1 if arch == "l1" else a.lr_topk,
                                  n_steps=n_steps, seed=a.seed, progress=True,
                                  checkpoint_dir=out / f"ckpt_{arch}", checkpoint_every=50)
         sae.save(out / f"sae_{arch}", format="saelens")
@@ -126,7 +130,7 @@ def main(argv=None) -> dict:
 
         t0 = time.perf_counter()
         eval_texts = corpus  # contexts after the training ones
-        cmp = compare_bases(model, eval_texts, hook=a.hook, sae=saes["topk"],
+        cmp = compare_bases(model, eval_texts, hook=a.hook, sae=next(iter(saes.values())),
                             n_units=a.bases_units, n_tokens=a.bases_tokens,
                             context_size=a.context_size, skip_contexts=n_train_ctx,
                             seed=a.seed)
@@ -137,16 +141,14 @@ def main(argv=None) -> dict:
         print(cmp, flush=True)
 
     # 5. dashboard -----------------------------------------------------------------------------
-    try:
+    if a.dash_features > 0:
         from neuroprobe.dictionary import feature_dashboard
 
-        sae = saes["topk"]
-        dash = feature_dashboard(model, sae, corpus, n_features=a.dash_features,
-                                 n_tokens=a.dash_tokens, context_size=a.context_size,
-                                 skip_contexts=n_train_ctx, seed=a.seed)
+        dash = feature_dashboard(model, next(iter(saes.values())), corpus,
+                                 n_features=a.dash_features, n_tokens=a.dash_tokens,
+                                 context_size=a.context_size, skip_contexts=n_train_ctx,
+                                 seed=a.seed)
         dash.save(out / "dashboard")
-    except ImportError:  # pragma: no cover - dashboard not built
-        pass
     results["seconds"] = time.perf_counter() - t_all
     (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
     print(json.dumps(results, indent=2, default=_jsonable))
