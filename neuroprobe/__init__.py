@@ -13,8 +13,9 @@ True
 
 import sys as _sys
 
-from neuroprobe import core, glm, mae, networks, polytope, spectrum, testbeds
+from neuroprobe import core, dictionary, glm, mae, networks, polytope, spectrum, testbeds
 from neuroprobe.core import *  # noqa: F401,F403
+from neuroprobe.dictionary import *  # noqa: F401,F403
 from neuroprobe.glm import *  # noqa: F401,F403
 from neuroprobe.mae import *  # noqa: F401,F403
 from neuroprobe.networks import *  # noqa: F401,F403
@@ -74,6 +75,11 @@ __all__ = [
     "ExplainedVariance",
     "eigenspectrum", "powerlaw_alpha", "alpha_by_layer", "random_projections", "average_action",
     "explained_input_variance", "FIT_PRESETS",
+    # dictionary: sparse autoencoders (train, evaluate, load/save), SAE features as units
+    "SAE", "SAEFeatures", "ActivationStore", "SAEEvaluation", "harvest", "corpus_contexts",
+    "train_sae", "train_sae_on_store", "evaluate_sae", "spliced_losses", "load_sae",
+    "save_sae", "load_shakespeare_corpus", "compare_bases", "BasesComparison",
+    "feature_dashboard", "FeatureDashboard",
     # testbeds: small networks, their null networks and stimuli, for experiments and tests
     "MovingDot", "moving_dot", "ReLUMLP", "MLPAutoencoder", "TrainedDigits", "train_digits",
     "train_digits_autoencoder", "load_digits_images", "untrained_copy", "reinitialize_",

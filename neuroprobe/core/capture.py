@@ -351,7 +351,7 @@ def _recorded_columns(req: HookRequest, acts: Tensor) -> Tensor:
     """The columns ``record`` keeps of one hook's ``[n, d]`` output: its directions
     projected, its chosen neurons, or everything."""
     if req.directions is not None:
-        return project(acts, req.directions.vectors)
+        return project(acts, req.directions)
     if req.indices is not None:
         return acts[:, torch.as_tensor(req.indices, device=acts.device)]
     return acts

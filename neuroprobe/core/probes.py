@@ -76,12 +76,14 @@ class Probe(Protocol):
     def merge(self, other: Probe) -> Probe: ...
 
 
-def hook_and_directions(target) -> tuple[str, Float[Tensor, "k d"] | None]:
-    """A probe target as ``(hook name, direction vectors or None)``.
+def hook_and_directions(target) -> tuple[str, Directions | None]:
+    """A probe target as ``(hook name, Directions or None)``.
 
     ``target`` is a hook name (every neuron of the hook) or a :class:`Directions` (its
-    hook and its ``[k, d]`` vectors).  Probes project each batch with
-    :func:`neuroprobe.core.units.project`.
+    hook and the set itself).  Probes project each batch with
+    :func:`neuroprobe.core.units.project`, which applies the set's own
+    :meth:`~neuroprobe.core.units.Directions.unit_activations` (an SAE encoder for SAE
+    features).
 
     Examples
     --------
@@ -90,7 +92,7 @@ def hook_and_directions(target) -> tuple[str, Float[Tensor, "k d"] | None]:
     ('blocks.0.hook_resid_post', None)
     """
     if isinstance(target, Directions):
-        return target.hook, target.vectors
+        return target.hook, target
     if isinstance(target, str):
         return target, None
     raise NeuroprobeError(

@@ -41,13 +41,14 @@ def hook_layer(hook_name: str) -> int:
     return int(m.group(1)) if m else -1
 
 
-def project(x: Float[Tensor, "n d"], directions: Float[Tensor, "k d"] | None
+def project(x: Float[Tensor, "n d"], directions: Directions | Float[Tensor, "k d"] | None
             ) -> Float[Tensor, "n k"]:
-    """Activations ``x`` projected on the rows of ``directions`` (``x @ directions.T``, in
-    ``x``'s dtype and device); ``directions=None`` gives ``x`` itself (every neuron).
+    """The values of ``directions`` for activations ``x``: how every direction-like unit is
+    measured, in ``x``'s dtype and device.
 
-    This is how a :class:`Directions` unit is measured: the value of direction ``k`` at a
-    token is ``acts @ vectors[k]``.
+    ``directions`` is a :class:`Directions` (its :meth:`Directions.unit_activations`, which
+    subclasses such as SAE features override with their encoder), a ``[k, d]`` tensor of
+    vectors (``x @ directions.T``), or None (``x`` itself: every neuron).
 
     Examples
     --------
@@ -58,6 +59,8 @@ def project(x: Float[Tensor, "n d"], directions: Float[Tensor, "k d"] | None
     """
     if directions is None:
         return x
+    if isinstance(directions, Directions):
+        return directions.unit_activations(x)
     if x.shape[-1] != directions.shape[-1]:
         raise NeuroprobeError(
             f"Directions have width {directions.shape[-1]} but the hook's output has width "
@@ -114,6 +117,25 @@ class Directions:
     @property
     def width(self) -> int:
         return int(self.vectors.shape[1])
+
+    def unit_activations(self, acts: Float[Tensor, "... d"]
+                         ) -> Float[Tensor, "... n_directions"]:
+        """The recorded values of these directions for a hook's output ``acts``.
+
+        The one place a direction set turns activations into unit values (``acts @
+        vectors.T`` here; subclasses such as SAE features override it).
+        """
+        if acts.shape[-1] != self.width:
+            raise NeuroprobeError(
+                f"Directions have width {self.width} but the hook's output has width "
+                f"{acts.shape[-1]}; build the directions for this hook."
+            )
+        return acts @ self.vectors.to(device=acts.device, dtype=acts.dtype).T
+
+    def subset(self, indices) -> Directions:
+        """The directions ``indices`` (row numbers) as a new set of the same kind."""
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        return Directions(self.hook, self.vectors[idx], self.name)
 
 
 @dataclass(frozen=True)

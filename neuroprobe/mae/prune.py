@@ -647,7 +647,8 @@ def max_activating_examples(
         else:
             from neuroprobe.core.units import Directions
 
-            d = Directions(sp.hook, sp.vector[None], name="unit")
+            d = sp.direction if sp.direction is not None else Directions(
+                sp.hook, sp.vector[None], name="unit")
             probes.append(_TopPerText(d, k) if per_text else _topk(d, k))
             where.append([(j, 0)])
     for hook, lst in by_hook.items():

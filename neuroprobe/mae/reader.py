@@ -62,6 +62,7 @@ class UnitSpec:
     label: str  # "hook[index]" or "hook@name[k]"
     width: int  # width of the hook's output
     stop: int | None  # stop_at_layer value (None = run the whole model)
+    direction: Directions | None = None  # one-row set whose project() gives the activation
 
     @property
     def key(self) -> tuple[str, int]:
@@ -119,7 +120,7 @@ def resolve_unit(model, unit) -> UnitSpec:
             )
         vec = direction.vectors[k].detach().clone().float()
         return UnitSpec(hook, req.canonical, None, vec, f"{hook}@{direction.name}[{k}]", width,
-                        stop)
+                        stop, direction.subset([k]))
     idx = int(unit[1])
     if not 0 <= idx < width:
         raise NeuroprobeError(
@@ -176,8 +177,7 @@ class UnitReader:
             if spec.index is not None:
                 grabbed["a"] = act[:, :, spec.index].detach()
             else:
-                v = spec.vector.to(device=act.device, dtype=act.dtype)
-                grabbed["a"] = (act @ v).detach()
+                grabbed["a"] = spec.direction.unit_activations(act)[..., 0].detach()
             return None
 
         fwd_hooks = [] if spec is None else [(spec.canonical, hook_fn)]

@@ -1,0 +1,107 @@
+"""Benchmarks of neuroprobe.dictionary, ratios from one run on the same data.
+
+1. Harvest (``harvest``: engine forward stopped at the layer + float16 memmap writes at
+   shuffled rows) against a plain forward through the same layers
+   (``model(ids, stop_at_layer=L+1)`` under ``torch.no_grad``, activations discarded).
+   Target: >= 0.9x.
+2. Training from the store (``train_sae_on_store``, TopK) against a plain PyTorch loop of the
+   same recipe (the issue's anchor: SAELens cannot be installed next to TransformerLens 4
+   and cannot train offline without a hub model, so the anchor is this loop, written here:
+   the activations held in memory as one float32 tensor, ``nn.Linear`` encoder, top-k,
+   dense decode, Adam, decoder rows renormalised).  Target: >= 1.5x.
+
+Usage::
+
+    python benchmarks/dictionary.py [--model smollm2-135m] [--n-tokens 20000] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+
+import torch
+
+import neuroprobe as npb
+from neuroprobe.dictionary import (
+    corpus_contexts,
+    harvest,
+    load_shakespeare_corpus,
+    train_sae_on_store,
+)
+
+
+def plain_forward(model, ctxs, layer: int, batch_size: int) -> float:
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for s in range(0, len(ctxs), batch_size):
+            model(torch.tensor(ctxs[s:s + batch_size]), stop_at_layer=layer + 1)
+    return time.perf_counter() - t0
+
+
+def plain_topk_loop(x: torch.Tensor, d_sae: int, k: int, batch_size: int, steps: int,
+                    lr: float = 1e-3) -> float:
+    """The same TopK recipe as a plain loop over an in-memory tensor; returns seconds."""
+    d = x.shape[1]
+    scale = math.sqrt(d) / float(x.norm(dim=1).mean())
+    enc = torch.nn.Linear(d, d_sae)
+    W_dec = torch.nn.Parameter(enc.weight.detach().clone())
+    b_dec = torch.nn.Parameter(x.mean(0) * scale)
+    opt = torch.optim.Adam([*enc.parameters(), W_dec, b_dec], lr=lr)
+    n_b = x.shape[0] // batch_size
+    t0 = time.perf_counter()
+    for step in range(steps):
+        b = step % n_b
+        xb = x[b * batch_size:(b + 1) * batch_size] * scale
+        pre = torch.relu(enc(xb - b_dec))
+        v, i = pre.topk(k, dim=-1)
+        f = torch.zeros_like(pre).scatter(-1, i, v)
+        loss = (f @ W_dec + b_dec - xb).pow(2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            W_dec.div_(W_dec.norm(dim=1, keepdim=True))
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--hook", default="blocks.15.hook_resid_post")
+    ap.add_argument("--n-tokens", type=int, default=20_000)
+    ap.add_argument("--d-sae", type=int, default=4608)
+    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--steps", type=int, default=20)
+    a = ap.parse_args(argv)
+    torch.manual_seed(0)
+    model = npb.load_model(a.model)
+    corpus = load_shakespeare_corpus()
+    layer = npb.core.units.hook_layer(a.hook)
+    ctxs = corpus_contexts(model, corpus, n_tokens=a.n_tokens, context_size=128)
+    n_tok = len(ctxs) * 127
+    plain_forward(model, ctxs[:2], layer, 16)  # warm-up
+    t_plain = plain_forward(model, ctxs, layer, 16)
+    d = tempfile.mkdtemp()
+    t0 = time.perf_counter()
+    st = harvest(model, corpus, [a.hook], path=d, n_tokens=a.n_tokens, context_size=128)
+    t_h = time.perf_counter() - t0
+    print(f"harvest {st.n_tokens} tokens: {n_tok / t_h:.0f} tokens/s; plain forward "
+          f"{n_tok / t_plain:.0f} tokens/s; ratio {t_plain / t_h:.2f}x (target >= 0.9x)")
+    steps = a.steps
+    sae = train_sae_on_store(st, hook=a.hook, d_sae=a.d_sae, architecture="topk", k=32,
+                             batch_size=a.batch_size, n_steps=steps)
+    t_np = steps * a.batch_size / sae.metadata["training"]["tokens_per_s"]
+    x = st.rows(a.hook, 0, st.n_tokens)
+    t_ref = plain_topk_loop(x, a.d_sae, 32, a.batch_size, steps)
+    print(f"training {steps} steps of {a.batch_size}: neuroprobe "
+          f"{steps * a.batch_size / t_np:.0f} tokens/s; plain PyTorch loop "
+          f"{steps * a.batch_size / t_ref:.0f} tokens/s; ratio {t_ref / t_np:.2f}x "
+          "(target >= 1.5x)")
+    return dict(harvest_ratio=t_plain / t_h, train_ratio=t_ref / t_np)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""Comparing bases at one hook by how predictable their units are (Klindt, Sanborn et al.).
+
+Candidate bases, each with the same number of units: ``neurons`` (the hook's coordinates),
+``pca``, ``ica``, ``nmf`` (on the activations shifted to be non-negative), ``kmeans``
+(centroid directions), ``random`` (Gaussian directions) and ``sae`` (an SAE's features).
+Directional units are unit vectors applied to the centred activations, their sign chosen
+so that the heavier tail is positive; SAE units are the encoder's output.
+
+Score, with no language-model judge -- *n-gram predictability* (Neuron2Graph style, scored
+with the OpenAI automated-interpretability convention ``ev_correlation_score``): the
+evaluation contexts are split in two halves.  On half A each unit's top-``n_top`` contexts
+give a lookup from the n-grams (1 to 3 tokens) ending at their maximum token to that
+activation; on half B the lookup predicts the activation of every token of the unit's
+top-``n_top`` contexts plus ``n_random`` random contexts (longest matching n-gram, else 0),
+and the score is the Pearson correlation of predicted and true activations pooled over
+those tokens.  Scores are averaged over units with bootstrap 95% CIs over units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.dictionary.store import corpus_contexts
+
+__all__ = ["BasesComparison", "compare_bases", "BASES"]
+
+BASES = ("neurons", "pca", "ica", "nmf", "kmeans", "random", "sae")
+
+
+@dataclass(frozen=True)
+class BasesComparison:
+    """Per-unit predictability scores of several bases at one hook.
+
+    Attributes
+    ----------
+    hook : str
+    n_units : int
+    scores : DataFrame
+        One row per unit: ``basis``, ``unit``, ``score`` (NaN for a unit that never varies).
+    summary : DataFrame
+        One row per basis: ``score`` (mean over units), ``ci_low``, ``ci_high`` (bootstrap
+        95%), ``n_scored``; sorted best first.
+    n_tokens : int
+    seed : int
+    """
+
+    hook: str
+    n_units: int
+    scores: pd.DataFrame
+    summary: pd.DataFrame
+    n_tokens: int
+    seed: int
+
+    @property
+    def best(self) -> str:
+        """The basis with the highest mean score."""
+        return str(self.summary.index[0])
+
+    def to_dataframe(self) -> pd.DataFrame:
+        return self.summary.copy()
+
+    def to_dict(self) -> dict:
+        """``{basis: {score, ci_low, ci_high, n_scored}}``."""
+        return {b: {k: float(v) for k, v in row.items()}
+                for b, row in self.summary.iterrows()}
+
+    def plot(self, ax=None):
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 3))
+        s = self.summary.iloc[::-1]
+        ax.barh(s.index, s.score, xerr=[s.score - s.ci_low, s.ci_high - s.score],
+                color="#4477aa", capsize=3)
+        ax.set_xlabel("n-gram predictability (Pearson r, mean over units)")
+        ax.set_title(f"{self.n_units} units per basis at {self.hook}", fontsize=9)
+        return ax
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{b}={r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+                         for b, r in self.summary.iterrows())
+        return f"BasesComparison({self.hook}, n_units={self.n_units}: {rows})"
+
+
+def compare_bases(model, corpus, *, hook: str, sae=None, n_units: int = 576,
+                  n_tokens: int = 40_000, context_size: int = 128, skip_contexts: int = 0,
+                  bases: tuple[str, ...] | None = None, n_top: int = 20, n_random: int = 20,
+                  n_boot: int = 1000, batch_size: int = 16, seed: int = 0,
+                  text_column: str = "text") -> BasesComparison:
+    """Score bases at ``hook`` by n-gram predictability (see the module docstring).
+
+    Parameters
+    ----------
+    model : TransformerBridge
+    corpus : texts, path, datasets.Dataset or token-id sequences
+    hook : str
+    sae : SAE, optional
+        Needed for the ``"sae"`` basis (its first ``n_units`` features by firing rate on
+        half A, dead ones skipped).
+    n_units : int
+        Units per basis (at most the hook's width for neurons / PCA / ICA).
+    n_tokens : int
+        Evaluation tokens (position 0 of each context left out).
+    bases : tuple of str, optional
+        Default: all of ``BASES`` (``"sae"`` only when ``sae`` is given).
+    n_top, n_random : int
+        Top and random contexts per unit.
+    seed : int
+        Fixes the split, the random contexts, the bases' fits and the bootstrap.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> from neuroprobe.dictionary import compare_bases
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
+    >>> corpus = [[(i * i + s) % 50 for i in range(400)] for s in range(4)]
+    >>> cmp = compare_bases(model, corpus, hook="blocks.0.hook_resid_post", n_units=8,
+    ...                     n_tokens=1500, context_size=16, bases=("neurons", "pca"),
+    ...                     n_top=5, n_random=5, n_boot=50)
+    >>> sorted(cmp.to_dict())
+    ['neurons', 'pca']
+    """
+    from neuroprobe.core.capture import record
+
+    bases = tuple(bases) if bases is not None else tuple(
+        b for b in BASES if b != "sae" or sae is not None)
+    unknown = [b for b in bases if b not in BASES]
+    if unknown:
+        raise NeuroprobeError(f"compare_bases(bases=...) has unknown {unknown}; use {BASES}.")
+    if "sae" in bases and sae is None:
+        raise NeuroprobeError("compare_bases: the 'sae' basis needs sae=...")
+    per = context_size - 1
+    need = skip_contexts + -(-int(n_tokens) // per)
+    ctxs = corpus_contexts(model, corpus, n_tokens=need * per, context_size=context_size,
+                           text_column=text_column)[skip_contexts:]
+    if len(ctxs) < 2 * (n_top + n_random // 2 + 1):
+        raise NeuroprobeError(
+            f"compare_bases has {len(ctxs)} contexts; it needs at least "
+            f"{2 * (n_top + n_random // 2 + 1)} (two halves of top + random contexts). Pass "
+            "more text or a larger n_tokens."
+        )
+    rec = record(model, ctxs, hooks=[hook], positions=slice(1, None), batch_size=batch_size)
+    X = rec.acts.float()
+    toks = torch.as_tensor(ctxs)[:, 1:].numpy()  # [n_ctx, per]
+    n_ctx = toks.shape[0]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_ctx)
+    half_a, half_b = np.sort(order[: n_ctx // 2]), np.sort(order[n_ctx // 2:])
+    rows_a = (half_a[:, None] * per + np.arange(per)).reshape(-1)
+    XA = X[torch.as_tensor(rows_a)]
+    keys = _ngram_keys(toks, int(getattr(model.cfg, "d_vocab", int(toks.max()) + 1)))
+    rand_b = np.sort(rng.choice(half_b, size=min(n_random, len(half_b)), replace=False))
+    scores = []
+    for b in bases:
+        acts = _unit_activations(b, X, XA, n_units, sae, seed)  # [T, n] numpy float32
+        A = acts.reshape(n_ctx, per, -1)
+        for u in range(A.shape[2]):
+            scores.append((b, u, _predictability(A[:, :, u], keys, half_a, half_b, rand_b,
+                                                 n_top)))
+    df = pd.DataFrame(scores, columns=["basis", "unit", "score"])
+    summary = _summary(df, n_boot, seed)
+    return BasesComparison(hook, int(n_units), df, summary, int(X.shape[0]), int(seed))
+
+
+def _ngram_keys(toks: np.ndarray, V: int) -> np.ndarray:
+    """``[3, n_ctx, per]`` int64 keys of the 1-, 2- and 3-gram ending at each token (-1 where
+    the context is too short)."""
+    t = toks.astype(np.int64) + 1
+    V = np.int64(V + 1)
+    k1 = t
+    k2 = np.full_like(t, -1)
+    k2[:, 1:] = t[:, :-1] * V + t[:, 1:]
+    k3 = np.full_like(t, -1)
+    k3[:, 2:] = (t[:, :-2] * V + t[:, 1:-1]) * V + t[:, 2:]
+    # distinct ranges per order so one lookup table holds all three
+    return np.stack([k1, k2 + (V ** 2 + 1) * (k2 >= 0), k3 + (V ** 3 + V ** 2 + 2) * (k3 >= 0)])
+
+
+def _predictability(a: np.ndarray, keys: np.ndarray, half_a, half_b, rand_b, n_top) -> float:
+    best_a = a[half_a].max(1)
+    top_a = half_a[np.argsort(-best_a, kind="stable")[:n_top]]
+    pos = a[top_a].argmax(1)
+    table: dict[int, float] = {}
+    for c, p in zip(top_a, pos):
+        v = float(a[c, p])
+        for n in range(3):
+            k = int(keys[n, c, p])
+            if k >= 0 and v > table.get(k, -np.inf):
+                table[k] = v
+    best_b = a[half_b].max(1)
+    top_b = half_b[np.argsort(-best_b, kind="stable")[:n_top]]
+    ctx = np.unique(np.concatenate([top_b, rand_b]))
+    true = a[ctx].reshape(-1)
+    if true.std() == 0:
+        return float("nan")
+    kk = np.array(sorted(table), dtype=np.int64)
+    vv = np.array([table[k] for k in kk], dtype=np.float64)
+    pred = np.zeros(true.shape[0])
+    found = np.zeros(true.shape[0], dtype=bool)
+    for n in (2, 1, 0):  # longest n-gram first
+        q = keys[n, ctx].reshape(-1)
+        i = np.clip(np.searchsorted(kk, q), 0, len(kk) - 1)
+        hit = (kk[i] == q) & ~found & (q >= 0)
+        pred[hit] = vv[i[hit]]
+        found |= hit
+    if pred.std() == 0:
+        return 0.0
+    return float(np.corrcoef(pred, true)[0, 1])
+
+
+def _unit_activations(basis: str, X: torch.Tensor, XA: torch.Tensor, n: int, sae,
+                      seed: int) -> np.ndarray:
+    d = X.shape[1]
+    if basis == "sae":
+        with torch.no_grad():
+            fa = (sae.encode(XA) > 0).float().mean(0)
+        alive = torch.nonzero(fa > 0).flatten()
+        pick = alive[torch.argsort(-fa[alive], stable=True)][:n]
+        with torch.no_grad():
+            return torch.cat([sae.encode(X[i:i + 8192])[:, pick]
+                              for i in range(0, X.shape[0], 8192)]).numpy()
+    if basis in ("neurons", "pca", "ica") and n > d:
+        raise NeuroprobeError(
+            f"compare_bases(n_units={n}) exceeds the hook's width {d} for the {basis!r} basis."
+        )
+    mu = XA.mean(0)
+    Xc = (X - mu).numpy()
+    XAc = (XA - mu).numpy().astype(np.float64)
+    fit = XAc[np.random.default_rng(seed).permutation(XAc.shape[0])[:8000]]
+    if basis == "neurons":
+        W = np.eye(d)[:n]
+    elif basis == "pca":
+        _, _, vt = np.linalg.svd(fit, full_matrices=False)
+        W = vt[:n]
+    elif basis == "ica":
+        from sklearn.decomposition import FastICA
+
+        ica = FastICA(n_components=n, random_state=seed, max_iter=300, tol=1e-3,
+                      whiten="unit-variance")
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ica.fit(fit)
+        W = ica.components_
+    elif basis == "nmf":
+        from sklearn.decomposition import NMF
+
+        shift = fit - fit.min(0)
+        nmf = NMF(n_components=n, init="nndsvda", random_state=seed, max_iter=100)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            nmf.fit(shift)
+        W = nmf.components_
+    elif basis == "kmeans":
+        from sklearn.cluster import MiniBatchKMeans
+
+        km = MiniBatchKMeans(n_clusters=n, random_state=seed, n_init=1, batch_size=2048)
+        km.fit(fit)
+        W = km.cluster_centers_
+    else:  # random
+        W = np.random.default_rng(seed).standard_normal((n, d))
+    W = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
+    acts = Xc @ W.T.astype(np.float32)
+    # sign: heavier tail positive (third moment)
+    skew = ((acts - acts.mean(0)) ** 3).mean(0)
+    return acts * np.where(skew < 0, -1.0, 1.0).astype(np.float32)
+
+
+def _summary(df: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for b, g in df.groupby("basis", sort=False):
+        s = g.score.dropna().to_numpy()
+        if s.size == 0:
+            rows.append((b, np.nan, np.nan, np.nan, 0))
+            continue
+        boots = s[rng.integers(0, s.size, size=(n_boot, s.size))].mean(1)
+        lo, hi = np.percentile(boots, [2.5, 97.5])
+        rows.append((b, s.mean(), lo, hi, s.size))
+    out = pd.DataFrame(rows, columns=["basis", "score", "ci_low", "ci_high", "n_scored"])
+    return out.set_index("basis").sort_values("score", ascending=False)

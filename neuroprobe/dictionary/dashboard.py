@@ -1,0 +1,250 @@
+"""Feature dashboards: self-contained offline HTML for SAE features.
+
+Per feature: its top activating contexts with per-token highlighting, a histogram of its
+non-zero activations (inline SVG), the output tokens its decoder direction boosts and
+suppresses most through the unembedding (``W_dec[i] @ W_U``), and the minimal activating
+example (:func:`neuroprobe.prune_to_mae`) of its top context.  One page per feature and a
+browser page over all of them; no script, font or image is fetched from anywhere.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.dictionary.store import corpus_contexts
+
+__all__ = ["FeatureCard", "FeatureDashboard", "feature_dashboard"]
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.2em;color:#222;max-width:70em}
+h1{font-size:1.3em} h2{font-size:1.05em;margin:1.4em 0 .3em}
+.ctx{font-family:ui-monospace,monospace;font-size:.82em;line-height:1.7;margin:.15em 0;
+white-space:pre-wrap;border-bottom:1px solid #eee}
+.t{border-radius:2px;padding:0 1px}
+.val{color:#888;font-size:.8em;margin-right:.6em}
+.cols{display:flex;gap:2em;flex-wrap:wrap}
+table{border-collapse:collapse;font-size:.85em} td{padding:1px 6px}
+.pos{color:#1a7f37} .neg{color:#b3261e}
+.card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;margin:1em 0}
+.mae{font-family:ui-monospace,monospace;background:#f6f8fa;padding:.3em .5em}
+"""
+
+
+@dataclass(frozen=True)
+class FeatureCard:
+    """What the dashboard shows for one feature."""
+
+    feature: int
+    density: float
+    max_activation: float
+    contexts: list = field(repr=False)  # [(tokens: list[str], acts: list[float])]
+    histogram: tuple = field(repr=False)  # (counts, edges)
+    boosted: list = field(repr=False)  # [(token, logit)]
+    suppressed: list = field(repr=False)
+    mae_text: str | None = None
+    mae_activation: float | None = None
+
+    def html(self, standalone: bool = True) -> str:
+        """HTML of this feature (a whole page, or a fragment for the browser page)."""
+        ctx = "\n".join(_context_html(t, a, self.max_activation) for t, a in self.contexts)
+        rows = lambda xs, cls: "".join(  # noqa: E731
+            f"<tr><td class='{cls}'>{html.escape(repr(t))}</td><td>{v:+.3f}</td></tr>"
+            for t, v in xs)
+        mae = ""
+        if self.mae_text is not None:
+            mae = (f"<h2>Minimal activating example (activation {self.mae_activation:.3f})</h2>"
+                   f"<div class='mae'>{html.escape(self.mae_text)}</div>")
+        body = (
+            f"<div class='card' id='f{self.feature}'><h1>Feature {self.feature}</h1>"
+            f"<p>density {self.density:.2e} &middot; max activation "
+            f"{self.max_activation:.3f}</p>"
+            f"<div class='cols'><div>{_histogram_svg(*self.histogram)}</div>"
+            f"<div><h2>Boosted tokens</h2><table>{rows(self.boosted, 'pos')}</table></div>"
+            f"<div><h2>Suppressed tokens</h2><table>{rows(self.suppressed, 'neg')}</table>"
+            f"</div></div><h2>Top activating contexts</h2>{ctx}{mae}</div>")
+        return _page(f"Feature {self.feature}", body) if standalone else body
+
+
+@dataclass(frozen=True)
+class FeatureDashboard:
+    """Cards of several features of one SAE; :meth:`html` is the browser page."""
+
+    hook: str
+    cards: tuple
+
+    def html(self) -> str:
+        index = " ".join(f"<a href='#f{c.feature}'>{c.feature}</a>" for c in self.cards)
+        body = (f"<h1>SAE features at {html.escape(self.hook)}</h1><p>{index}</p>"
+                + "".join(c.html(standalone=False) for c in self.cards))
+        return _page(f"SAE features at {self.hook}", body)
+
+    def save(self, path) -> Path:
+        """Write ``index.html`` and ``feature_<i>.html`` into folder ``path``; returns it."""
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        (p / "index.html").write_text(self.html(), encoding="utf-8")
+        for c in self.cards:
+            (p / f"feature_{c.feature}.html").write_text(c.html(), encoding="utf-8")
+        return p
+
+    def _repr_html_(self) -> str:
+        return "".join(c.html(standalone=False) for c in self.cards[:4])
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{_CSS}</style></head><body>{body}</body></html>")
+
+
+def _context_html(tokens: list[str], acts: list[float], vmax: float) -> str:
+    spans = []
+    for t, a in zip(tokens, acts):
+        alpha = 0.0 if vmax <= 0 else max(0.0, min(1.0, a / vmax))
+        style = f"background:rgba(255,140,0,{alpha:.2f})" if alpha > 0 else ""
+        shown = html.escape(t).replace("\n", "\u21b5\n")  # a visible newline token
+        spans.append(f"<span class='t' style='{style}' title='{a:.3f}'>{shown}</span>")
+    return f"<div class='ctx'><span class='val'>{max(acts):.2f}</span>{''.join(spans)}</div>"
+
+
+def _histogram_svg(counts, edges, w: int = 260, h: int = 110) -> str:
+    counts = np.asarray(counts, dtype=float)
+    if counts.size == 0 or counts.max() == 0:
+        return "<p>(never fired)</p>"
+    bw = w / counts.size
+    bars = "".join(
+        f"<rect x='{i * bw:.1f}' y='{h - 15 - (h - 25) * c / counts.max():.1f}' "
+        f"width='{bw * 0.9:.1f}' height='{(h - 25) * c / counts.max():.1f}' fill='#4477aa'/>"
+        for i, c in enumerate(counts))
+    return (f"<h2>Activation histogram (non-zero)</h2><svg width='{w}' height='{h}' "
+            f"xmlns='http://www.w3.org/2000/svg'>{bars}<text x='0' y='{h - 2}' "
+            f"font-size='10'>{edges[0]:.2f}</text><text x='{w - 30}' y='{h - 2}' "
+            f"font-size='10'>{edges[-1]:.2f}</text></svg>")
+
+
+def feature_dashboard(model, sae, corpus, *, features=None, n_features: int = 16,
+                      n_tokens: int = 20_000, context_size: int = 128, skip_contexts: int = 0,
+                      n_top: int = 8, n_logits: int = 8, window: int = 24, mae: bool = True,
+                      batch_size: int = 16, seed: int = 0,
+                      text_column: str = "text") -> FeatureDashboard:
+    """Build dashboards for SAE features over held-out text.
+
+    Parameters
+    ----------
+    model : TransformerBridge
+    sae : SAE
+    corpus : texts, path, datasets.Dataset or token-id sequences
+    features : list of int, optional
+        Features to show; default ``n_features`` alive features drawn with ``seed``.
+    n_tokens, context_size, skip_contexts
+        The text the activations are taken over.
+    n_top : int
+        Top contexts per feature (each shown as ``window`` tokens ending a few after the max).
+    n_logits : int
+        Boosted and suppressed tokens shown.
+    mae : bool
+        Also prune each feature's top context to its minimal activating example.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> from neuroprobe.dictionary import SAE, feature_dashboard
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
+    >>> sae = SAE(16, 32, "topk", k=4, hook_name="blocks.0.hook_resid_post")
+    >>> dash = feature_dashboard(model, sae, [list(range(50)) * 4], features=[0, 1],
+    ...                          n_tokens=150, context_size=16, mae=False)
+    >>> "<html>" in dash.html(), len(dash.cards)
+    (True, 2)
+    """
+    from neuroprobe.core.capture import record
+
+    hook = sae.hook_name
+    per = context_size - 1
+    need = skip_contexts + -(-int(n_tokens) // per)
+    ctxs = corpus_contexts(model, corpus, n_tokens=need * per, context_size=context_size,
+                           text_column=text_column)[skip_contexts:]
+    if not ctxs:
+        raise NeuroprobeError("feature_dashboard: the corpus has no context; pass more text.")
+    feats_all = sae.features()
+    if features is None:
+        rec = record(model, ctxs, hooks=[feats_all], positions=slice(1, None),
+                     batch_size=batch_size)
+        alive = np.flatnonzero((rec.acts > 0).any(0).numpy())
+        rng = np.random.default_rng(seed)
+        features = np.sort(rng.choice(alive, size=min(n_features, alive.size), replace=False))
+        acts_all = rec.acts[:, torch.as_tensor(features)]
+    else:
+        features = np.asarray(features, dtype=np.int64)
+        rec = record(model, ctxs, hooks=[sae.features(features)], positions=slice(1, None),
+                     batch_size=batch_size)
+        acts_all = rec.acts
+    A = acts_all.reshape(len(ctxs), per, -1).numpy()
+    toks = np.asarray(ctxs)[:, 1:]
+    strs = _token_strings(model, toks)
+    logit_dirs = _logit_effects(model, sae, features)
+    cards = []
+    for j, f in enumerate(features):
+        a = A[:, :, j]
+        best = a.max(1)
+        top = np.argsort(-best, kind="stable")[:n_top]
+        top = top[best[top] > 0]
+        contexts = []
+        for c in top:
+            p = int(a[c].argmax())
+            lo, hi = max(0, p - window + 4), min(per, p + 4)
+            contexts.append(([strs[c][i] for i in range(lo, hi)], a[c, lo:hi].tolist()))
+        nz = a[a > 0]
+        hist = np.histogram(nz, bins=30) if nz.size else (np.zeros(0), np.zeros(1))
+        boosted, suppressed = logit_dirs(j, n_logits)
+        mae_text = mae_act = None
+        if mae and top.size:
+            from neuroprobe.mae.prune import prune_to_mae
+
+            c = int(top[0])
+            try:
+                tok = getattr(model, "tokenizer", None)
+                text = tok.decode(ctxs[c][1:]) if tok is not None else list(ctxs[c])
+                m = prune_to_mae(model, (feats_all, int(f)), text)
+                mae_text = model.tokenizer.decode(m.token_ids) if getattr(
+                    model, "tokenizer", None) is not None else str(m.token_ids)
+                mae_act = float(m.activation)
+            except NeuroprobeError:
+                pass
+        cards.append(FeatureCard(int(f), float((a > 0).mean()), float(a.max()), contexts,
+                                 hist, boosted, suppressed, mae_text, mae_act))
+    return FeatureDashboard(hook, tuple(cards))
+
+
+def _token_strings(model, toks: np.ndarray) -> list[list[str]]:
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        return [[f"<{int(t)}>" for t in row] for row in toks]
+    vocab = tok.convert_ids_to_tokens(list(range(int(toks.max()) + 1)))
+    fix = lambda s: s.replace("Ġ", " ").replace("Ċ", "\n")  # noqa: E731  (byte-level BPE)
+    return [[fix(vocab[int(t)]) for t in row] for row in toks]
+
+
+def _logit_effects(model, sae, features):
+    W_U = getattr(model, "W_U", None)
+    if W_U is None:
+        return lambda j, n: ([], [])
+    with torch.no_grad():
+        eff = sae.W_dec.detach()[torch.as_tensor(features)].float() @ W_U.detach().float().cpu()
+    tok = getattr(model, "tokenizer", None)
+
+    def name(i: int) -> str:
+        return tok.decode([i]) if tok is not None else f"<{i}>"
+
+    def get(j: int, n: int):
+        e = eff[j]
+        up = torch.topk(e, n).indices.tolist()
+        down = torch.topk(-e, n).indices.tolist()
+        return [(name(i), float(e[i])) for i in up], [(name(i), float(e[i])) for i in down]
+
+    return get

@@ -1,0 +1,378 @@
+"""Evaluating an SAE: reconstruction, sparsity, density, and the loss with it spliced in.
+
+Reconstruction metrics are streamed over held-out contexts in float64 (one pass that stops
+at the hooked layer): L0 (mean active features per token), FVU (fraction of variance
+unexplained, ``sum ||x - x_hat||^2 / sum ||x - mean||^2``) and explained variance, MSE,
+cosine similarity and L2 ratio ``||x_hat|| / ||x||``, dead features (never fired over the
+evaluation tokens) and dense features (firing on more than ``dense_threshold`` of them), and
+the log10 feature-density histogram.
+
+The downstream metrics run the whole model with the reconstruction spliced into the hook
+(the SAELens formula): ``CE loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean)``
+with the zero-ablation baseline, and ``KL(p_clean || p_sae)`` per token.  Positions that the
+harvest leaves out (position 0, the attention sink, by default) are left as they are, and
+the loss is averaged over the predictions made at the spliced positions.
+
+Every number has a PCA counterpart with as many components as the SAE's (rounded) L0,
+fitted on the same evaluation tokens (which favours PCA).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.dictionary.sae import SAE
+from neuroprobe.dictionary.store import corpus_contexts
+
+__all__ = ["SAEEvaluation", "evaluate_sae", "spliced_losses"]
+
+
+@dataclass(frozen=True)
+class SAEEvaluation:
+    """Metrics of an SAE at its hook, each beside a PCA with ``pca_components`` components.
+
+    Attributes
+    ----------
+    hook, architecture : str
+    d_in, d_sae, n_tokens : int
+        ``n_tokens``: evaluation tokens of the reconstruction metrics.
+    l0, fvu, mse, cosine, l2_ratio : float
+    dead_fraction, dense_fraction : float
+    feature_density : ndarray ``[d_sae]``
+        Fraction of evaluation tokens on which each feature fired.
+    pca_components : int
+    pca_fvu, pca_mse, pca_cosine : float
+    n_ce_tokens : int
+        Predictions over which the spliced losses are averaged.
+    ce_clean, ce_sae, ce_zero, ce_pca, kl_sae, kl_pca : float
+    """
+
+    hook: str
+    architecture: str
+    d_in: int
+    d_sae: int
+    n_tokens: int
+    l0: float
+    fvu: float
+    mse: float
+    cosine: float
+    l2_ratio: float
+    dead_fraction: float
+    dense_fraction: float
+    feature_density: np.ndarray = field(repr=False)
+    pca_components: int
+    pca_fvu: float
+    pca_mse: float
+    pca_cosine: float
+    n_ce_tokens: int
+    ce_clean: float
+    ce_sae: float
+    ce_zero: float
+    ce_pca: float
+    kl_sae: float
+    kl_pca: float
+
+    @property
+    def explained_variance(self) -> float:
+        return 1.0 - self.fvu
+
+    @property
+    def ce_loss_recovered(self) -> float:
+        """``(CE_zero - CE_sae) / (CE_zero - CE_clean)``."""
+        return _recovered(self.ce_zero, self.ce_sae, self.ce_clean)
+
+    @property
+    def pca_ce_loss_recovered(self) -> float:
+        return _recovered(self.ce_zero, self.ce_pca, self.ce_clean)
+
+    def log10_density_histogram(self, bins: int = 40) -> tuple[np.ndarray, np.ndarray]:
+        """Counts and edges of ``log10(feature_density)`` (dead features left out)."""
+        d = self.feature_density[self.feature_density > 0]
+        lo = math.floor(math.log10(1.0 / max(self.n_tokens, 1)))
+        return np.histogram(np.log10(d), bins=bins, range=(lo, 0.0))
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per metric, columns ``sae`` and ``pca``."""
+        rows = [("l0", self.l0, float(self.pca_components)), ("fvu", self.fvu, self.pca_fvu),
+                ("explained_variance", self.explained_variance, 1 - self.pca_fvu),
+                ("mse", self.mse, self.pca_mse), ("cosine", self.cosine, self.pca_cosine),
+                ("l2_ratio", self.l2_ratio, np.nan),
+                ("dead_fraction", self.dead_fraction, np.nan),
+                ("dense_fraction", self.dense_fraction, np.nan),
+                ("ce_loss", self.ce_sae, self.ce_pca),
+                ("ce_loss_recovered", self.ce_loss_recovered, self.pca_ce_loss_recovered),
+                ("kl", self.kl_sae, self.kl_pca)]
+        return pd.DataFrame(rows, columns=["metric", "sae", "pca"]).set_index("metric")
+
+    def to_dict(self) -> dict:
+        """The scalar metrics as a JSON-ready dict."""
+        out = {k: v for k, v in self.__dict__.items() if k != "feature_density"}
+        out.update(explained_variance=self.explained_variance,
+                   ce_loss_recovered=self.ce_loss_recovered,
+                   pca_ce_loss_recovered=self.pca_ce_loss_recovered)
+        return {k: (float(v) if isinstance(v, (float, np.floating)) else v)
+                for k, v in out.items()}
+
+    def plot(self, ax=None):
+        """The log10 feature-density histogram, dead fraction in the title."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 3))
+        counts, edges = self.log10_density_histogram()
+        ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#4477aa")
+        ax.set_xlabel("log10 feature density")
+        ax.set_ylabel("features")
+        ax.set_title(f"{self.architecture} SAE at {self.hook}: L0 {self.l0:.1f}, "
+                     f"dead {100 * self.dead_fraction:.1f}%", fontsize=9)
+        return ax
+
+    def __repr__(self) -> str:
+        return (f"SAEEvaluation({self.architecture}, {self.hook}, n_tokens={self.n_tokens}, "
+                f"l0={self.l0:.2f}, fvu={self.fvu:.4f} (pca {self.pca_fvu:.4f}), "
+                f"ce_loss_recovered={self.ce_loss_recovered:.3f}, "
+                f"dead={self.dead_fraction:.3f})")
+
+
+def _recovered(zero: float, spliced: float, clean: float) -> float:
+    den = zero - clean
+    return float((zero - spliced) / den) if den != 0 else float("nan")
+
+
+class _ReconStats:
+    """Streaming probe: float64 sums for the reconstruction metrics of one SAE."""
+
+    def __init__(self, sae: SAE, hook: str):
+        self.sae, self.hooks = sae, [hook]
+        d = sae.d_in
+        self.n = 0
+        self.sx = torch.zeros(d, dtype=torch.float64)
+        self.sxx = torch.zeros(d, d, dtype=torch.float64)
+        self.sse = self.cos = self.l2r = self.l0 = 0.0
+        self.fires = torch.zeros(sae.d_sae, dtype=torch.float64)
+
+    def update(self, acts: dict[str, Tensor], meta) -> None:
+        x = acts[self.hooks[0]].detach()
+        if x.shape[-1] != self.sae.d_in:
+            raise NeuroprobeError(
+                f"the SAE has d_in={self.sae.d_in}, but hook {self.hooks[0]!r} has width "
+                f"{x.shape[-1]}; evaluate the SAE at the hook it was trained on."
+            )
+        with torch.no_grad():
+            f = self.sae.encode(x)
+            xh = self.sae.decode(f).double().cpu()
+        x = x.double().cpu()
+        self.n += x.shape[0]
+        self.sx += x.sum(0)
+        self.sxx += x.T @ x
+        self.sse += float(((xh - x) ** 2).sum())
+        nx, nh = x.norm(dim=1), xh.norm(dim=1)
+        self.cos += float(((xh * x).sum(1) / (nx * nh).clamp_min(1e-30)).sum())
+        self.l2r += float((nh / nx.clamp_min(1e-30)).sum())
+        on = (f > 0).double().cpu()
+        self.l0 += float(on.sum())
+        self.fires += on.sum(0)
+
+    def merge(self, other):  # pragma: no cover
+        raise NeuroprobeError("evaluation statistics are not merged.")
+
+
+def spliced_losses(model, contexts: Sequence[Sequence[int]], hook: str, replacements: dict,
+                   *, first_position: int = 1, batch_size: int = 8) -> dict:
+    """Mean next-token CE with each replacement spliced into ``hook``, and KL to the clean run.
+
+    Parameters
+    ----------
+    model : TransformerBridge
+    contexts : token-id sequences of one length
+    hook : str
+    replacements : dict name -> callable ``[n, d] -> [n, d]`` or None
+        ``None`` is the clean run (always computed, as ``"clean"``).
+    first_position : int
+        Positions before it are not replaced; CE/KL average over predictions made at
+        positions ``first_position .. L-2``.
+
+    Returns
+    -------
+    dict
+        ``{"n_tokens": int, "ce": {name: float}, "kl": {name: float}}``.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> from neuroprobe.dictionary import spliced_losses
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
+    >>> out = spliced_losses(model, [[1, 2, 3, 4, 5]] * 2, "blocks.0.hook_resid_post",
+    ...                      {"same": lambda x: x})
+    >>> out["n_tokens"], abs(out["ce"]["same"] - out["ce"]["clean"]) < 1e-6
+    (6, True)
+    """
+    ids_all = torch.as_tensor([list(c) for c in contexts], dtype=torch.long)
+    if ids_all.ndim != 2 or ids_all.shape[1] < first_position + 2:
+        raise NeuroprobeError(
+            f"spliced_losses needs contexts of one length >= {first_position + 2}; got shape "
+            f"{tuple(ids_all.shape)}."
+        )
+    dev = next(iter(model.parameters())).device
+    names = ["clean"] + [n for n in replacements if n != "clean"]
+    ce = {n: 0.0 for n in names}
+    kl = {n: 0.0 for n in names}
+    count = 0
+    p0 = int(first_position)
+    for s in range(0, ids_all.shape[0], batch_size):
+        ids = ids_all[s:s + batch_size].to(dev)
+        tgt = ids[:, p0 + 1:]
+        clean_lp = None
+        for name in names:
+            fn = replacements.get(name)
+            logits = _run_spliced(model, ids, hook, fn, p0)
+            lp = torch.log_softmax(logits[:, p0:-1].double(), -1)
+            ce[name] += float(-lp.gather(-1, tgt[..., None]).sum())
+            if clean_lp is None:
+                clean_lp = lp
+            else:
+                kl[name] += float((clean_lp.exp() * (clean_lp - lp)).sum())
+        count += tgt.numel()
+    return {"n_tokens": count, "ce": {n: v / count for n, v in ce.items()},
+            "kl": {n: v / count for n, v in kl.items()}}
+
+
+def _run_spliced(model, ids: Tensor, hook: str, fn, p0: int) -> Tensor:
+    fired = {"n": 0}
+
+    def splice(act: Tensor, hook=None) -> Tensor:
+        fired["n"] += 1
+        out = act.clone()
+        x = act[:, p0:]
+        out[:, p0:] = fn(x.reshape(-1, x.shape[-1])).reshape(x.shape).to(act.dtype)
+        return out
+
+    with torch.no_grad():
+        if fn is None:
+            return model(ids)
+        with model.hooks(fwd_hooks=[(hook, splice)]):
+            logits = model(ids)
+    if fired["n"] == 0:
+        raise NeuroprobeError(
+            f"hook {hook!r} did not fire on a forward pass; splice at a hook of this model "
+            "(see npb.hook_names(model))."
+        )
+    return logits
+
+
+def evaluate_sae(sae: SAE, model, corpus, *, hook: str | None = None, n_tokens: int = 100_000,
+                 ce_tokens: int | None = None, context_size: int = 128, batch_size: int = 16,
+                 exclude_first: bool = True, dense_threshold: float = 0.1,
+                 skip_contexts: int = 0, text_column: str = "text",
+                 progress: bool | None = None) -> SAEEvaluation:
+    """Evaluate ``sae`` at its hook of ``model`` on held-out text (see the module docstring).
+
+    Parameters
+    ----------
+    sae : SAE
+    model : TransformerBridge
+    corpus : texts, path, datasets.Dataset or token-id sequences
+    hook : str, optional
+        Default: ``sae.hook_name``.
+    n_tokens : int
+        Evaluation tokens for the reconstruction metrics.
+    ce_tokens : int, optional
+        Tokens for the spliced losses (default ``n_tokens``; each costs four full forwards).
+    skip_contexts : int
+        Leave out the first contexts of the corpus (e.g. those used for training).
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> from neuroprobe.dictionary import SAE, evaluate_sae
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
+    >>> sae = SAE(16, 32, "topk", k=4, hook_name="blocks.0.hook_resid_post")
+    >>> ev = evaluate_sae(sae, model, [list(range(50)) * 4], n_tokens=150, context_size=16)
+    >>> ev.n_tokens, ev.pca_components
+    (150, 4)
+    """
+    from neuroprobe.core.capture import stream
+    from neuroprobe.core.probes import RunningCovariance
+
+    hook = hook or sae.hook_name
+    if not hook:
+        raise NeuroprobeError("evaluate_sae: the SAE has no hook_name; pass hook=...")
+    per_ctx = context_size - (1 if exclude_first else 0)
+    n_ctx = skip_contexts + -(-int(n_tokens) // per_ctx)
+    ctxs = corpus_contexts(model, corpus, n_tokens=n_ctx * per_ctx, context_size=context_size,
+                           text_column=text_column)[skip_contexts:]
+    if not ctxs:
+        raise NeuroprobeError(
+            f"evaluate_sae: the corpus has no context of {context_size} tokens after skipping "
+            f"{skip_contexts}; pass more text."
+        )
+    stats = _ReconStats(sae, hook)
+    cov = RunningCovariance(hook)
+    stream(model, ctxs, [stats, cov], batch_size=batch_size,
+           positions=slice(1, None) if exclude_first else "all", progress=progress)
+    n = stats.n
+    mean = stats.sx / n
+    tot = float(torch.trace(stats.sxx) - n * (mean @ mean))
+    density = (stats.fires / n).numpy()
+    l0 = stats.l0 / n
+    m = max(1, min(sae.d_in, int(round(l0))))
+    evals, evecs = torch.linalg.eigh(cov.covariance)
+    evals, evecs = evals.flip(0), evecs.flip(1)
+    U = evecs[:, :m].float()
+    pca_fvu = float(1 - evals[:m].sum() / evals.sum())
+    # PCA mse/cosine from a second look at the first contexts (cheap: stops at the layer)
+    mu = mean.float()
+
+    def pca(x: Tensor) -> Tensor:
+        xc = x.float() - mu.to(x.device)
+        return (xc @ U.to(x.device)) @ U.to(x.device).T + mu.to(x.device)
+
+    pc = _PCAStats(pca, hook)
+    stream(model, ctxs, [pc], batch_size=batch_size,
+           positions=slice(1, None) if exclude_first else "all", progress=progress)
+    ce_n = int(ce_tokens if ce_tokens is not None else n_tokens)
+    ce_ctx = ctxs[: max(1, -(-ce_n // per_ctx))]
+
+    def recon(x: Tensor) -> Tensor:
+        return sae(x)
+
+    sp = spliced_losses(model, ce_ctx, hook,
+                        {"sae": recon, "zero": lambda x: torch.zeros_like(x), "pca": pca},
+                        first_position=1 if exclude_first else 0,
+                        batch_size=max(1, batch_size // 2))
+    return SAEEvaluation(
+        hook=hook, architecture=sae.architecture, d_in=sae.d_in, d_sae=sae.d_sae, n_tokens=n,
+        l0=l0, fvu=stats.sse / tot, mse=stats.sse / (n * sae.d_in), cosine=stats.cos / n,
+        l2_ratio=stats.l2r / n, dead_fraction=float((density == 0).mean()),
+        dense_fraction=float((density > dense_threshold).mean()), feature_density=density,
+        pca_components=m, pca_fvu=pca_fvu, pca_mse=pc.sse / (pc.n * sae.d_in),
+        pca_cosine=pc.cos / pc.n, n_ce_tokens=sp["n_tokens"], ce_clean=sp["ce"]["clean"],
+        ce_sae=sp["ce"]["sae"], ce_zero=sp["ce"]["zero"], ce_pca=sp["ce"]["pca"],
+        kl_sae=sp["kl"]["sae"], kl_pca=sp["kl"]["pca"])
+
+
+class _PCAStats:
+    def __init__(self, fn, hook: str):
+        self.fn, self.hooks = fn, [hook]
+        self.n, self.sse, self.cos = 0, 0.0, 0.0
+
+    def update(self, acts, meta) -> None:
+        x = acts[self.hooks[0]].detach().double().cpu()
+        xh = self.fn(x.float()).double()
+        self.n += x.shape[0]
+        self.sse += float(((xh - x) ** 2).sum())
+        self.cos += float(((xh * x).sum(1) / (x.norm(dim=1) * xh.norm(dim=1)).clamp_min(1e-30)
+                           ).sum())
+
+    def merge(self, other):  # pragma: no cover
+        raise NeuroprobeError("evaluation statistics are not merged.")

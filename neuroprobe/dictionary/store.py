@@ -1,0 +1,327 @@
+"""The activation store: a harvest of hook outputs on disk, shuffled across contexts.
+
+:func:`harvest` cuts a corpus into fixed-length contexts (BOS + ``context_size - 1``
+tokens), runs them through :func:`neuroprobe.stream` -- capture's one engine, so the
+forward stops at the last hooked layer, padding and hooks are handled there, and several
+hooks (several SAEs) come from one forward pass -- and writes every kept token's activation
+into a float16 or bfloat16 memmap per hook, at a row given by one random permutation of all
+rows.  Reading the file front to back therefore yields tokens mixed across the whole corpus
+(the job of SAELens's mixing buffer, done once at write time).
+
+Position 0 of every context is left out by default: on SmolLM2 the attention sink at
+``blocks.15.hook_resid_post`` has a mean norm of ~23,700 against ~170 elsewhere and would
+swamp every variance-based metric.  Pass ``exclude_first=False`` to keep it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from neuroprobe.core.errors import NeuroprobeError
+
+__all__ = ["ActivationStore", "harvest", "corpus_contexts"]
+
+_STORE_DTYPES = ("float16", "bfloat16")
+
+
+def corpus_contexts(model, corpus, *, n_tokens: int | None, context_size: int = 128,
+                    text_column: str = "text") -> list[list[int]]:
+    """Cut a corpus into contexts of ``context_size`` token ids (BOS first when the model's
+    tokenizer has one), enough for ``n_tokens`` kept tokens (all the corpus if None).
+
+    ``corpus`` is what :func:`neuroprobe.iter_texts` takes (texts, a ``.txt``/``.jsonl``
+    path, a ``datasets.Dataset``) or, for models without a tokenizer, token-id sequences.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> from neuroprobe.dictionary import corpus_contexts
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
+    >>> corpus_contexts(model, [list(range(10)), list(range(10, 20))], n_tokens=None,
+    ...                 context_size=4)
+    [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15], [16, 17, 18, 19]]
+    """
+    from neuroprobe.mae.corpus import iter_texts
+
+    context_size = int(context_size)
+    tok = getattr(model, "tokenizer", None)
+    bos = getattr(tok, "bos_token_id", None) if tok is not None else None
+    body = context_size - (1 if bos is not None else 0)
+    if body < 1:
+        raise NeuroprobeError(f"context_size={context_size} is too small; use at least 2.")
+    kept = context_size - 1  # rows per context when position 0 is dropped (upper bound)
+    need = None if n_tokens is None else -(-int(n_tokens) // max(kept, 1))
+    out: list[list[int]] = []
+    buf: list[int] = []
+
+    def items():
+        if tok is None:
+            for i, seq in enumerate(corpus):
+                ids = seq.tolist() if isinstance(seq, Tensor) else list(seq)
+                if not all(isinstance(t, (int, np.integer)) for t in ids):
+                    raise NeuroprobeError(
+                        f"corpus item {i}: a model without a tokenizer needs token-id "
+                        "sequences as its corpus."
+                    )
+                yield [int(t) for t in ids]
+        else:
+            eos = getattr(tok, "eos_token_id", None)
+            for text in iter_texts(corpus, text_column):
+                ids = tok(text, add_special_tokens=False)["input_ids"]
+                yield list(ids) + ([int(eos)] if eos is not None else [])
+
+    for ids in items():
+        buf.extend(ids)
+        while len(buf) >= body:
+            out.append(([int(bos)] if bos is not None else []) + buf[:body])
+            buf = buf[body:]
+            if need is not None and len(out) >= need:
+                return out
+    return out
+
+
+@dataclass(frozen=True)
+class ActivationStore:
+    """A harvest on disk: one ``[n_tokens, d]`` memmap per hook, rows shuffled.
+
+    Attributes
+    ----------
+    path : Path
+    hooks : tuple of str
+    widths : tuple of int
+    n_tokens : int
+    dtype : str  ("float16" or "bfloat16")
+    meta : dict  (model name, context size, exclude_first, seed, harvest speed)
+    """
+
+    path: Path
+    hooks: tuple[str, ...]
+    widths: tuple[int, ...]
+    n_tokens: int
+    dtype: str
+    meta: dict
+
+    @classmethod
+    def open(cls, path) -> ActivationStore:
+        """Open a store written by :func:`harvest`."""
+        p = Path(path)
+        if not (p / "store.json").exists():
+            raise NeuroprobeError(
+                f"ActivationStore.open({str(path)!r}): no store.json there; harvest one with "
+                "neuroprobe.dictionary.harvest(model, corpus, hooks, path=...)."
+            )
+        m = json.loads((p / "store.json").read_text())
+        return cls(p, tuple(m["hooks"]), tuple(m["widths"]), int(m["n_tokens"]), m["dtype"],
+                   m["meta"])
+
+    @classmethod
+    def from_arrays(cls, path, arrays: dict, *, dtype: str = "float16", seed: int = 0,
+                    meta: dict | None = None) -> ActivationStore:
+        """A store from in-memory ``{hook: [n, d]}`` activations (rows shuffled by ``seed``).
+
+        Examples
+        --------
+        >>> import tempfile, torch
+        >>> from neuroprobe.dictionary import ActivationStore
+        >>> st = ActivationStore.from_arrays(tempfile.mkdtemp(), {"h": torch.randn(10, 3)})
+        >>> st.n_tokens, st.rows("h", 0, 2).shape
+        (10, torch.Size([2, 3]))
+        """
+        if dtype not in _STORE_DTYPES:
+            raise NeuroprobeError(f"dtype={dtype!r}; use one of {_STORE_DTYPES}.")
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        hooks = list(arrays)
+        ns = {int(torch.as_tensor(a).shape[0]) for a in arrays.values()}
+        if len(ns) != 1:
+            raise NeuroprobeError(f"arrays have different row counts {sorted(ns)}.")
+        n = ns.pop()
+        perm = np.random.default_rng(seed).permutation(n)
+        widths = []
+        for j, h in enumerate(hooks):
+            x = torch.as_tensor(arrays[h]).detach().cpu()
+            x = x.to(torch.bfloat16 if dtype == "bfloat16" else torch.float16)
+            v = x.view(torch.uint16).numpy() if dtype == "bfloat16" else x.numpy()
+            a = np.lib.format.open_memmap(out / f"acts_{j}.npy", mode="w+", dtype=v.dtype,
+                                          shape=v.shape)
+            a[perm] = v
+            a.flush()
+            widths.append(int(v.shape[1]))
+        meta = dict(meta or {})
+        (out / "store.json").write_text(json.dumps(dict(
+            hooks=hooks, widths=widths, n_tokens=n, dtype=dtype, meta=meta), indent=2))
+        return cls(out, tuple(hooks), tuple(widths), n, dtype, meta)
+
+    def hook_column(self, hook: str) -> int:
+        if hook not in self.hooks:
+            raise NeuroprobeError(
+                f"hook {hook!r} is not in this activation store; it holds {list(self.hooks)}."
+            )
+        return self.hooks.index(hook)
+
+    def array(self, hook: str) -> np.memmap:
+        """The raw memmap of one hook (float16, or uint16 holding bfloat16 bits)."""
+        j = self.hook_column(hook)
+        return np.load(self.path / f"acts_{j}.npy", mmap_mode="r")
+
+    def rows(self, hook: str, start: int, stop: int) -> Tensor:
+        """Rows ``start:stop`` of one hook as a float32 tensor."""
+        a = np.asarray(self.array(hook)[start:stop])
+        t = torch.from_numpy(a.copy())
+        if self.dtype == "bfloat16":
+            t = t.view(torch.bfloat16)
+        return t.float()
+
+    def batches(self, hook: str, batch_size: int, *, start: int = 0, stop: int | None = None
+                ) -> Iterator[Tensor]:
+        """Consecutive float32 batches of rows ``start:stop`` (already shuffled on disk)."""
+        stop = self.n_tokens if stop is None else stop
+        for s in range(start, stop, batch_size):
+            yield self.rows(hook, s, min(stop, s + batch_size))
+
+    def __repr__(self) -> str:
+        return (f"ActivationStore({str(self.path)!r}, n_tokens={self.n_tokens}, "
+                f"hooks={list(self.hooks)}, dtype={self.dtype})")
+
+
+class _StoreWriter:
+    """A streaming probe that writes each batch's rows at their shuffled positions."""
+
+    def __init__(self, hooks: Sequence[str], arrays: list, perm: np.ndarray, bf16: bool):
+        self.hooks = list(hooks)
+        self.arrays, self.perm, self.bf16 = arrays, perm, bf16
+        self.fired: set[str] = set()
+
+    def update(self, acts: dict[str, Tensor], meta) -> None:
+        dest = self.perm[meta.time_index.cpu().numpy()]
+        order = np.argsort(dest)  # write in increasing file order
+        for h, arr in zip(self.hooks, self.arrays):
+            x = acts[h].detach()
+            if x.ndim != 2 or x.shape[1] != arr.shape[1]:
+                raise NeuroprobeError(
+                    f"hook {h!r} gave activations of shape {tuple(x.shape)}; the store expects "
+                    f"[n, {arr.shape[1]}] (a per-token hook)."
+                )
+            x = x.to("cpu", torch.bfloat16 if self.bf16 else torch.float16)
+            v = x.view(torch.uint16).numpy() if self.bf16 else x.numpy()
+            arr[dest[order]] = v[order]
+            self.fired.add(h)
+
+    def merge(self, other):  # pragma: no cover - a writer is never merged
+        raise NeuroprobeError("an activation-store writer cannot be merged.")
+
+
+def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | None = None,
+            context_size: int = 128, batch_size: int = 16, dtype: str = "float16",
+            exclude_first: bool = True, seed: int = 0, progress: bool | None = None,
+            text_column: str = "text") -> ActivationStore:
+    """Harvest hook outputs over a corpus into an on-disk, shuffled :class:`ActivationStore`.
+
+    Parameters
+    ----------
+    model : TransformerBridge
+    corpus : texts, path, datasets.Dataset, or token-id sequences (see :func:`corpus_contexts`)
+    hooks : str or list of str
+        Exact hook names; all are harvested from the same forward pass, which stops after
+        the deepest of them.
+    path : str or Path
+        Folder to write (``store.json`` + ``acts_<j>.npy`` per hook).
+    n_tokens : int, optional
+        Tokens to keep (whole contexts, so at most one context more); None: the whole corpus.
+    context_size : int
+        Tokens per context, BOS included.
+    dtype : {"float16", "bfloat16"}
+    exclude_first : bool
+        Leave position 0 (BOS / attention sink) out (default True).
+    seed : int
+        Seed of the shuffle.
+
+    Examples
+    --------
+    >>> import tempfile, neuroprobe as npb
+    >>> from neuroprobe.dictionary import harvest
+    >>> model = npb.load_model(dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
+    >>> corpus = [[i % 50 for i in range(s, s + 40)] for s in range(5)]
+    >>> st = harvest(model, corpus, ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"],
+    ...              path=tempfile.mkdtemp(), context_size=8)
+    >>> st.n_tokens, st.widths
+    (175, (16, 16))
+    """
+    import time
+
+    from neuroprobe.core.capture import stream
+
+    if dtype not in _STORE_DTYPES:
+        raise NeuroprobeError(f"harvest(dtype={dtype!r}); use one of {_STORE_DTYPES}.")
+    hooks = [hooks] if isinstance(hooks, str) else list(hooks)
+    if not hooks or not all(isinstance(h, str) for h in hooks):
+        raise NeuroprobeError(f"harvest(hooks=...) must be hook names; got {hooks!r}.")
+    ctxs = corpus_contexts(model, corpus, n_tokens=n_tokens, context_size=context_size,
+                           text_column=text_column)
+    if not ctxs:
+        raise NeuroprobeError(
+            f"the corpus has fewer than context_size={context_size} tokens; pass more text or "
+            "a smaller context_size."
+        )
+    per_ctx = context_size - (1 if exclude_first else 0)
+    n_rows = len(ctxs) * per_ctx
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    widths = _widths(model, hooks, ctxs[0])
+    arrays = [np.lib.format.open_memmap(out / f"acts_{j}.npy", mode="w+",
+                                        dtype=np.uint16 if dtype == "bfloat16" else np.float16,
+                                        shape=(n_rows, w)) for j, w in enumerate(widths)]
+    perm = np.random.default_rng(seed).permutation(n_rows)
+    writer = _StoreWriter(hooks, arrays, perm, dtype == "bfloat16")
+    t0 = time.perf_counter()
+    stream(model, ctxs, [writer], batch_size=batch_size,
+           positions=slice(1, None) if exclude_first else "all", include_bos=True,
+           progress=progress)
+    secs = time.perf_counter() - t0
+    for a in arrays:
+        a.flush()
+    meta = dict(model_name=str(getattr(model.cfg, "model_name", "")),
+                context_size=int(context_size), exclude_first=bool(exclude_first),
+                seed=int(seed), n_contexts=len(ctxs), seconds=secs,
+                tokens_per_s=n_rows / max(secs, 1e-9),
+                prepend_bos=getattr(getattr(model, "tokenizer", None), "bos_token_id",
+                                    None) is not None)
+    (out / "store.json").write_text(json.dumps(dict(
+        hooks=hooks, widths=list(widths), n_tokens=n_rows, dtype=dtype, meta=meta), indent=2))
+    return ActivationStore(out, tuple(hooks), tuple(widths), n_rows, dtype, meta)
+
+
+def _widths(model, hooks: list[str], example: list[int]) -> list[int]:
+    """Width of each hook's output, from a one-context forward stopped early."""
+    from neuroprobe.core.capture import stream
+
+    class _W:
+        def __init__(self):
+            self.hooks, self.w = hooks, {}
+
+        def update(self, acts, meta):
+            for h in hooks:
+                if h in acts:
+                    self.w[h] = int(acts[h].reshape(acts[h].shape[0], -1).shape[1])
+
+        def merge(self, other):  # pragma: no cover
+            return self
+
+    p = _W()
+    stream(model, [example], [p], batch_size=1, progress=False)
+    missing = [h for h in hooks if h not in p.w]
+    if missing:
+        raise NeuroprobeError(
+            f"hook(s) {missing} did not fire on a forward pass; harvest per-token hooks of "
+            "this model (see npb.hook_names(model))."
+        )
+    return [p.w[h] for h in hooks]

@@ -1,0 +1,160 @@
+"""Harvest, training (deterministic, resumable), evaluation (spliced CE vs a hand splice)."""
+
+import numpy as np
+import pytest
+import torch
+
+import neuroprobe as npb
+from neuroprobe import NeuroprobeError
+from neuroprobe.dictionary import (
+    SAE,
+    ActivationStore,
+    evaluate_sae,
+    harvest,
+    spliced_losses,
+    train_sae_on_store,
+)
+
+HOOK = "blocks.0.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 100, size=200).tolist() for _ in range(12)]
+
+
+def test_harvest_matches_record_and_is_shuffled(native_model, corpus, tmp_path):
+    hooks = [HOOK, "blocks.1.hook_mlp_out"]
+    st = harvest(native_model, corpus, hooks, path=tmp_path, context_size=16)
+    ctxs = npb.dictionary.corpus_contexts(native_model, corpus, n_tokens=None, context_size=16)
+    rec = npb.record(native_model, ctxs, hooks=hooks, positions=slice(1, None))
+    assert st.n_tokens == rec.acts.shape[0] == len(ctxs) * 15  # position 0 left out
+    assert (rec.position > 0).all()
+    perm = np.random.default_rng(0).permutation(st.n_tokens)
+    for j, h in enumerate(hooks):
+        got = st.rows(h, 0, st.n_tokens)
+        want = rec.acts[:, 32 * j:32 * (j + 1)].half().float()
+        torch.testing.assert_close(got[perm], want)
+    again = ActivationStore.open(tmp_path)
+    assert again.hooks == tuple(hooks) and again.n_tokens == st.n_tokens
+    bf = harvest(native_model, corpus, HOOK, path=tmp_path / "bf", context_size=16,
+                 dtype="bfloat16", exclude_first=False)
+    assert bf.n_tokens == len(ctxs) * 16 and bf.rows(HOOK, 0, 3).dtype == torch.float32
+
+
+def test_unknown_hook_and_hook_that_does_not_fire(native_model, corpus, tmp_path):
+    with pytest.raises(NeuroprobeError, match="blocks.7.hook_resid_post"):
+        harvest(native_model, corpus, "blocks.7.hook_resid_post", path=tmp_path,
+                context_size=16)
+
+    class Silent(torch.nn.Module):  # a model whose forward never reaches the hook
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def hooks(self, fwd_hooks):
+            import contextlib
+
+            return contextlib.nullcontext()
+
+        def forward(self, ids):
+            return torch.zeros(*ids.shape, 5)
+
+    with pytest.raises(NeuroprobeError, match="hook 'h' did not fire"):
+        spliced_losses(Silent(), [[1, 2, 3, 4]], "h", {"sae": lambda x: x})
+
+
+def _store(tmp_path, n=3000, d=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return ActivationStore.from_arrays(tmp_path, {"h": torch.randn(n, d, generator=g) * 3})
+
+
+@pytest.mark.parametrize("arch", ["topk", "l1"])
+def test_training_is_deterministic_and_resumes_exactly(tmp_path, arch):
+    st = _store(tmp_path / "s")
+    kw = dict(hook="h", d_sae=24, architecture=arch, k=3, batch_size=256, n_steps=14,
+              resample_at=(0.5,), seed=3)
+    a = train_sae_on_store(st, **kw)
+    b = train_sae_on_store(st, **kw)
+    assert all(torch.equal(getattr(a, n), getattr(b, n)) for n in ("W_enc", "W_dec", "b_enc"))
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_9(step, loss):
+        if step == 9:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_sae_on_store(st, **kw, checkpoint_dir=tmp_path / "ck", checkpoint_every=5,
+                           callback=stop_at_9)
+    c = train_sae_on_store(st, **kw, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
+    for n in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        assert torch.equal(getattr(a, n), getattr(c, n)), n
+    with pytest.raises(NeuroprobeError, match="other settings"):
+        train_sae_on_store(st, **{**kw, "d_sae": 30}, checkpoint_dir=tmp_path / "ck")
+
+
+def test_training_bad_input(tmp_path):
+    st = _store(tmp_path, n=100)
+    with pytest.raises(NeuroprobeError, match="100 training tokens, fewer than one batch"):
+        train_sae_on_store(st, hook="h", d_sae=24, k=3, batch_size=256)
+    with pytest.raises(NeuroprobeError, match=r"k=40\) is larger than d_sae=24"):
+        train_sae_on_store(st, hook="h", d_sae=24, k=40, batch_size=10)
+    with pytest.raises(NeuroprobeError, match="not in this activation store"):
+        train_sae_on_store(st, hook="x", d_sae=24, k=3, batch_size=10)
+
+
+def _hand_ce(model, ids, fn):
+    """Next-token CE of predictions at positions 1..L-2 with ``fn`` applied at 1.. ."""
+    def hook(act, hook):
+        out = act.clone()
+        out[:, 1:] = fn(act[:, 1:])
+        return out
+
+    with torch.no_grad():
+        logits = model.run_with_hooks(ids, fwd_hooks=[(HOOK, hook)]) if fn else model(ids)
+    lp = torch.log_softmax(logits[:, 1:-1].double(), -1)
+    return float(-lp.gather(-1, ids[:, 2:, None]).mean()), lp
+
+
+def test_spliced_ce_equals_hand_written_splice(native_model, corpus):
+    sae = SAE(32, 64, "topk", k=6, hook_name=HOOK, seed=2)
+    ctxs = npb.dictionary.corpus_contexts(native_model, corpus, n_tokens=None, context_size=20)
+    ids = torch.tensor(ctxs)
+    out = spliced_losses(native_model, ctxs, HOOK, {"sae": sae, "zero": torch.zeros_like},
+                         batch_size=4)
+    clean, lpc = _hand_ce(native_model, ids, None)
+    ce_sae, lps = _hand_ce(native_model, ids, lambda x: sae(x))
+    ce_zero, _ = _hand_ce(native_model, ids, torch.zeros_like)
+    assert out["n_tokens"] == ids.shape[0] * 18
+    assert out["ce"]["clean"] == pytest.approx(clean, rel=1e-6)
+    assert out["ce"]["sae"] == pytest.approx(ce_sae, rel=1e-6)
+    assert out["ce"]["zero"] == pytest.approx(ce_zero, rel=1e-6)
+    kl = float((lpc.exp() * (lpc - lps)).sum(-1).mean())
+    assert out["kl"]["sae"] == pytest.approx(kl, rel=1e-5)
+
+
+def test_evaluate_metrics_against_direct_computation(native_model, corpus):
+    sae = SAE(32, 64, "l1", hook_name=HOOK, seed=4)
+    with torch.no_grad():
+        sae.b_enc.fill_(-0.05)
+    ev = evaluate_sae(sae, native_model, corpus, n_tokens=600, context_size=16, batch_size=8)
+    ctxs = npb.dictionary.corpus_contexts(native_model, corpus, n_tokens=600, context_size=16)
+    x = npb.record(native_model, ctxs, hooks=[HOOK], positions=slice(1, None)).acts.double()
+    with torch.no_grad():
+        f, xh = sae.encode(x.float()), sae(x.float()).double()
+    assert ev.n_tokens == x.shape[0]
+    fvu = float(((xh - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+    assert ev.fvu == pytest.approx(fvu, rel=1e-5)
+    assert ev.l0 == pytest.approx(float((f > 0).float().sum(1).mean()), rel=1e-6)
+    assert ev.dead_fraction == pytest.approx(float(((f > 0).sum(0) == 0).float().mean()))
+    ev_pca = np.linalg.eigvalsh(np.cov(x.numpy().T))[::-1]
+    m = ev.pca_components
+    assert ev.pca_fvu == pytest.approx(1 - ev_pca[:m].sum() / ev_pca.sum(), rel=1e-5)
+    assert set(ev.to_dataframe().index) >= {"l0", "fvu", "ce_loss_recovered", "kl"}
+    counts, _ = ev.log10_density_histogram()
+    assert counts.sum() == int((ev.feature_density > 0).sum())
+    assert 0 <= ev.dead_fraction <= 1 and np.isfinite(ev.ce_loss_recovered)
+    ev.plot()
