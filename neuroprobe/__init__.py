@@ -41,6 +41,7 @@ __all__ = [
     "load_model", "OFFLINE_MODELS",
     "record", "record_generation", "stream", "hook_names", "tokenize_prompts", "Recording",
     "Probe", "BatchMeta", "RunningCovariance", "TopK", "Directions", "UnitIndex",
+    "Shard", "CorpusShard", "shards", "note_batch", "union_seen",
     "NeuroprobeError", "NeuroprobeWarning",
     # glm: block designs, mass-univariate fits, contrasts, streaming GLM
     "BlockDesign", "fit_glm", "GLMResult", "ContrastResult", "GLMProbe",

@@ -6,6 +6,7 @@
 
 from neuroprobe.core.errors import *  # noqa: F401,F403
 from neuroprobe.core.units import *  # noqa: F401,F403
+from neuroprobe.core.shards import *  # noqa: F401,F403
 from neuroprobe.core.probes import *  # noqa: F401,F403
 from neuroprobe.core.recording import *  # noqa: F401,F403
 from neuroprobe.core.models import *  # noqa: F401,F403

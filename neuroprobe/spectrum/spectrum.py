@@ -41,6 +41,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.shards import note_batch, union_seen
 from neuroprobe.core.validation import as_tensor, check_finite, check_fraction, check_positive_int
 from neuroprobe.core.probes import BatchMeta, RunningCovariance, _project
 from neuroprobe.core.units import Directions, hook_layer
@@ -169,6 +170,7 @@ class SpectrumProbe(RunningCovariance):
         n = int(x.shape[0])
         if n == 0:
             return
+        self.seen = note_batch(self.seen, meta, repr(self))
         xn = x.to(torch.float64).numpy().copy()
         bmean = xn.mean(0)
         xn -= bmean
@@ -180,6 +182,7 @@ class SpectrumProbe(RunningCovariance):
                 f"can only merge a covariance probe of the same hook {self.hooks}; got {other!r}"
             )
         out = SpectrumProbe(self.target)
+        out.seen = union_seen(self.seen, other.seen, repr(self), repr(other))
         for p in (self, other):
             if p.count:
                 out._combine(p.count, p.mean, p.m2)
