@@ -27,6 +27,7 @@ from neuroprobe.core.validation import check_positive_int
 from neuroprobe.core.probes import BatchMeta, _project
 from neuroprobe.core.recording import Recording
 from neuroprobe.core.shards import Shard
+from neuroprobe.core.storage import check_memory_budget, memmap_buffer
 from neuroprobe.core.units import UnitIndex, hook_layer
 
 __all__ = ["record", "stream", "record_generation", "hook_names", "tokenize_prompts"]
@@ -304,19 +305,18 @@ def _available_memory() -> int:
 def _allocate(T: int, N: int, dtype: torch.dtype, budget: int | None,
               storage_dir: str | None) -> tuple[Tensor, str | None]:
     nbytes = T * N * torch.tensor([], dtype=dtype).element_size()
-    budget = int(_available_memory() * 0.5) if budget is None else int(budget)
+    budget = check_memory_budget(budget)
+    budget = int(_available_memory() * 0.5) if budget is None else budget
     if nbytes <= budget:
         return torch.empty((T, N), dtype=dtype), None
-    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-    fd, path = tempfile.mkstemp(suffix=".npy", prefix="neuroprobe-rec-", dir=storage_dir)
-    os.close(fd)
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np_dtype, shape=(T, N))
+    buf, path = memmap_buffer(T, N, dtype, storage_dir)
     warnings.warn(
         f"record: the recording [{T} x {N}] needs {nbytes / 2**30:.2f} GiB, over the memory "
-        f"budget of {budget / 2**30:.2f} GiB; writing it to a disk-backed memmap at {path}.",
+        f"budget of {budget / 2**30:.2f} GiB; writing it to a disk-backed memmap at {path}"
+        + (" (deleted with the recording)." if storage_dir is None else "."),
         stacklevel=3,
     )
-    return torch.from_numpy(mm), path
+    return buf, path
 
 
 def _run(
