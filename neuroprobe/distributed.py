@@ -43,7 +43,14 @@ def _model_key(spec) -> str:
     if isinstance(spec, dict):
         return "cfg:" + json.dumps(spec, sort_keys=True, default=str)
     if callable(spec):
-        return f"factory:{getattr(spec, '__module__', '')}.{getattr(spec, '__qualname__', spec)}"
+        try:  # the factory's code and arguments, so two lambdas of one module differ
+            import hashlib
+
+            import cloudpickle
+
+            return "factory:" + hashlib.sha1(cloudpickle.dumps(spec)).hexdigest()
+        except Exception:  # noqa: BLE001 - unpicklable: one load per object in this process
+            return f"factory:{id(spec)}"
     raise NeuroprobeError(
         "model must be a model name (str), a config dict for npb.load_model, or a factory "
         f"callable returning a model when running on workers; got {type(spec).__name__}. "
