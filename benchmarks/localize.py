@@ -25,7 +25,6 @@ import torch
 from scipy import stats
 
 import neuroprobe as npb
-
 import neuroprobe.networks.ablation as ab  # noqa: E402
 
 MLP = "blocks.*.mlp.hook_post"

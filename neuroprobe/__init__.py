@@ -21,6 +21,9 @@ from neuroprobe.mae import *  # noqa: F401,F403
 from neuroprobe.networks import *  # noqa: F401,F403
 from neuroprobe.polytope import *  # noqa: F401,F403
 from neuroprobe.spectrum import *  # noqa: F401,F403
+from neuroprobe.distributed import (  # noqa: F401
+    DaskBackend, SerialBackend, stream_distributed, tree_reduce,
+)
 from neuroprobe.testbeds import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
@@ -42,6 +45,8 @@ __all__ = [
     "load_model", "OFFLINE_MODELS",
     "record", "record_generation", "stream", "hook_names", "tokenize_prompts", "Recording",
     "Probe", "BatchMeta", "RunningCovariance", "TopK", "Directions", "UnitIndex",
+    "Shard", "CorpusShard", "shards", "note_batch", "union_seen",
+    "stream_distributed", "tree_reduce", "SerialBackend", "DaskBackend",
     "NeuroprobeError", "NeuroprobeWarning",
     # glm: block designs, mass-univariate fits, contrasts, streaming GLM
     "BlockDesign", "fit_glm", "GLMResult", "ContrastResult", "GLMProbe",

@@ -4,9 +4,10 @@
 ``spectrum``) import from here and never from each other's private names.
 """
 
+from neuroprobe.core.capture import *  # noqa: F401,F403
 from neuroprobe.core.errors import *  # noqa: F401,F403
-from neuroprobe.core.units import *  # noqa: F401,F403
+from neuroprobe.core.models import *  # noqa: F401,F403
 from neuroprobe.core.probes import *  # noqa: F401,F403
 from neuroprobe.core.recording import *  # noqa: F401,F403
-from neuroprobe.core.models import *  # noqa: F401,F403
-from neuroprobe.core.capture import *  # noqa: F401,F403
+from neuroprobe.core.shards import *  # noqa: F401,F403
+from neuroprobe.core.units import *  # noqa: F401,F403

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -39,6 +38,8 @@ from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.hooks import HookRequest, HookSpec, hook_names, resolve_hooks
 from neuroprobe.core.probes import BatchMeta
 from neuroprobe.core.recording import Recording
+from neuroprobe.core.shards import Shard
+from neuroprobe.core.storage import check_memory_budget, memmap_buffer
 from neuroprobe.core.units import UnitIndex, project
 from neuroprobe.core.validation import check_positive_int
 
@@ -186,13 +187,14 @@ class _Plan:
     n_rows: int
 
 
-def _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_column) -> _Plan:
+def _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_column,
+          first_prompt: int = 0) -> _Plan:
     items = _as_prompt_list(prompts, text_column)
     if is_language_model(model):
         toks = tokenize_prompts(model, items, prepend_bos=prepend_bos, truncate=truncate,
                                 text_column=text_column)
         bos = _starts_with_bos(model, prepend_bos, items, toks)
-        pos = [_select_positions(t.numel(), positions, i, b and not include_bos)
+        pos = [_select_positions(t.numel(), positions, i + first_prompt, b and not include_bos)
                for i, (t, b) in enumerate(zip(toks, bos))]
     else:  # a plain HookedRootModule: each input is one time point
         toks = [torch.as_tensor(x) for x in items]
@@ -217,19 +219,18 @@ def _available_memory() -> int:
 def _allocate(T: int, N: int, dtype: torch.dtype, budget: int | None,
               storage_dir: str | None) -> tuple[Tensor, str | None]:
     nbytes = T * N * torch.tensor([], dtype=dtype).element_size()
-    budget = int(_available_memory() * 0.5) if budget is None else int(budget)
+    budget = check_memory_budget(budget)
+    budget = int(_available_memory() * 0.5) if budget is None else budget
     if nbytes <= budget:
         return torch.empty((T, N), dtype=dtype), None
-    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-    fd, path = tempfile.mkstemp(suffix=".npy", prefix="neuroprobe-rec-", dir=storage_dir)
-    os.close(fd)
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np_dtype, shape=(T, N))
+    buf, path = memmap_buffer(T, N, dtype, storage_dir)
     warnings.warn(
         f"record: the recording [{T} x {N}] needs {nbytes / 2**30:.2f} GiB, over the memory "
-        f"budget of {budget / 2**30:.2f} GiB; writing it to a disk-backed memmap at {path}.",
+        f"budget of {budget / 2**30:.2f} GiB; writing it to a disk-backed memmap at {path}"
+        + (" (deleted with the recording)." if storage_dir is None else "."),
         stacklevel=3,
     )
-    return torch.from_numpy(mm), path
+    return buf, path
 
 
 @dataclass
@@ -409,6 +410,19 @@ def _probe_requests(model, probes) -> list[tuple[Any, list[HookRequest]]]:
     return out
 
 
+class _ShardView:
+    """A probe seen through a shard's offsets: global prompt/time indices in every batch."""
+
+    def __init__(self, probe, shard: Shard) -> None:
+        self.probe, self.shard, self.hooks = probe, shard, probe.hooks
+
+    def update(self, acts: dict, meta: BatchMeta) -> None:
+        if self.shard.first_prompt or self.shard.first_time:
+            meta = BatchMeta(meta.prompt_index + self.shard.first_prompt, meta.position,
+                             meta.time_index + self.shard.first_time, meta.token_ids)
+        self.probe.update(acts, meta)
+
+
 def _model_name(model) -> str:
     cfg = getattr(model, "cfg", None)
     return str(getattr(cfg, "model_name", type(model).__name__))
@@ -529,11 +543,23 @@ def stream(
     truncate: bool = False,
     progress: bool | None = None,
     text_column: str = "text",
+    shard: Shard | None = None,
+    client=None,
 ) -> list:
     """Run probes over prompts in one pass, storing nothing else; returns the probes.
 
     Use this for analyses too large to hold as a ``[T, N]`` recording: a running
     covariance over millions of tokens, top-k examples over a corpus, GLM statistics.
+
+    Parameters
+    ----------
+    shard : Shard, optional
+        Where ``prompts`` sit in the whole corpus (from :func:`neuroprobe.shards`): probes
+        get global ``prompt_index`` / ``time_index``, so shards streamed separately merge
+        exactly into one pass.  Default: the prompts are the whole corpus.
+    client : dask.distributed.Client, optional
+        Run on a Dask cluster (see :mod:`neuroprobe.distributed`): ``model`` must then be a
+        model name or a picklable factory, and the merged probes are returned.
 
     Examples
     --------
@@ -550,9 +576,23 @@ def stream(
     if not probes:
         raise NeuroprobeError("stream(probes=...) is empty; pass at least one probe.")
     batch_size = check_positive_int(batch_size, "batch_size")
-    plan = _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_column)
+    if client is not None:
+        from neuroprobe.distributed import stream_distributed
+
+        return stream_distributed(
+            model, prompts, probes, client=client, batch_size=batch_size, positions=positions,
+            include_bos=include_bos, prepend_bos=prepend_bos, truncate=truncate,
+            text_column=text_column)
+    shard = Shard() if shard is None else shard
+    if not isinstance(shard, Shard):
+        raise NeuroprobeError(
+            f"stream(shard=...) must be a neuroprobe.Shard (from npb.shards); got "
+            f"{type(shard).__name__}."
+        )
+    plan = _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_column,
+                 first_prompt=shard.first_prompt)
     preqs = []
-    for p, rs in _probe_requests(model, probes):
+    for p, rs in _probe_requests(model, [_ShardView(p, shard) for p in probes]):
         rs, widths = hook_widths(model, rs, plan.tokens[0])
         _check_indices(rs, widths)
         preqs.append((p, rs))

@@ -34,6 +34,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.shards import note_batch, union_seen
 from neuroprobe.core.units import Directions, project
 
 __all__ = ["BatchMeta", "Probe", "RunningCovariance", "TopK"]
@@ -94,6 +95,12 @@ def hook_and_directions(target) -> tuple[str, Directions | None]:
     if isinstance(target, Directions):
         return target.hook, target
     if isinstance(target, str):
+        if any(c in target for c in "*?["):
+            raise NeuroprobeError(
+                f"probe target={target!r} is a glob pattern; a built-in probe watches one "
+                "exact hook. Make one probe per hook, e.g. [npb.TopK(h) for h in "
+                "npb.hook_names(model) if fnmatch.fnmatch(h, pattern)]."
+            )
         return target, None
     raise NeuroprobeError(
         f"probe target must be a hook name (str) or a Directions object; got {type(target)}"
@@ -128,6 +135,7 @@ class RunningCovariance:
     count: int = 0
     mean: Tensor | None = None
     m2: Tensor | None = None
+    seen: tuple = ()
     hooks: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -144,6 +152,7 @@ class RunningCovariance:
         n = x.shape[0]
         if n == 0:
             return
+        self.seen = note_batch(self.seen, meta, repr(self))
         bmean = x.mean(0)
         xc = x - bmean
         bm2 = xc.T @ xc
@@ -167,6 +176,7 @@ class RunningCovariance:
                 f"can only merge a RunningCovariance of the same hook {self.hooks}; got {other!r}"
             )
         out = RunningCovariance(self.target)
+        out.seen = union_seen(self.seen, other.seen, repr(self), repr(other))
         if self.count:
             out._combine(self.count, self.mean, self.m2)
         if other.count:
@@ -222,6 +232,7 @@ class TopK:
     position: Tensor | None = None
     time_index: Tensor | None = None
     token_ids: Tensor | None = None
+    seen: tuple = ()
     hooks: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -243,6 +254,7 @@ class TopK:
         n, d = x.shape
         if n == 0:
             return
+        self.seen = note_batch(self.seen, meta, repr(self))
         tok = meta.token_ids if meta.token_ids is not None else torch.full((n,), -1)
         cols = [meta.prompt_index, meta.position, meta.time_index, tok]
         cols = [c.cpu().long()[:, None].expand(n, d) for c in cols]
@@ -281,6 +293,7 @@ class TopK:
                 f"got {other!r}"
             )
         out = TopK(self.target, self.k, self.indices)
+        out.seen = union_seen(self.seen, other.seen, repr(self), repr(other))
         for p in (self, other):
             if p.values is not None:
                 out.absorb(p.values, p.prompt_index, p.position, p.time_index, p.token_ids)

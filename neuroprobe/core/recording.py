@@ -15,6 +15,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.storage import acts_offset, load_payload, read_columns
 from neuroprobe.core.units import UnitIndex
 
 __all__ = ["Recording"]
@@ -224,28 +225,61 @@ class Recording:
 
     @classmethod
     def load(cls, path: str | Path) -> Recording:
-        """Read a recording written by :meth:`save`."""
+        """Open a recording written by :meth:`save`, memory-mapped (nothing is read yet).
+
+        ``acts`` stays on disk: pages are read when used, so a recording larger than memory
+        can be reopened and read in column blocks.  A missing, empty, truncated or foreign
+        file raises :class:`NeuroprobeError` naming the file and the problem.
+        """
         path = Path(path)
-        if not path.exists():
-            raise NeuroprobeError(f"Recording.load: no file at {str(path)!r}.")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        meta = json.loads(payload["meta"])
-        if meta.get("format") != _FORMAT:
-            raise NeuroprobeError(
-                f"Recording.load: {str(path)!r} is not a neuroprobe recording "
-                f"(format {meta.get('format')!r}, expected {_FORMAT!r})."
+        payload = load_payload(path, _FORMAT)
+        meta = payload["meta"]
+        try:
+            rec = cls(
+                acts=payload["acts"],
+                units=UnitIndex.from_state(meta["units"]),
+                prompt_index=payload["prompt_index"],
+                position=payload["position"],
+                token_ids=payload["token_ids"],
+                tokens=meta["tokens"],
+                prompt_labels=meta["prompt_labels"],
+                n_prompts=meta["n_prompts"],
+                source=meta["source"],
+                storage=str(path),
             )
-        return cls(
-            acts=payload["acts"],
-            units=UnitIndex.from_state(meta["units"]),
-            prompt_index=payload["prompt_index"],
-            position=payload["position"],
-            token_ids=payload["token_ids"],
-            tokens=meta["tokens"],
-            prompt_labels=meta["prompt_labels"],
-            n_prompts=meta["n_prompts"],
-            source=meta["source"],
-        )
+        except (KeyError, TypeError, ValueError, NeuroprobeError) as e:
+            raise NeuroprobeError(
+                f"Recording.load: {str(path)!r} is inconsistent: {type(e).__name__}: {e}"
+            ) from None
+        object.__setattr__(rec, "_file_acts", acts_offset(path, rec.acts))
+        return rec
+
+    def column_block(self, start: int, stop: int) -> Float[Tensor, "time block"]:
+        """A copy of columns ``start:stop`` of ``acts`` (all time points).
+
+        For a recording opened with :meth:`load`, the block is read from the file with
+        positioned reads, so resident memory grows by the block only (a slice of the
+        memory-mapped ``acts`` would map every page it touches: all rows).
+
+        Examples
+        --------
+        >>> import torch, neuroprobe as npb
+        >>> rec = npb.Recording(acts=torch.arange(6.0).reshape(2, 3),
+        ...                     units=npb.UnitIndex.from_hooks({"h": 3}),
+        ...                     prompt_index=torch.tensor([0, 0]), position=torch.arange(2))
+        >>> rec.column_block(1, 3).tolist()
+        [[1.0, 2.0], [4.0, 5.0]]
+        """
+        if not (0 <= start <= stop <= self.n_units):
+            raise NeuroprobeError(
+                f"column_block(start={start}, stop={stop}) must satisfy 0 <= start <= stop <= "
+                f"N={self.n_units}."
+            )
+        off = getattr(self, "_file_acts", None)
+        if off is None:
+            return self.acts[:, start:stop].clone()
+        return read_columns(self.storage, off, tuple(self.acts.shape), self.acts.dtype,
+                            start, stop)
 
     # ---- display -------------------------------------------------------------------------------
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.shards import note_batch, union_seen
 from neuroprobe.glm.design import as_design_matrix, block_segments, check_rank
 from neuroprobe.glm.fit import GLMResult, check_noise, result_from_stats
 from neuroprobe.glm.permutation import permutation_state
@@ -75,6 +76,7 @@ class GLMProbe:
         self._n = 0
         self._acc: dict | None = None
         self._edges: list = []  # [t_start, row_start, t_end, row_end] contiguous ranges
+        self.seen: tuple = ()  # (prompt0, prompt1, time0, time1) ranges, see core.shards
 
     def update(self, acts: dict, meta) -> None:
         from neuroprobe.core.units import project
@@ -83,6 +85,7 @@ class GLMProbe:
         ti = meta.time_index.detach().cpu().long()
         if x.shape[0] == 0:
             return
+        self.seen = note_batch(self.seen, meta, repr(self))
         order = torch.argsort(ti)
         x, ti = x[order], ti[order]
         if int(ti.max()) >= self._T or int(ti.min()) < 0:
@@ -145,6 +148,7 @@ class GLMProbe:
                 f"can only merge a GLMProbe of the same hook {self.hooks} and design."
             )
         out = GLMProbe(self.target, self.X)
+        out.seen = union_seen(self.seen, other.seen, repr(self), repr(other))
         for p in (self, other):
             if p._acc is None:
                 continue

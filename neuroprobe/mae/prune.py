@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.shards import note_batch
 from neuroprobe.core.validation import check_fraction, check_positive_int
 from neuroprobe.mae.reader import UnitReader, UnitSpec, resolve_unit
 from neuroprobe.mae.tokens import (
@@ -565,6 +566,7 @@ class _TopPerText:
         vals = torch.gather(x, 0, best)
         col = lambda t: t.cpu().long()[best]  # noqa: E731
         tok = meta.token_ids if meta.token_ids is not None else torch.full_like(pi, -1)
+        self.top.seen = note_batch(self.top.seen, meta, repr(self.top))
         self.top.absorb(vals, col(meta.prompt_index), col(meta.position),
                         col(meta.time_index), col(tok))
 

@@ -43,8 +43,8 @@ import torch
 from neuroprobe.core.engine import forward
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.validation import check_fraction, check_positive_int
-from neuroprobe.mae.reader import UnitReader, UnitSpec, resolve_unit
 from neuroprobe.mae.prune import MAE
+from neuroprobe.mae.reader import UnitReader, UnitSpec, resolve_unit
 from neuroprobe.mae.tokens import bos_prefix, decode
 
 __all__ = [

@@ -35,6 +35,7 @@ from torch import Tensor
 from neuroprobe.core.engine import run_hooks
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.hooks import match_hook_names
+from neuroprobe.core.shards import note_batch, union_seen
 from neuroprobe.core.units import UnitIndex
 from neuroprobe.core.validation import as_tensor, check_finite
 
@@ -672,6 +673,7 @@ class SplineCodeProbe:
         self.threshold = float(threshold)
         self._chunks: list[tuple[np.ndarray, np.ndarray]] = []  # (time_index, packed)
         self._n_bits: int | None = None
+        self.seen: tuple = ()  # (prompt0, prompt1, time0, time1) ranges, see core.shards
 
     def update(self, acts: dict, meta) -> None:
         keys = [k for k in acts if any(fnmatch.fnmatchcase(k, h) for h in self.hooks)]
@@ -686,6 +688,7 @@ class SplineCodeProbe:
                 f"{self._n_bits}; the hooks must keep the same width."
             )
         self._n_bits = int(x.shape[1])
+        self.seen = note_batch(self.seen, meta, "SplineCodeProbe")
         packed = np.packbits((x > self.threshold).cpu().numpy(), axis=1)
         self._chunks.append((np.asarray(meta.time_index.cpu()), packed))
 
@@ -695,6 +698,8 @@ class SplineCodeProbe:
                 f"cannot merge SplineCodeProbes of {self._n_bits} and {other._n_bits} bits."
             )
         new = SplineCodeProbe(self.hooks, self.threshold)
+        new.seen = union_seen(self.seen, other.seen, "SplineCodeProbe (self)",
+                         "SplineCodeProbe (other)")
         new._chunks = self._chunks + other._chunks
         new._n_bits = self._n_bits or other._n_bits
         return new

@@ -42,9 +42,10 @@ from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.hooks import match_hook_names
-from neuroprobe.core.validation import as_tensor, check_finite, check_fraction, check_positive_int
 from neuroprobe.core.probes import BatchMeta, RunningCovariance
+from neuroprobe.core.shards import note_batch, union_seen
 from neuroprobe.core.units import Directions, hook_layer
+from neuroprobe.core.validation import as_tensor, check_finite, check_fraction, check_positive_int
 
 __all__ = [
     "Eigenspectrum",
@@ -170,6 +171,7 @@ class SpectrumProbe(RunningCovariance):
         n = int(x.shape[0])
         if n == 0:
             return
+        self.seen = note_batch(self.seen, meta, repr(self))
         xn = x.to(torch.float64).numpy().copy()
         bmean = xn.mean(0)
         xn -= bmean
@@ -181,6 +183,7 @@ class SpectrumProbe(RunningCovariance):
                 f"can only merge a covariance probe of the same hook {self.hooks}; got {other!r}"
             )
         out = SpectrumProbe(self.target)
+        out.seen = union_seen(self.seen, other.seen, repr(self), repr(other))
         for p in (self, other):
             if p.count:
                 out._combine(p.count, p.mean, p.m2)

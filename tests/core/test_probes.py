@@ -80,13 +80,16 @@ def test_probe_merge_shards_of_the_same_batches_on_model(native_model):
                       batch_size=3)
     s1 = npb.stream(native_model, prompts[:3], [npb.RunningCovariance(hook), npb.TopK(hook, k=3)],
                     batch_size=3)
+    # the second shard says where it sits (issue 12): without it the merge is refused
     s2 = npb.stream(native_model, prompts[3:], [npb.RunningCovariance(hook), npb.TopK(hook, k=3)],
-                    batch_size=3)
+                    batch_size=3, shard=npb.Shard(first_prompt=3, first_time=s1[0].count))
     cov = s1[0].merge(s2[0])
     assert cov.count == full[0].count == sum(map(len, prompts))
     torch.testing.assert_close(cov.covariance, full[0].covariance, rtol=1e-12, atol=1e-12)
     top = s1[1].merge(s2[1])
     assert torch.equal(top.values, full[1].values)
+    assert torch.equal(top.prompt_index, full[1].prompt_index)
+    assert torch.equal(top.time_index, full[1].time_index)
 
 
 def test_probe_states_under_other_batch_shapes_agree_to_float32(native_model):

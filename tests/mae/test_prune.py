@@ -11,8 +11,8 @@ import torch
 
 import neuroprobe as npb
 from neuroprobe import NeuroprobeError
-from neuroprobe.mae.sentences import split_sentences
 from neuroprobe.mae.prune import MAE, max_activating_examples, prune_to_mae
+from neuroprobe.mae.sentences import split_sentences
 
 CFG = dict(n_layers=3, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=60, n_ctx=40,
            act_fn="relu", seed=0)

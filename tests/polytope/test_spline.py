@@ -5,8 +5,8 @@ from sklearn.metrics import pairwise_distances
 
 import neuroprobe.polytope.spline as sp
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.testbeds import ReLUMLP
 from neuroprobe.core.probes import BatchMeta
+from neuroprobe.testbeds import ReLUMLP
 
 
 def _rand(n, d, seed=0):

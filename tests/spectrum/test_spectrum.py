@@ -17,6 +17,7 @@ import torch
 import neuroprobe as npb
 from neuroprobe import NeuroprobeError
 from neuroprobe.core.probes import BatchMeta, RunningCovariance
+from neuroprobe.core.units import Directions
 from neuroprobe.spectrum.spectrum import (
     Eigenspectrum,
     SpectrumProbe,
@@ -28,7 +29,6 @@ from neuroprobe.spectrum.spectrum import (
     random_projections,
 )
 from neuroprobe.testbeds import MLPAutoencoder, moving_dot
-from neuroprobe.core.units import Directions
 
 
 def _gen(seed=0):

@@ -1,0 +1,189 @@
+"""Shards: where a piece of a corpus sits in the whole, and what a probe has seen.
+
+A probe's :meth:`merge` is only exact when every shard feeds it *global* row numbers: the
+``prompt_index`` and ``time_index`` a single pass over the whole corpus would give.  A
+:class:`Shard` carries the two offsets (first prompt, first time point) and
+:func:`neuroprobe.stream` adds them to every :class:`~neuroprobe.BatchMeta`;
+:func:`shards` splits a corpus into contiguous pieces and computes the offsets exactly as
+``record`` numbers rows (same tokenization, same ``positions`` / ``include_bos``).
+
+Every built-in probe also keeps ``seen``: the ``(first_prompt, end_prompt, first_time,
+end_time)`` ranges (half open, coalesced) of the data it has absorbed.  Merging two probes
+whose time ranges overlap -- the same shard twice, ``p.merge(p)``, or shards streamed without
+offsets -- raises :class:`~neuroprobe.NeuroprobeError` naming both probes' ranges, instead
+of silently double counting.  Custom probes follow the same rule with :func:`note_batch` in
+``update`` and :func:`union_seen` in ``merge`` (docs/capture.md shows the recipe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from neuroprobe.core.errors import NeuroprobeError
+
+__all__ = ["Shard", "CorpusShard", "shards", "note_batch", "union_seen"]
+
+Seen = tuple[tuple[int, int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Where one shard of a corpus sits in the whole.
+
+    Parameters
+    ----------
+    first_prompt : int
+        Global index of the shard's first prompt.
+    first_time : int
+        Global time index (row of the whole recording) of the shard's first recorded token.
+    index : int
+        The shard's number in corpus order (used to fix the reduction tree).
+
+    Examples
+    --------
+    >>> from neuroprobe.core.shards import Shard
+    >>> Shard(first_prompt=10, first_time=640)
+    Shard(first_prompt=10, first_time=640, index=0)
+    """
+
+    first_prompt: int = 0
+    first_time: int = 0
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("first_prompt", "first_time", "index"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise NeuroprobeError(
+                    f"Shard({name}=...) must be an int >= 0; got {v!r}. Use npb.shards(model, "
+                    "prompts, n) to compute the offsets."
+                )
+
+
+@dataclass(frozen=True)
+class CorpusShard:
+    """One contiguous piece of a corpus with its offsets (from :func:`shards`).
+
+    Attributes
+    ----------
+    prompts : list
+        The shard's prompts (strings or token-id sequences), in corpus order.
+    shard : Shard
+        Its offsets; pass it as ``stream(..., shard=piece.shard)``.
+    n_rows : int
+        Time points the shard contributes.
+    """
+
+    prompts: list
+    shard: Shard
+    n_rows: int
+
+
+def shards(model, prompts, n: int, *, positions="all", include_bos: bool = True,
+           prepend_bos: bool | None = None, truncate: bool = False,
+           text_column: str = "text") -> list[CorpusShard]:
+    """Split a corpus into ``n`` contiguous shards, each with its global offsets.
+
+    Offsets are computed the way :func:`neuroprobe.record` numbers rows (same tokenization,
+    ``positions`` and ``include_bos``), so give ``stream`` the same options.  Empty shards
+    (``n`` larger than the number of prompts) are dropped.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
+    >>> prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+    >>> parts = npb.shards(model, prompts, 2)
+    >>> [(p.shard.first_prompt, p.shard.first_time, p.n_rows) for p in parts]
+    [(0, 0, 5), (2, 5, 4)]
+    >>> tops = [npb.stream(model, p.prompts, [npb.TopK("blocks.0.mlp.hook_post", k=2)],
+    ...                    shard=p.shard)[0] for p in parts]
+    >>> merged = tops[1].merge(tops[0])
+    >>> merged.seen
+    ((0, 3, 0, 9),)
+    """
+    from neuroprobe.core.capture import _as_prompt_list, _plan
+    from neuroprobe.core.validation import check_positive_int
+
+    n = check_positive_int(n, "n")
+    items = _as_prompt_list(prompts, text_column)
+    plan = _plan(model, items, positions, include_bos, prepend_bos, truncate, text_column)
+    counts = np.array([p.numel() for p in plan.positions], dtype=np.int64)
+    out: list[CorpusShard] = []
+    for idx in np.array_split(np.arange(len(items)), n):
+        if idx.size == 0:
+            continue
+        a, b = int(idx[0]), int(idx[-1]) + 1
+        out.append(CorpusShard(items[a:b], Shard(a, int(plan.offsets[a]), len(out)),
+                               int(counts[a:b].sum())))
+    return out
+
+
+def _fmt(seen: Seen) -> str:
+    if not seen:
+        return "nothing"
+    return ", ".join(f"prompts [{p0}, {p1}) / time [{t0}, {t1})" for p0, p1, t0, t1 in seen)
+
+
+def _coalesce(ranges: Sequence[tuple[int, int, int, int]]) -> Seen:
+    rs = sorted(ranges, key=lambda r: (r[2], r[3]))
+    out: list[list[int]] = []
+    for r in rs:
+        if out and out[-1][3] == r[2]:
+            last = out[-1]
+            out[-1] = [min(last[0], r[0]), max(last[1], r[1]), last[2], r[3]]
+        else:
+            out.append(list(r))
+    return tuple(tuple(r) for r in out)
+
+
+def _overlap(a: Seen, b: Seen) -> tuple[int, int] | None:
+    for _, _, s0, e0 in a:
+        for _, _, s1, e1 in b:
+            lo, hi = max(s0, s1), min(e0, e1)
+            if lo < hi:
+                return lo, hi
+    return None
+
+
+def union_seen(a: Seen, b: Seen, who_a: str = "self", who_b: str = "other") -> Seen:
+    """The ranges two probes have seen together; raises if they overlap in time.
+
+    Examples
+    --------
+    >>> from neuroprobe.core.shards import union_seen
+    >>> union_seen(((0, 2, 0, 10),), ((2, 4, 10, 20),))
+    ((0, 4, 0, 20),)
+    """
+    hit = _overlap(a, b)
+    if hit is not None:
+        raise NeuroprobeError(
+            f"cannot merge {who_a} (saw {_fmt(a)}) with {who_b} (saw {_fmt(b)}): both "
+            f"contain time [{hit[0]}, {hit[1]}), so merging would count it twice. Merge each "
+            "shard once (not a probe with itself), and give each shard its global offsets "
+            "with npb.shards(model, prompts, n) / stream(..., shard=Shard(first_prompt, "
+            "first_time))."
+        )
+    return _coalesce(tuple(a) + tuple(b))
+
+
+def note_batch(seen: Seen, meta, who: str = "probe") -> Seen:
+    """``seen`` extended by one batch's rows (``meta`` a :class:`~neuroprobe.BatchMeta`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from neuroprobe.core.probes import BatchMeta
+    >>> from neuroprobe.core.shards import note_batch
+    >>> note_batch((), BatchMeta(torch.tensor([0, 0, 1]), torch.arange(3), torch.arange(3)))
+    ((0, 2, 0, 3),)
+    """
+    if meta.n == 0:
+        return seen
+    pi, ti = meta.prompt_index, meta.time_index
+    rng = ((int(pi.min()), int(pi.max()) + 1, int(ti.min()), int(ti.max()) + 1),)
+    return union_seen(seen, rng, who, "a new batch")

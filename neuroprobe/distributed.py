@@ -1,0 +1,209 @@
+"""Distributed streaming: shards on workers, probe states reduced in a fixed tree.
+
+One small backend-agnostic layer:
+
+1. the corpus is split into contiguous shards with their global offsets
+   (:func:`neuroprobe.shards`), so every shard's probes see global prompt/time indices;
+2. a *backend* maps one task per shard to workers -- :class:`SerialBackend` (the default,
+   in this process) or :class:`DaskBackend` (a ``dask.distributed.Client``);
+3. each worker loads the model once (from a name, a config dict or a factory; cached per
+   process), streams its shard with :func:`neuroprobe.stream` and returns only the probe
+   states;
+4. the states are merged by :func:`tree_reduce` in a tree fixed by shard index, so the
+   floating-point sums never depend on which worker finished first: a Dask run is
+   bit-identical to the serial run over the same shards.
+
+Dask reschedules the tasks of a worker that dies, and a task's result depends only on its
+shard, so a lost worker changes nothing in the result.
+
+Scripts that start a ``LocalCluster`` need the ``if __name__ == "__main__":`` guard (worker
+processes re-import the main module); see docs/distributed.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.shards import CorpusShard, shards
+
+__all__ = ["SerialBackend", "DaskBackend", "tree_reduce", "stream_distributed"]
+
+_MODELS: dict[str, Any] = {}  # per-process model cache (one load per worker)
+
+
+def _model_key(spec) -> str:
+    if isinstance(spec, str):
+        return "name:" + spec
+    if isinstance(spec, dict):
+        return "cfg:" + json.dumps(spec, sort_keys=True, default=str)
+    if callable(spec):
+        try:  # the factory's code and arguments, so two lambdas of one module differ
+            import hashlib
+
+            import cloudpickle
+
+            return "factory:" + hashlib.sha1(cloudpickle.dumps(spec)).hexdigest()
+        except Exception:  # noqa: BLE001 - unpicklable: one load per object in this process
+            return f"factory:{id(spec)}"
+    raise NeuroprobeError(
+        "model must be a model name (str), a config dict for npb.load_model, or a factory "
+        f"callable returning a model when running on workers; got {type(spec).__name__}. "
+        "Pass the name instead of a loaded model: workers load it once each."
+    )
+
+
+def _load(spec):
+    key = _model_key(spec)
+    if key not in _MODELS:
+        from neuroprobe.core.models import load_model
+
+        _MODELS[key] = spec() if callable(spec) and not isinstance(spec, (str, dict)) \
+            else load_model(spec)
+    return _MODELS[key]
+
+
+def _shard_task(piece: CorpusShard, spec, probes: list, kw: dict, threads: int) -> list:
+    from neuroprobe.core.capture import stream
+
+    torch.set_num_threads(threads)  # same float arithmetic as the driver's serial run
+    model = spec if not _is_spec(spec) else _load(spec)
+    return stream(model, piece.prompts, copy.deepcopy(probes), shard=piece.shard, **kw)
+
+
+def _is_spec(m) -> bool:
+    return isinstance(m, (str, dict)) or (callable(m) and not hasattr(m, "run_with_hooks"))
+
+
+def tree_reduce(states: Sequence, merge: Callable[[Any, Any], Any] | None = None):
+    """Merge ``states`` pairwise in a fixed tree: ``(0,1), (2,3), ...`` then again.
+
+    The tree depends only on ``len(states)``, so the result does not depend on the order in
+    which workers finished.
+
+    Examples
+    --------
+    >>> from neuroprobe.distributed import tree_reduce
+    >>> tree_reduce(["a", "b", "c"], merge=lambda x, y: f"({x}{y})")
+    '((ab)c)'
+    """
+    merge = merge or (lambda a, b: a.merge(b))
+    level = list(states)
+    if not level:
+        raise NeuroprobeError("tree_reduce needs at least one state.")
+    while len(level) > 1:
+        nxt = [merge(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+class SerialBackend:
+    """Run the shard tasks one after another in this process (the default).
+
+    Examples
+    --------
+    >>> from neuroprobe.distributed import SerialBackend
+    >>> SerialBackend().map(lambda x: x * 2, [1, 2, 3])
+    [2, 4, 6]
+    """
+
+    def map(self, fn: Callable, items: Sequence, *args) -> list:
+        return [fn(*_args(it, args)) for it in items]
+
+
+def _args(item, args):
+    return (item,) + tuple(args) if not isinstance(item, tuple) else item + tuple(args)
+
+
+class DaskBackend:
+    """Run the shard tasks on a ``dask.distributed.Client`` (results in shard order).
+
+    Tasks are submitted with ``pure=False`` and a retry budget, so a worker that dies
+    mid-job has its tasks recomputed elsewhere.
+
+    Examples
+    --------
+    >>> from neuroprobe.distributed import DaskBackend
+    >>> DaskBackend(client=None).retries
+    3
+    """
+
+    def __init__(self, client, retries: int = 3) -> None:
+        self.client, self.retries = client, retries
+
+    def map(self, fn: Callable, items: Sequence, *args) -> list:
+        futs = [self.client.submit(fn, *_args(it, args), pure=False, retries=self.retries,
+                                   key=f"neuroprobe-shard-{i}-{id(items)}")
+                for i, it in enumerate(items)]
+        return self.client.gather(futs)
+
+
+def _backend(client):
+    if client is None:
+        return SerialBackend()
+    if isinstance(client, (SerialBackend, DaskBackend)):
+        return client
+    try:
+        from dask.distributed import Client
+    except ImportError:  # pragma: no cover
+        raise NeuroprobeError(
+            "client=... needs dask.distributed; install the extra: pip install "
+            "'neuroprobe[dask]'."
+        ) from None
+    if not isinstance(client, Client):
+        raise NeuroprobeError(
+            f"client must be a dask.distributed.Client, a SerialBackend/DaskBackend or None; "
+            f"got {type(client).__name__}."
+        )
+    return DaskBackend(client)
+
+
+def stream_distributed(model, prompts, probes: Sequence[Any], *, client=None,
+                       n_shards: int = 8, **stream_kw) -> list:
+    """:func:`neuroprobe.stream` over ``n_shards`` shards on a backend; merged probes.
+
+    Parameters
+    ----------
+    model : str, dict, callable or model
+        A model name / config for :func:`neuroprobe.load_model`, or a factory; each worker
+        loads it once.  A loaded model works only with the serial backend.
+    prompts, probes
+        As for :func:`neuroprobe.stream`; ``probes`` are templates (not modified).
+    client : dask.distributed.Client, SerialBackend, DaskBackend or None
+        Where the shards run (None: serially, here).
+    n_shards : int
+        Number of shards; the result depends on it (the reduction tree), not on the
+        backend or the number of workers.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> from neuroprobe.distributed import stream_distributed
+    >>> cfg = dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=50,
+    ...            n_ctx=16, act_fn="relu", seed=0)
+    >>> (top,) = stream_distributed(cfg, [[1, 2, 3], [4, 5], [6, 7]],
+    ...                             [npb.TopK("blocks.0.mlp.hook_post", k=2)], n_shards=3)
+    >>> top.seen
+    ((0, 3, 0, 7),)
+    """
+    backend = _backend(client)
+    probes = list(probes)
+    if not probes:
+        raise NeuroprobeError("stream_distributed(probes=...) is empty; pass a probe.")
+    if isinstance(backend, DaskBackend) and not _is_spec(model):
+        _model_key(model)  # raises: a loaded model is not sent to workers
+    local = _load(model) if _is_spec(model) else model
+    split_kw = {k: stream_kw[k] for k in ("positions", "include_bos", "prepend_bos",
+                                          "truncate", "text_column") if k in stream_kw}
+    pieces = shards(local, prompts, n_shards, **split_kw)
+    stream_kw.pop("progress", None)
+    states = backend.map(_shard_task, pieces, model, probes, stream_kw,
+                         torch.get_num_threads())
+    return [tree_reduce([s[j] for s in states]) for j in range(len(probes))]

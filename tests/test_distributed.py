@@ -1,0 +1,80 @@
+"""The distributed layer: Dask LocalCluster runs are bit-identical to the serial run,
+also when a worker process is killed mid-job."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+
+import neuroprobe as npb
+from neuroprobe.distributed import SerialBackend, stream_distributed, tree_reduce
+from tests.conftest import NATIVE_CFG
+
+HOOK = "blocks.1.mlp.hook_post"
+
+
+def _prompts(n=48):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randint(1, 100, (int(torch.randint(4, 30, (1,), generator=g)),),
+                          generator=g).tolist() for _ in range(n)]
+
+
+def _probes():
+    return [npb.TopK(HOOK, k=4), npb.RunningCovariance(HOOK)]
+
+
+def _same(a, b):
+    for f in ("values", "prompt_index", "position", "time_index", "token_ids"):
+        assert torch.equal(getattr(a[0], f), getattr(b[0], f)), f
+    assert a[1].count == b[1].count
+    assert torch.equal(a[1].mean, b[1].mean) and torch.equal(a[1].m2, b[1].m2)
+
+
+def test_serial_tree_equals_one_pass(native_model):
+    prompts = _prompts(20)
+    whole = npb.stream(native_model, prompts, _probes())
+    sharded = stream_distributed(dict(NATIVE_CFG), prompts, _probes(), n_shards=5)
+    for f in ("values", "prompt_index", "position", "time_index"):
+        assert torch.equal(getattr(whole[0], f), getattr(sharded[0], f))
+    torch.testing.assert_close(whole[1].covariance, sharded[1].covariance, rtol=0, atol=1e-12)
+    assert tree_reduce(list("abcde"), merge=lambda a, b: f"({a}{b})") == "(((ab)(cd))e)"
+
+
+def test_loaded_model_refused_on_dask_and_bad_client(native_model):
+    with pytest.raises(npb.NeuroprobeError, match="client must be"):
+        stream_distributed(native_model, [[1, 2]], _probes(), client="localhost:8786")
+
+
+def test_dask_local_cluster_bit_identical_and_survives_a_killed_worker():
+    distributed = pytest.importorskip("dask.distributed")
+    prompts = _prompts()
+    serial = stream_distributed(dict(NATIVE_CFG), prompts, _probes(), n_shards=8,
+                                client=SerialBackend())
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        out = npb.stream(dict(NATIVE_CFG), prompts, _probes(), client=client)
+        _same(serial, out)
+        # again, killing a worker process while it runs a shard
+        result, killed = {}, []
+
+        def job():
+            result["v"] = stream_distributed(dict(NATIVE_CFG), prompts, _probes(),
+                                             n_shards=8, client=client)
+
+        th = threading.Thread(target=job)
+        th.start()
+        t0 = time.time()
+        while time.time() - t0 < 20 and not killed and th.is_alive():
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            if busy:
+                pids = client.run(os.getpid, workers=[busy[0]])
+                os.kill(pids[busy[0]], signal.SIGKILL)
+                killed.append(busy[0])
+            time.sleep(0.01)
+        th.join(60)
+        assert killed, "no worker was busy long enough to be killed"
+        _same(serial, result["v"])
