@@ -21,8 +21,9 @@ from neuroprobe.mae import *  # noqa: F401,F403
 from neuroprobe.networks import *  # noqa: F401,F403
 from neuroprobe.polytope import *  # noqa: F401,F403
 from neuroprobe.spectrum import *  # noqa: F401,F403
+# npb.stream is the distributed layer's entry point: core's stream, or shards on a cluster
 from neuroprobe.distributed import (  # noqa: F401
-    DaskBackend, SerialBackend, stream_distributed, tree_reduce,
+    DaskBackend, SerialBackend, stream, stream_distributed, tree_reduce,
 )
 from neuroprobe.testbeds import *  # noqa: F401,F403
 

@@ -29,10 +29,11 @@ from typing import Any
 
 import torch
 
+from neuroprobe.core import capture
+from neuroprobe.core.capture import CorpusShard, shards
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.shards import CorpusShard, shards
 
-__all__ = ["SerialBackend", "DaskBackend", "tree_reduce", "stream_distributed"]
+__all__ = ["SerialBackend", "DaskBackend", "tree_reduce", "stream_distributed", "stream"]
 
 _MODELS: dict[str, Any] = {}  # per-process model cache (one load per worker)
 
@@ -69,7 +70,7 @@ def _load(spec):
 
 
 def _shard_task(piece: CorpusShard, spec, probes: list, kw: dict, threads: int) -> list:
-    from neuroprobe.core.capture import stream
+    stream = capture.stream
 
     torch.set_num_threads(threads)  # same float arithmetic as the driver's serial run
     model = spec if not _is_spec(spec) else _load(spec)
@@ -207,3 +208,34 @@ def stream_distributed(model, prompts, probes: Sequence[Any], *, client=None,
     states = backend.map(_shard_task, pieces, model, probes, stream_kw,
                          torch.get_num_threads())
     return [tree_reduce([s[j] for s in states]) for j in range(len(probes))]
+
+
+def stream(model, prompts, probes: Sequence[Any], *, client=None, **stream_kw) -> list:
+    """Run probes over prompts in one pass, storing nothing else; returns the probes.
+
+    ``npb.stream``: with ``client=None`` this is :func:`neuroprobe.core.capture.stream` in
+    this process (see it for every argument, ``shard=`` included); with a
+    ``dask.distributed.Client`` (or a :class:`DaskBackend` / :class:`SerialBackend`) the
+    corpus runs as 8 shards on the workers (:func:`stream_distributed`: ``model`` must then
+    be a model name, a config dict or a picklable factory) and the merged probes come back,
+    bit-identical to the serial run over the same shards.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
+    >>> cov, top = npb.stream(model, [[1, 2, 3], [4, 5, 6, 7]],
+    ...                       [npb.RunningCovariance("blocks.0.hook_resid_post"),
+    ...                        npb.TopK("blocks.0.mlp.hook_post", k=2)])
+    >>> cov.count, tuple(cov.covariance.shape), tuple(top.values.shape)
+    (7, (16, 16), (2, 32))
+    """
+    if client is None:
+        return capture.stream(model, prompts, probes, **stream_kw)
+    if "shard" in stream_kw:
+        raise NeuroprobeError(
+            "stream(shard=..., client=...): with a client the corpus is split into shards for "
+            "you; pass the whole corpus and leave shard out."
+        )
+    return stream_distributed(model, prompts, probes, client=client, **stream_kw)

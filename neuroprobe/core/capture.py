@@ -43,7 +43,8 @@ from neuroprobe.core.storage import check_memory_budget, memmap_buffer
 from neuroprobe.core.units import UnitIndex, project
 from neuroprobe.core.validation import check_positive_int
 
-__all__ = ["record", "stream", "record_generation", "hook_names", "tokenize_prompts"]
+__all__ = ["record", "stream", "record_generation", "hook_names", "tokenize_prompts",
+           "shards", "CorpusShard"]
 
 Positions = Union[str, slice, Callable[[int, int], Sequence[int]]]
 #: what ``prompts=`` accepts: strings, token-id sequences (each its own length), a
@@ -531,6 +532,63 @@ def record(
     )
 
 
+@dataclass(frozen=True)
+class CorpusShard:
+    """One contiguous piece of a corpus with its offsets (from :func:`shards`).
+
+    Attributes
+    ----------
+    prompts : list
+        The shard's prompts (strings or token-id sequences), in corpus order.
+    shard : Shard
+        Its offsets; pass it as ``stream(..., shard=piece.shard)``.
+    n_rows : int
+        Time points the shard contributes.
+    """
+
+    prompts: list
+    shard: Shard
+    n_rows: int
+
+
+def shards(model, prompts, n: int, *, positions="all", include_bos: bool = True,
+           prepend_bos: bool | None = None, truncate: bool = False,
+           text_column: str = "text") -> list[CorpusShard]:
+    """Split a corpus into ``n`` contiguous shards, each with its global offsets.
+
+    Offsets are computed the way :func:`neuroprobe.record` numbers rows (same tokenization,
+    ``positions`` and ``include_bos``), so give ``stream`` the same options.  Empty shards
+    (``n`` larger than the number of prompts) are dropped.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
+    >>> prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+    >>> parts = npb.shards(model, prompts, 2)
+    >>> [(p.shard.first_prompt, p.shard.first_time, p.n_rows) for p in parts]
+    [(0, 0, 5), (2, 5, 4)]
+    >>> tops = [npb.stream(model, p.prompts, [npb.TopK("blocks.0.mlp.hook_post", k=2)],
+    ...                    shard=p.shard)[0] for p in parts]
+    >>> merged = tops[1].merge(tops[0])
+    >>> merged.seen
+    ((0, 3, 0, 9),)
+    """
+    n = check_positive_int(n, "n")
+    items = _as_prompt_list(prompts, text_column)
+    plan = _plan(model, items, positions, include_bos, prepend_bos, truncate, text_column)
+    counts = np.array([p.numel() for p in plan.positions], dtype=np.int64)
+    out: list[CorpusShard] = []
+    for idx in np.array_split(np.arange(len(items)), n):
+        if idx.size == 0:
+            continue
+        a, b = int(idx[0]), int(idx[-1]) + 1
+        out.append(CorpusShard(items[a:b], Shard(a, int(plan.offsets[a]), len(out)),
+                               int(counts[a:b].sum())))
+    return out
+
+
 def stream(
     model,
     prompts: Prompts,
@@ -544,7 +602,6 @@ def stream(
     progress: bool | None = None,
     text_column: str = "text",
     shard: Shard | None = None,
-    client=None,
 ) -> list:
     """Run probes over prompts in one pass, storing nothing else; returns the probes.
 
@@ -557,9 +614,6 @@ def stream(
         Where ``prompts`` sit in the whole corpus (from :func:`neuroprobe.shards`): probes
         get global ``prompt_index`` / ``time_index``, so shards streamed separately merge
         exactly into one pass.  Default: the prompts are the whole corpus.
-    client : dask.distributed.Client, optional
-        Run on a Dask cluster (see :mod:`neuroprobe.distributed`): ``model`` must then be a
-        model name or a picklable factory, and the merged probes are returned.
 
     Examples
     --------
@@ -576,13 +630,6 @@ def stream(
     if not probes:
         raise NeuroprobeError("stream(probes=...) is empty; pass at least one probe.")
     batch_size = check_positive_int(batch_size, "batch_size")
-    if client is not None:
-        from neuroprobe.distributed import stream_distributed
-
-        return stream_distributed(
-            model, prompts, probes, client=client, batch_size=batch_size, positions=positions,
-            include_bos=include_bos, prepend_bos=prepend_bos, truncate=truncate,
-            text_column=text_column)
     shard = Shard() if shard is None else shard
     if not isinstance(shard, Shard):
         raise NeuroprobeError(

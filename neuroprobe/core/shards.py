@@ -24,7 +24,7 @@ import numpy as np
 
 from neuroprobe.core.errors import NeuroprobeError
 
-__all__ = ["Shard", "CorpusShard", "shards", "note_batch", "union_seen"]
+__all__ = ["Shard", "note_batch", "union_seen"]
 
 Seen = tuple[tuple[int, int, int, int], ...]
 
@@ -61,66 +61,6 @@ class Shard:
                     f"Shard({name}=...) must be an int >= 0; got {v!r}. Use npb.shards(model, "
                     "prompts, n) to compute the offsets."
                 )
-
-
-@dataclass(frozen=True)
-class CorpusShard:
-    """One contiguous piece of a corpus with its offsets (from :func:`shards`).
-
-    Attributes
-    ----------
-    prompts : list
-        The shard's prompts (strings or token-id sequences), in corpus order.
-    shard : Shard
-        Its offsets; pass it as ``stream(..., shard=piece.shard)``.
-    n_rows : int
-        Time points the shard contributes.
-    """
-
-    prompts: list
-    shard: Shard
-    n_rows: int
-
-
-def shards(model, prompts, n: int, *, positions="all", include_bos: bool = True,
-           prepend_bos: bool | None = None, truncate: bool = False,
-           text_column: str = "text") -> list[CorpusShard]:
-    """Split a corpus into ``n`` contiguous shards, each with its global offsets.
-
-    Offsets are computed the way :func:`neuroprobe.record` numbers rows (same tokenization,
-    ``positions`` and ``include_bos``), so give ``stream`` the same options.  Empty shards
-    (``n`` larger than the number of prompts) are dropped.
-
-    Examples
-    --------
-    >>> import neuroprobe as npb
-    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
-    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
-    >>> prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
-    >>> parts = npb.shards(model, prompts, 2)
-    >>> [(p.shard.first_prompt, p.shard.first_time, p.n_rows) for p in parts]
-    [(0, 0, 5), (2, 5, 4)]
-    >>> tops = [npb.stream(model, p.prompts, [npb.TopK("blocks.0.mlp.hook_post", k=2)],
-    ...                    shard=p.shard)[0] for p in parts]
-    >>> merged = tops[1].merge(tops[0])
-    >>> merged.seen
-    ((0, 3, 0, 9),)
-    """
-    from neuroprobe.core.capture import _as_prompt_list, _plan
-    from neuroprobe.core.validation import check_positive_int
-
-    n = check_positive_int(n, "n")
-    items = _as_prompt_list(prompts, text_column)
-    plan = _plan(model, items, positions, include_bos, prepend_bos, truncate, text_column)
-    counts = np.array([p.numel() for p in plan.positions], dtype=np.int64)
-    out: list[CorpusShard] = []
-    for idx in np.array_split(np.arange(len(items)), n):
-        if idx.size == 0:
-            continue
-        a, b = int(idx[0]), int(idx[-1]) + 1
-        out.append(CorpusShard(items[a:b], Shard(a, int(plan.offsets[a]), len(out)),
-                               int(counts[a:b].sum())))
-    return out
 
 
 def _fmt(seen: Seen) -> str:

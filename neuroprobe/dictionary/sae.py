@@ -8,16 +8,36 @@ An SAE maps a hook's output ``x [.., d_in]`` to sparse feature activations
 
 with the parameter names and shapes of SAELens (``W_enc [d_in, d_sae]``, ``W_dec
 [d_sae, d_in]``), so a neuroprobe SAE, an SAELens SAE and an EleutherAI sparsify SAE are
-the same four tensors (see :mod:`neuroprobe.dictionary.formats`).  The SAE object is an
+the same four tensors (read and written below).  The SAE object is an
 inference model: any dtype, any device.  Training (float32, input normalisation,
 decoder-norm-weighted L1, resampling of dead features) lives in
 :mod:`neuroprobe.dictionary.train`; the input-normalisation factor is folded into the
 weights when training ends, so a trained SAE takes raw activations.
+
+On-disk formats
+---------------
+Reading and writing SAEs in the SAELens and EleutherAI sparsify formats.
+
+SAELens (6.x): a folder with ``cfg.json`` and ``sae_weights.safetensors`` holding ``W_enc
+[d_in, d_sae]``, ``W_dec [d_sae, d_in]``, ``b_enc [d_sae]``, ``b_dec [d_in]``; cfg fields
+``d_in, d_sae, dtype, device, apply_b_dec_to_input, normalize_activations, architecture``
+(``"standard"`` = our ``"l1"``, ``"topk"`` with ``k``) and ``metadata{model_name, hook_name,
+context_size, prepend_bos}``.
+
+sparsify (EleutherAI): a folder with ``cfg.json`` (``num_latents, k, d_in``, ...) and
+``sae.safetensors`` holding ``encoder.weight [n_latents, d_in]``, ``encoder.bias``, ``W_dec
+[n_latents, d_in]``, ``b_dec``; TopK only, and the hook is the folder's name in a sparsify
+run (``layers.15``), so pass ``hook_name=`` when loading one.
+
+Writing is deterministic (sorted JSON keys, safetensors' own sorted layout), and a loaded
+SAE keeps the cfg it came with, so save -> load -> save gives the same bytes.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +46,7 @@ from torch import Tensor, nn
 
 from neuroprobe.core.errors import NeuroprobeError
 
-__all__ = ["SAE", "ARCHITECTURES"]
+__all__ = ["SAE", "ARCHITECTURES", "load_sae", "save_sae", "FORMATS"]
 
 #: architectures an SAE can have
 ARCHITECTURES = ("l1", "topk")
@@ -209,8 +229,6 @@ class SAE(nn.Module):
         >>> load_sae(d).k
         2
         """
-        from neuroprobe.dictionary.formats import save_sae
-
         save_sae(self, path, format=format)
 
     def __repr__(self) -> str:
@@ -228,3 +246,230 @@ def _pos_int(v, name: str) -> int:
     if v <= 0:
         raise NeuroprobeError(f"{name} must be a positive int; got {v}.")
     return v
+
+
+# ---- on-disk formats -------------------------------------------------------------------
+FORMATS = ("saelens", "sparsify")
+_SAELENS_W, _SPARSIFY_W = "sae_weights.safetensors", "sae.safetensors"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+           "float64": torch.float64}
+_SAELENS_ARCH = {"standard": "l1", "topk": "topk"}
+
+
+def _dtype_name(dt: torch.dtype) -> str:
+    return str(dt).replace("torch.", "")
+
+
+def _dump(obj: dict) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def save_sae(sae: SAE, path, *, format: str = "saelens") -> None:  # noqa: A002
+    """Write ``sae`` into the folder ``path`` (created if needed).
+
+    Parameters
+    ----------
+    sae : SAE
+    path : str or Path
+        Folder to write (``cfg.json`` + the format's safetensors file).
+    format : {"saelens", "sparsify"}
+        sparsify holds TopK SAEs only.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from neuroprobe.dictionary import SAE, save_sae, load_sae
+    >>> d = tempfile.mkdtemp()
+    >>> save_sae(SAE(4, 8, "topk", k=2, hook_name="blocks.0.hook_resid_post"), d,
+    ...          format="sparsify")
+    >>> load_sae(d, hook_name="blocks.0.hook_resid_post").d_sae
+    8
+    """
+    from safetensors.torch import save_file
+
+    if format not in FORMATS:
+        raise NeuroprobeError(f"save(format={format!r}) is unknown; use one of {FORMATS}.")
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    w = {n: getattr(sae, n).detach().cpu().contiguous() for n in ("W_enc", "W_dec", "b_enc",
+                                                                    "b_dec")}
+    src = dict(sae.source_cfg or {})
+    if format == "saelens":
+        arch = {"l1": "standard", "topk": "topk"}[sae.architecture]
+        meta = dict(src.get("metadata") or {})
+        meta.update(sae.metadata)
+        meta.update(model_name=sae.model_name or meta.get("model_name", ""),
+                    hook_name=sae.hook_name or meta.get("hook_name", ""))
+        meta.setdefault("context_size", None)
+        meta.setdefault("prepend_bos", True)
+        cfg = {k: v for k, v in src.items() if "num_latents" not in src}
+        cfg.update(architecture=arch, d_in=sae.d_in, d_sae=sae.d_sae,
+                   dtype=_dtype_name(sae.W_enc.dtype), metadata=meta)
+        cfg.setdefault("device", "cpu")
+        cfg.setdefault("apply_b_dec_to_input", True)
+        cfg.setdefault("normalize_activations", "none")
+        cfg.setdefault("reshape_activations", "none")
+        if sae.k is not None:
+            cfg["k"] = sae.k
+        else:
+            cfg.pop("k", None)
+        (out / "cfg.json").write_bytes(_dump(cfg))
+        save_file(w, str(out / _SAELENS_W))
+        return
+    if sae.architecture != "topk":
+        raise NeuroprobeError(
+            f"save(format='sparsify') holds TopK SAEs only; this SAE is {sae.architecture!r}. "
+            "Use format='saelens'."
+        )
+    cfg = {k: v for k, v in src.items() if "num_latents" in src}
+    cfg.update(num_latents=sae.d_sae, k=sae.k, d_in=sae.d_in)
+    for key, val in (("activation", "topk"), ("expansion_factor", max(1, sae.d_sae // sae.d_in)),
+                     ("normalize_decoder", True), ("multi_topk", False),
+                     ("skip_connection", False), ("transcode", False)):
+        cfg.setdefault(key, val)
+    (out / "cfg.json").write_bytes(_dump(cfg))
+    sp = {"encoder.weight": w["W_enc"].T.contiguous(), "encoder.bias": w["b_enc"],
+          "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
+    save_file(sp, str(out / _SPARSIFY_W))
+
+
+def load_sae(path, *, hook_name: str | None = None, device: str | torch.device = "cpu",
+             dtype: torch.dtype | None = None) -> SAE:
+    """Read an SAE from an SAELens or sparsify folder (told apart by their files).
+
+    Parameters
+    ----------
+    path : str or Path
+        Folder with ``cfg.json`` and ``sae_weights.safetensors`` (SAELens) or
+        ``sae.safetensors`` (sparsify).
+    hook_name : str, optional
+        Hook the SAE reads; overrides the cfg's (sparsify folders do not name it).
+    device, dtype
+        Where and in which dtype to put the weights (default: the file's dtype).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from neuroprobe.dictionary import SAE, load_sae
+    >>> d = tempfile.mkdtemp()
+    >>> SAE(4, 8, "l1", hook_name="blocks.0.hook_resid_post").save(d)
+    >>> load_sae(d)
+    SAE(l1, d_in=4, d_sae=8, hook='blocks.0.hook_resid_post', dtype=torch.float32)
+    """
+    p = Path(path)
+    cfg_path = p / "cfg.json"
+    if not p.is_dir() or not cfg_path.exists():
+        raise NeuroprobeError(
+            f"load_sae(path={str(path)!r}): expected a folder with cfg.json (SAELens or "
+            "sparsify format); it does not exist or has no cfg.json."
+        )
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NeuroprobeError(f"{cfg_path} is not valid JSON ({e}); re-save the SAE.") from e
+    if (p / _SAELENS_W).exists():
+        sae = _load_saelens(p, cfg, cfg_path)
+    elif (p / _SPARSIFY_W).exists():
+        sae = _load_sparsify(p, cfg, cfg_path)
+    else:
+        raise NeuroprobeError(
+            f"load_sae(path={str(path)!r}) has cfg.json but neither {_SAELENS_W} (SAELens) "
+            f"nor {_SPARSIFY_W} (sparsify)."
+        )
+    if hook_name is not None:
+        sae.hook_name = hook_name
+    sae.source_cfg = cfg
+    return sae.to(device=device, dtype=dtype) if dtype is not None else sae.to(device)
+
+
+def _need(cfg: dict, key: str, cfg_path: Path):
+    if key not in cfg:
+        raise NeuroprobeError(
+            f"{cfg_path} has no key {key!r}; an SAE cfg.json needs it (keys present: "
+            f"{sorted(cfg)})."
+        )
+    return cfg[key]
+
+
+def _read_tensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise NeuroprobeError(
+            f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); it is "
+            "corrupt or truncated. Re-save or re-download the SAE."
+        ) from e
+
+
+def _expect(t: dict, name: str, shape: tuple, path: Path):
+    if name not in t:
+        raise NeuroprobeError(f"{path} has no tensor {name!r}; tensors are {sorted(t)}.")
+    if tuple(t[name].shape) != shape:
+        raise NeuroprobeError(
+            f"{path}: tensor {name!r} has shape {tuple(t[name].shape)}, but cfg.json says "
+            f"{shape}."
+        )
+    return t[name]
+
+
+def _load_saelens(p: Path, cfg: dict, cfg_path: Path) -> SAE:
+    arch = _need(cfg, "architecture", cfg_path)
+    if arch not in _SAELENS_ARCH:
+        raise NeuroprobeError(
+            f"{cfg_path}: architecture {arch!r} is not supported; neuroprobe reads "
+            f"{sorted(_SAELENS_ARCH)} (SAELens names)."
+        )
+    d_in, d_sae = int(_need(cfg, "d_in", cfg_path)), int(_need(cfg, "d_sae", cfg_path))
+    norm = cfg.get("normalize_activations", "none")
+    if norm not in ("none", None):
+        raise NeuroprobeError(
+            f"{cfg_path}: normalize_activations={norm!r} is not supported; fold the "
+            "normalisation into the weights first (SAELens: fold_activation_norm_scaling_factor)."
+        )
+    if cfg.get("apply_b_dec_to_input", True) is not True:
+        raise NeuroprobeError(
+            f"{cfg_path}: apply_b_dec_to_input=false is not supported (neuroprobe SAEs subtract "
+            "b_dec from the input)."
+        )
+    meta = dict(cfg.get("metadata") or {})
+    k = int(_need(cfg, "k", cfg_path)) if arch == "topk" else None
+    w = _read_tensors(p / _SAELENS_W)
+    sae = SAE(d_in, d_sae, _SAELENS_ARCH[arch], k=k, hook_name=meta.get("hook_name") or None,
+              model_name=meta.get("model_name") or "",
+              metadata={kk: v for kk, v in meta.items() if kk not in ("hook_name", "model_name")})
+    with torch.no_grad():
+        for name, shape in (("W_enc", (d_in, d_sae)), ("W_dec", (d_sae, d_in)),
+                            ("b_enc", (d_sae,)), ("b_dec", (d_in,))):
+            t = _expect(w, name, shape, p / _SAELENS_W)
+            setattr(sae, name, torch.nn.Parameter(t.clone()))
+    return sae
+
+
+def _load_sparsify(p: Path, cfg: dict, cfg_path: Path) -> SAE:
+    act = cfg.get("activation", "topk")
+    if act != "topk":
+        raise NeuroprobeError(
+            f"{cfg_path}: activation {act!r} is not supported; neuroprobe reads sparsify's "
+            "'topk' SAEs."
+        )
+    if cfg.get("skip_connection") or cfg.get("transcode"):
+        raise NeuroprobeError(
+            f"{cfg_path}: skip connections / transcoders are not supported (plain SAEs only)."
+        )
+    d_in = int(_need(cfg, "d_in", cfg_path))
+    d_sae = int(_need(cfg, "num_latents", cfg_path)) or d_in * int(
+        _need(cfg, "expansion_factor", cfg_path))
+    k = int(_need(cfg, "k", cfg_path))
+    w = _read_tensors(p / _SPARSIFY_W)
+    sae = SAE(d_in, d_sae, "topk", k=k)
+    path = p / _SPARSIFY_W
+    with torch.no_grad():
+        sae.W_enc = torch.nn.Parameter(
+            _expect(w, "encoder.weight", (d_sae, d_in), path).T.contiguous().clone())
+        sae.b_enc = torch.nn.Parameter(_expect(w, "encoder.bias", (d_sae,), path).clone())
+        sae.W_dec = torch.nn.Parameter(_expect(w, "W_dec", (d_sae, d_in), path).clone())
+        sae.b_dec = torch.nn.Parameter(_expect(w, "b_dec", (d_in,), path).clone())
+    return sae
