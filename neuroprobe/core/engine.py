@@ -308,6 +308,12 @@ def hooked(model, fwd_hooks: Sequence[FwdHook] = ()) -> Iterator[HookedForward]:
     ((2, 3, 16), 1)
     """
     names = [name for name, _ in fwd_hooks]
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise NeuroprobeError(
+            f"hooked() takes exact hook names; got {bad[0]!r}. Resolve globs and callables "
+            "first with resolve_hooks(model, ...) and pass each request's .canonical name."
+        )
     fwd = HookedForward(model, names)
     wrapped = [(name, fwd._wrap(name, fn)) for name, fn in fwd_hooks]
     if wrapped and not hasattr(model, "hooks"):

@@ -207,6 +207,13 @@ def test_glob_resolution_in_model_order_without_alias_duplicates(native_model):
         resolve_hooks(native_model, "blocks.*.hook_nope")
 
 
+def test_hooked_takes_exact_names_only(native_model):
+    with pytest.raises(NeuroprobeError, match="hooked\\(\\) takes exact hook names"):
+        with hooked(native_model, [(lambda n: True, lambda a, h: None)]):
+            pass
+    assert _no_hooks_left(native_model)
+
+
 def test_match_hook_names_pattern_by_pattern():
     names = ["blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post", "blocks.1.mlp.hook_pre"]
     assert match_hook_names(names, "blocks.*.mlp.hook_pre") == [names[0], names[2]]

@@ -216,3 +216,36 @@ def test_language_model_position(native_model):
     assert (p.crossings <= p.crossings_fine).all()
     with pytest.raises(NeuroprobeError, match="not affine"):
         pt.path_density(native_model, hook, a[:2], a[1:], inputs=toks[:2], position=-1)
+
+
+def test_downstream_codes_equal_the_codes_of_a_plain_pass():
+    """Replacing a hook's output by a point gives the code the point has in a plain pass."""
+    from neuroprobe.core.engine import run_hooks
+    from neuroprobe.polytope.spline import preactivation_hooks
+
+    m = ReLUMLP([3, 10, 12, 2], seed=4)
+    x = torch.randn(50, 3, generator=_gen(4))
+    pre = preactivation_hooks(m)
+    ref = run_hooks(m, x, pre)
+    want = torch.cat([ref[h] for h in pre], 1) > 0
+    assert torch.equal(pt.downstream_codes(m, "hook_input", x, batch_size=7), want)
+    # at a deeper hook, carried by one input per point, then by a single shared input
+    post = pt.activations(m, x, "blocks.0.mlp.hook_post")
+    got = pt.downstream_codes(m, "blocks.0.mlp.hook_post", post, inputs=x)
+    assert torch.equal(got, ref[pre[1]] > 0)
+    shared = pt.downstream_codes(m, "blocks.0.mlp.hook_post", post, inputs=x[:1])
+    assert torch.equal(shared, got)
+    with pytest.raises(NeuroprobeError, match="needs inputs="):
+        pt.downstream_codes(m, "blocks.0.mlp.hook_post", post)
+
+
+def test_partition_slice_plot_runs_on_downstream_codes():
+    import matplotlib.pyplot as plt
+
+    from neuroprobe.viz.polytope import plot_partition_slice
+
+    m = ReLUMLP([2, 8, 8, 3], seed=0)
+    fig = plot_partition_slice(m, torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]),
+                               resolution=40)
+    assert fig is not None
+    plt.close("all")
