@@ -362,7 +362,7 @@ def run_hooks(
     Examples
     --------
     >>> import torch
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> from neuroprobe.core.engine import run_hooks
     >>> out = run_hooks(ReLUMLP([4, 8, 3]), torch.zeros(5, 4), ["blocks.0.mlp.hook_post"])
     >>> out["blocks.0.mlp.hook_post"].shape

@@ -554,17 +554,19 @@ def localize(
         mask = _top_mask(vals.t(method, absolute), k)
         how = f"top {top_percent:g}% by {method} t ({k} units)"
     else:
-        from neuroprobe.glm.pvalues import reject
+        from neuroprobe.glm.pvalues import CORRECTIONS, reject
 
         if not (0 < alpha < 1):
             raise NeuroprobeError(f"alpha must be in (0, 1); got {alpha!r}.")
-        if correction not in ("fdr", "bonferroni", "holm", "none"):
+        method_name = "fdr_bh" if correction == "fdr" else correction
+        if method_name not in CORRECTIONS:
             raise NeuroprobeError(
-                f"correction must be 'fdr', 'bonferroni', 'holm' or 'none'; got {correction!r}."
+                f"correction must be 'fdr' (Benjamini-Hochberg) or one of {CORRECTIONS}; got "
+                f"{correction!r}."
             )
         p = _welch_p(vals, absolute)
         mask = torch.from_numpy(np.asarray(reject(np.nan_to_num(p, nan=1.0), alpha,
-                                                  correction)))
+                                                  method_name)))
         how = f"{correction} p<{alpha:g} (Welch)"
     return FunctionalNetwork(mask.bool(), vals.units, task=vals.name,
                              threshold=how + (", |activation|" if absolute else ""))

@@ -224,7 +224,7 @@ def downstream_codes(
     Examples
     --------
     >>> import torch
-    >>> from neuroprobe._relu_mlp_tmp import ReLUMLP
+    >>> from neuroprobe.testbeds import ReLUMLP
     >>> from neuroprobe.polytope.density import downstream_codes
     >>> m = ReLUMLP([2, 8, 8, 3], seed=0)
     >>> codes = downstream_codes(m, "hook_input", torch.tensor([[1.0, 0.5], [1.0, 0.6]]))
