@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from neuroprobe.core.engine import hooked
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.dictionary.sae import SAE
 from neuroprobe.dictionary.store import corpus_contexts
@@ -259,7 +260,7 @@ def _run_spliced(model, ids: Tensor, hook: str, fn, p0: int) -> Tensor:
     with torch.no_grad():
         if fn is None:
             return model(ids)
-        with model.hooks(fwd_hooks=[(hook, splice)]):
+        with hooked(model, [(hook, splice)]):
             logits = model(ids)
     if fired["n"] == 0:
         raise NeuroprobeError(

@@ -42,6 +42,7 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from neuroprobe.core.capture import stream, tokenize_prompts
+from neuroprobe.core.engine import hooked
 from neuroprobe.core.errors import NeuroprobeError, NeuroprobeWarning
 from neuroprobe.core.hooks import resolve_hooks
 from neuroprobe.core.probes import BatchMeta
@@ -413,7 +414,7 @@ def _losses(model, ids: Tensor, fwd_hooks: list) -> tuple[Tensor, Tensor]:
     """Per-row mean next-token cross-entropy and accuracy of ``ids`` ``[B, S]`` (no padding).
 
     The one place this module runs the model forward."""
-    with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks):
+    with hooked(model, fwd_hooks):
         logits = model(ids)
     lp = logits[:, :-1].float()
     tgt = ids[:, 1:].to(lp.device)
