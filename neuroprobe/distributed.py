@@ -223,13 +223,14 @@ def stream(model, prompts, probes: Sequence[Any], *, client=None, **stream_kw) -
     Examples
     --------
     >>> import neuroprobe as npb
-    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
-    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
-    >>> cov, top = npb.stream(model, [[1, 2, 3], [4, 5, 6, 7]],
-    ...                       [npb.RunningCovariance("blocks.0.hook_resid_post"),
-    ...                        npb.TopK("blocks.0.mlp.hook_post", k=2)])
-    >>> cov.count, tuple(cov.covariance.shape), tuple(top.values.shape)
-    (7, (16, 16), (2, 32))
+    >>> cfg = dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=50,
+    ...            n_ctx=16, act_fn="relu", seed=0)
+    >>> prompts = [[1, 2, 3], [4, 5], [6, 7]]
+    >>> (here,) = npb.stream(npb.load_model(cfg), prompts, [npb.TopK("blocks.0.mlp.hook_post")])
+    >>> (sharded,) = npb.stream(cfg, prompts, [npb.TopK("blocks.0.mlp.hook_post")],
+    ...                         client=npb.SerialBackend())
+    >>> bool((here.values == sharded.values).all()), sharded.seen
+    (True, ((0, 3, 0, 7),))
     """
     if client is None:
         return capture.stream(model, prompts, probes, **stream_kw)

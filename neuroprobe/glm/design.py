@@ -487,3 +487,34 @@ def block_segments(
         j for j in pc if changes[:, j].any() and not _NUISANCE.match(columns[j])
     )
     return seg, perm_cols
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """A fit's design as max-T permutes it: the design ``X [T, P]``, each time point's
+    segment, the permuted (condition) columns ``J`` and the nuisance columns ``K``, and per
+    segment its first row, its length and its condition values ``A [S, |J|]``."""
+
+    X: np.ndarray
+    segments: np.ndarray
+    J: list
+    K: list
+    starts: np.ndarray
+    lengths: np.ndarray
+    A: np.ndarray
+
+    @property
+    def n_segments(self) -> int:
+        return int(self.starts.shape[0])
+
+
+def block_layout(glm) -> BlockLayout:
+    """The :class:`BlockLayout` of a fit that keeps a permutation state."""
+    pm = glm._perm
+    X = np.array(glm.design.to_numpy())
+    T, P = X.shape
+    seg = pm.segments
+    J = list(pm.perm_cols)
+    starts = np.r_[0, np.flatnonzero(np.diff(seg)) + 1]
+    return BlockLayout(X, seg, J, [j for j in range(P) if j not in J], starts,
+                       np.diff(np.r_[starts, T]).astype(float), X[starts][:, J])

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.validation import check_positive_int
+from neuroprobe.glm.design import block_layout
 from neuroprobe.glm.pvalues import check_tail
 from neuroprobe.glm.stats import TINY, GLMStats, segment_edges, serial_torch
 
@@ -61,15 +62,10 @@ def _null_max(glm, c: np.ndarray, tail: str, n_perm: int, seed: int,
     one matrix product ``[B (|J| + 1), S] @ [S, units]``.
     """
     st = glm._perm
-    X = np.array(glm.design.to_numpy())
+    lay = block_layout(glm)
+    X, seg, J, K, lengths, A = lay.X, lay.segments, lay.J, lay.K, lay.lengths, lay.A
     T, P = X.shape
-    seg = st.segments
-    J = list(st.perm_cols)
-    K = [j for j in range(P) if j not in J]
-    S = int(seg.max()) + 1
-    starts = np.r_[0, np.flatnonzero(np.diff(seg)) + 1]
-    lengths = np.diff(np.r_[starts, T]).astype(float)
-    A = X[starts][:, J]  # [S, |J|] condition values of each segment
+    S = lay.n_segments
     dev = glm.beta.device
     Z = st.seg_sums  # [S, N] (of the same shifted y as xty)
     xty = st.xty
@@ -136,15 +132,11 @@ def _ar1_null_max(glm, c: np.ndarray, tail: str, n_perm: int, seed: int,
     computation with the whitened Gram matrices of each rho bin."""
     pm = glm._perm
     st = pm.stats
-    X = np.array(glm.design.to_numpy())
+    lay = block_layout(glm)
+    X, seg, J, K, starts, A = lay.X, lay.segments, lay.J, lay.K, lay.starts, lay.A
     T, P = X.shape
-    seg = pm.segments
-    J = list(pm.perm_cols)
-    K = [j for j in range(P) if j not in J]
-    S = int(seg.max()) + 1
-    starts = np.r_[0, np.flatnonzero(np.diff(seg)) + 1]
+    S = lay.n_segments
     ends = np.r_[starts[1:] - 1, T - 1]
-    A = X[starts][:, J]
     E = np.zeros((T, S))
     E[np.arange(T), seg] = 1.0
     dev = glm.beta.device

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from neuroprobe.glm.design import block_layout
 from neuroprobe.glm.stats import TINY
 
 
@@ -27,15 +28,10 @@ def null_max_f(glm, C: np.ndarray, n_perm: int, seed: int, perm_batch: int = 250
     """Maximum over units of the permuted F statistic for ``n_perm`` block permutations
     (the permutations are those of the t version for the same ``seed``)."""
     st = glm._perm
-    X = np.array(glm.design.to_numpy())
+    lay = block_layout(glm)
+    X, seg, J, K, lengths, A = lay.X, lay.segments, lay.J, lay.K, lay.lengths, lay.A
     T, P = X.shape
-    seg = st.segments
-    J = list(st.perm_cols)
-    K = [j for j in range(P) if j not in J]
-    S = int(seg.max()) + 1
-    starts = np.r_[0, np.flatnonzero(np.diff(seg)) + 1]
-    lengths = np.diff(np.r_[starts, T]).astype(float)
-    A = X[starts][:, J]
+    S = lay.n_segments
     dev = glm.beta.device
     Z, xty, yy = st.seg_sums, st.xty, st.yy
     N = yy.shape[0]
