@@ -100,3 +100,213 @@ def resolve_device(device) -> torch.device:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise NeuroprobeError(f"device={device!r} is not supported; use 'cpu' or 'cuda'.")
     return dev
+
+
+# --- Shared validators for every public entry point (issue 16: hostile inputs) ---------------
+# Each returns the cleaned value. Keep messages in the house form: argument, expected, got, fix.
+
+
+def warn_degenerate(message: str, *, stacklevel: int = 3) -> None:
+    """Warn with :class:`~neuroprobe.NeuroprobeWarning` (degenerate science, not an error)."""
+    import warnings
+
+    from neuroprobe.core.errors import NeuroprobeWarning
+
+    warnings.warn(message, NeuroprobeWarning, stacklevel=stacklevel)
+
+
+def check_bool(value, name: str) -> bool:
+    """A real bool (``numpy.bool_`` too); refuses ints and strings such as ``"False"``."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise NeuroprobeError(f"{name} must be True or False; got {value!r} ({type(value).__name__}).")
+
+
+def check_choice(value, name: str, choices) -> str:
+    """One of ``choices`` (strings), with the close matches named when it is misspelt."""
+    import difflib
+
+    choices = list(choices)
+    if isinstance(value, str) and value in choices:
+        return value
+    hint = ""
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise NeuroprobeError(
+        f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}.{hint}"
+    )
+
+
+def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (not a bool, not a float such as ``2.7``) in ``[minimum, maximum]``."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if ok and minimum is not None and value < minimum:
+        ok = False
+    if ok and maximum is not None and value > maximum:
+        ok = False
+    if not ok:
+        lo = "-inf" if minimum is None else str(minimum)
+        hi = "inf" if maximum is None else str(maximum)
+        raise NeuroprobeError(
+            f"{name} must be an integer in [{lo}, {hi}]; got {value!r} ({type(value).__name__})."
+        )
+    return int(value)
+
+
+def check_real(value, name: str, *, minimum: float | None = None, maximum: float | None = None,
+               low_open: bool = False, high_open: bool = False, finite: bool = True) -> float:
+    """A real number (not a bool) in the interval given; finite unless ``finite=False``."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    v = float(value) if ok else float("nan")
+    if ok and finite and not np.isfinite(v):
+        ok = False
+    if ok and minimum is not None and (v <= minimum if low_open else v < minimum):
+        ok = False
+    if ok and maximum is not None and (v >= maximum if high_open else v > maximum):
+        ok = False
+    if not ok:
+        lo = "-inf" if minimum is None else f"{minimum:g}"
+        hi = "inf" if maximum is None else f"{maximum:g}"
+        interval = ("(" if low_open else "[") + f"{lo}, {hi}" + (")" if high_open else "]")
+        raise NeuroprobeError(
+            f"{name} must be a {'finite ' if finite else ''}number in {interval}; got {value!r}."
+        )
+    return v
+
+
+def check_index_list(values, name: str, *, size: int | None = None, allow_empty: bool = False,
+                     unique: bool = True, what: str = "index") -> list[int]:
+    """Integer indices (a list, tuple, range, int array or tensor) in ``[0, size)``.
+
+    Refuses floats (``[1.0, 2.5]`` would be truncated), bools, an empty list unless
+    ``allow_empty``, repeats unless ``unique=False``, and indices out of range. Order is kept.
+    """
+    whats = "indices" if what == "index" else f"{what}s"
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise NeuroprobeError(
+            f"{name} must be a list of integer {whats}; got {type(values).__name__} "
+            f"{values!r}. Wrap a single {what} in a list: [{values!r}]."
+        )
+    if isinstance(values, (Tensor, np.ndarray)):
+        arr = values.detach().cpu().numpy() if isinstance(values, Tensor) else values
+        if arr.ndim != 1:
+            raise NeuroprobeError(f"{name} must be 1-D; got shape {tuple(arr.shape)}.")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise NeuroprobeError(
+                f"{name} must hold integer {whats}; got dtype {arr.dtype}. Cast with "
+                ".long() / .astype(int) only if the values are whole numbers."
+            )
+        out = [int(v) for v in arr.tolist()]
+    else:
+        out = []
+        for v in values:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise NeuroprobeError(
+                    f"{name} must hold integer {whats}; got {v!r} ({type(v).__name__}) "
+                    f"among them."
+                )
+            out.append(int(v))
+    if not out and not allow_empty:
+        raise NeuroprobeError(f"{name} is empty; pass at least one {what}.")
+    if size is not None:
+        bad = [v for v in out if v < 0 or v >= size]
+        if bad:
+            raise NeuroprobeError(
+                f"{name} has {whats} out of range [0, {size}): {bad[:5]}"
+                f"{' ...' if len(bad) > 5 else ''}."
+            )
+    if unique and len(set(out)) != len(out):
+        seen, dup = set(), []
+        for v in out:
+            if v in seen:
+                dup.append(v)
+            seen.add(v)
+        raise NeuroprobeError(f"{name} repeats {whats} {sorted(set(dup))[:5]}; pass each once.")
+    return out
+
+
+def check_name_list(values, name: str, *, what: str = "name", allow_empty: bool = False
+                    ) -> list[str]:
+    """A list of strings; a single string becomes ``[string]`` (never split into characters)."""
+    if isinstance(values, str):
+        return [values]
+    if not hasattr(values, "__iter__") or isinstance(values, bytes):
+        raise NeuroprobeError(
+            f"{name} must be a {what} (str) or a list of them; got {type(values).__name__} "
+            f"{values!r}."
+        )
+    out = list(values)
+    bad = [v for v in out if not isinstance(v, str)]
+    if bad:
+        raise NeuroprobeError(
+            f"{name} must hold {what}s as strings; got {bad[0]!r} ({type(bad[0]).__name__})."
+        )
+    if not out and not allow_empty:
+        raise NeuroprobeError(f"{name} is empty; pass at least one {what}.")
+    return out
+
+
+def check_writable_path(path, name: str, *, directory: bool = False):
+    """A path we can write: a file path (not an existing directory) whose parent can be created,
+    or with ``directory=True`` a directory that exists or can be made. Returns a ``Path``."""
+    import os
+    from pathlib import Path
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise NeuroprobeError(f"{name} must be a path (str or Path); got {type(path).__name__}.")
+    p = Path(path)
+    if directory:
+        if p.exists() and not p.is_dir():
+            raise NeuroprobeError(f"{name}={str(p)!r} is a file; pass a directory.")
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise NeuroprobeError(
+                f"{name}={str(p)!r} cannot be created ({e.strerror}); pass a writable directory."
+            ) from None
+        if not os.access(p, os.W_OK):
+            raise NeuroprobeError(f"{name}={str(p)!r} is not writable; pass a writable directory.")
+        return p
+    if p.is_dir():
+        raise NeuroprobeError(f"{name}={str(p)!r} is a directory; pass a file path inside it.")
+    parent = p.parent if str(p.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NeuroprobeError(
+            f"{name}={str(p)!r}: its folder cannot be created ({e.strerror}); pass a writable "
+            "path."
+        ) from None
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise NeuroprobeError(f"{name}={str(p)!r} is not writable; pass a writable path.")
+    return p
+
+
+def check_known_keys(mapping, name: str, allowed) -> None:
+    """Refuse keys of ``mapping`` that are not in ``allowed``, naming close matches."""
+    import difflib
+
+    allowed = list(allowed)
+    unknown = [k for k in mapping if k not in allowed]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), allowed, n=1, cutoff=0.6)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise NeuroprobeError(
+            f"{name} has unknown key(s) {', '.join(hints)}; known keys: "
+            f"{', '.join(sorted(map(str, allowed)))}."
+        )
+
+
+def warn_if_not_finite(t: Tensor, name: str) -> bool:
+    """Warn (NeuroprobeWarning) if ``t`` has NaN/inf; return whether it is all finite."""
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        n = int((~torch.isfinite(t)).sum())
+        warn_degenerate(
+            f"{name} contains {n} NaN or inf value(s) (e.g. NaN weights or an overflow); "
+            "results computed from them are not meaningful.", stacklevel=4,
+        )
+        return False
+    return True
