@@ -475,7 +475,7 @@ SKIP_ARGS = {
 def _mutations():
     """(case id, table key, position or keyword, hostile value) for every argument."""
     out = []
-    for key, build in VALID.items():
+    for key in VALID:
         n_args, kw_names = _SHAPES[key]
         for pos in range(n_args):
             if (key, pos) in SKIP_ARGS:

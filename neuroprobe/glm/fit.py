@@ -30,13 +30,15 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import as_tensor, resolve_device
+from neuroprobe.core.outofcore import column_blocks, columns_per_block, file_backing
+from neuroprobe.core.validation import as_tensor, check_finite, resolve_device
 from neuroprobe.glm.contrast import ContrastResult, as_contrast, unit_frame
 from neuroprobe.glm.design import as_design_matrix, block_segments, check_rank
 from neuroprobe.glm.permutation import PermutationState, permutation_state
 from neuroprobe.glm.stats import (
     TINY,
     GLMStats,
+    concat_units,
     dense_stats,
     fit_ar1,
     fit_ols,
@@ -241,6 +243,24 @@ def result_from_stats(st: GLMStats, X: np.ndarray, cols, *, noise: str, bins: in
     )
 
 
+def _stats(Y, Yt: Tensor, Xn: np.ndarray, *, ar: bool, center: bool, device, dtype,
+           memory_budget: int, segments) -> GLMStats:
+    """One pass over ``Y``; a file-backed Recording larger than ``memory_budget`` is read in
+    column blocks of at most that size (positioned reads: resident memory stays bounded)."""
+    kw = dict(ar=ar, center=center, device=device, dtype=dtype, memory_budget=memory_budget,
+              segments=segments)
+    if file_backing(Y) is None or Yt.element_size() * Yt.nelement() <= memory_budget:
+        return dense_stats(Yt, Xn, **kw)
+    T = Yt.shape[0]
+    # a block and its float64 tiles fit the budget
+    width = columns_per_block(T, Yt.element_size() + 8, memory_budget)
+    parts = []
+    for _, _, block in column_blocks(Y, width):
+        check_finite(block, "Y")
+        parts.append(dense_stats(block, Xn, **kw))
+    return concat_units(parts)
+
+
 def fit_glm(
     Y, X, *, noise: str = "ols", bins: int = 100, allow_rank_deficient: bool = False,
     device=None, dtype: torch.dtype = torch.float64, memory_budget: int = 64 * 2**20,
@@ -309,8 +329,8 @@ def fit_glm(
     dev = resolve_device(device) if device is not None else Yt.device
     center = spans_constant(Xn)
     seg, perm_cols = block_segments(Xn, cols)
-    st = dense_stats(Yt, Xn, ar=noise == "ar1", center=center, device=dev, dtype=dtype,
-                     memory_budget=memory_budget, segments=seg)
+    st = _stats(Y, Yt, Xn, ar=noise == "ar1", center=center, device=dev, dtype=dtype,
+                memory_budget=memory_budget, segments=seg)
     perm = permutation_state(st, seg, perm_cols, noise)
     return result_from_stats(st, Xn, cols, noise=noise, bins=bins, rank=rank, units=units,
                              perm=perm)

@@ -600,3 +600,17 @@ def fit_ar1(st: GLMStats, X: np.ndarray, df_resid: int, bins: int) -> Fit:
     sse = (yw - (beta_c * xwy).sum(0)).clamp_min(0)
     beta = beta_c + h[bin_index].T * st.shift[None, :]
     return Fit(beta, sse / df_resid, cov, bin_index, rho, rho_raw, const)
+
+
+def concat_units(parts: list[GLMStats]) -> GLMStats:
+    """The statistics of column blocks of ``Y`` joined into those of all of ``Y`` (every
+    statistic is per unit, so this is exact: a blocked pass gives the one-pass numbers)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    joined = {}
+    for name in ("xty", "yy", "ysum", "shift", "xupy", "xdny", "lag", "first", "last", "seg",
+                 "edges"):
+        vals = [getattr(p, name) for p in parts]
+        joined[name] = None if vals[0] is None else torch.cat(vals, dim=-1)
+    return GLMStats(first.n_time, **joined)

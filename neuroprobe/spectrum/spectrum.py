@@ -42,10 +42,12 @@ from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.hooks import match_hook_names
+from neuroprobe.core.outofcore import file_backing
 from neuroprobe.core.probes import BatchMeta, RunningCovariance
 from neuroprobe.core.shards import note_batch, union_seen
 from neuroprobe.core.units import Directions, hook_layer
 from neuroprobe.core.validation import as_tensor, check_finite, check_fraction, check_positive_int
+from neuroprobe.spectrum.blocked import covariance_from_row_blocks, file_columns
 
 __all__ = [
     "Eigenspectrum",
@@ -305,6 +307,9 @@ def eigenspectrum(
     if _is_cov_probe(acts):
         return _spectrum_from_probe(acts, max_components, method, max_units, stride)
 
+    if file_backing(acts) is not None and method != "randomized":
+        return _spectrum_of_file(acts, max_components, method, hook, max_units, stride,
+                                 chunk_size)
     x, found_hook = _source_to_matrix(acts, hook, "acts")
     if not x.is_floating_point():
         x = x.float()
@@ -337,6 +342,34 @@ def eigenspectrum(
         stride=s,
         hook=found_hook,
     )
+
+
+def _spectrum_of_file(rec, max_components, method, hook, max_units, stride, chunk_size
+                      ) -> Eigenspectrum:
+    """The exact route on a file-backed Recording: row blocks read from the file (resident
+    memory: one block and the covariance); "auto" keeps it exact up to EXACT_MAX_WIDTH units
+    and beyond that reads the whole recording for the randomized route."""
+    cols, found_hook = file_columns(rec, hook)
+    width = rec.n_units if cols is None else len(cols)
+    s = stride or _auto_stride(width, max_units)
+    if s > 1:
+        cols = (np.arange(rec.n_units) if cols is None else cols)[::s]
+    n_units = rec.n_units if cols is None else len(cols)
+    n = rec.n_time
+    if n < 2:
+        raise NeuroprobeError(
+            f"acts has {n} row(s); a covariance needs at least 2 samples (time points)."
+        )
+    if method == "auto" and n_units > EXACT_MAX_WIDTH:
+        x, _ = _source_to_matrix(rec, hook, "acts")
+        return eigenspectrum(x[:, ::s] if s > 1 else x, max_components, method="randomized",
+                             hook=found_hook, chunk_size=chunk_size)
+    cov, _ = covariance_from_row_blocks(rec, cols, chunk_size)
+    k = min(max_components, n_units, n - 1)
+    ev = _top_eigvalsh(cov, k)
+    return Eigenspectrum(eigenvalues=torch.from_numpy(np.clip(ev, 0.0, None)),
+                         total_variance=max(float(np.trace(cov)), 0.0), n_samples=int(n),
+                         n_units=n_units, method="exact", stride=s, hook=found_hook)
 
 
 def _spectrum_from_probe(probe, max_components, method, max_units, stride) -> Eigenspectrum:
