@@ -310,3 +310,23 @@ def warn_if_not_finite(t: Tensor, name: str) -> bool:
         )
         return False
     return True
+
+
+def check_model(model, name: str = "model"):
+    """A hooked model: what ``npb.load_model`` returns (a TransformerLens 4 bridge or a native
+    model) or a ``HookedRootModule`` such as ``npb.ReLUMLP``. Returns it unchanged."""
+    if hasattr(model, "hook_dict") and callable(model):
+        return model
+    if isinstance(model, (str, dict)):
+        fix = f"load it first: {name} = npb.load_model({model!r})"
+    else:
+        fix = "load one with npb.load_model('smollm2-135m') or pass a HookedRootModule"
+    raise NeuroprobeError(
+        f"{name} must be a hooked model (npb.load_model(...) or a TransformerLens "
+        f"HookedRootModule); got {type(model).__name__} {str(model)[:60]!r}; {fix}."
+    )
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """A seed: an integer in ``[0, 2**32)`` (what numpy and torch both accept)."""
+    return check_int(seed, name, minimum=0, maximum=2**32 - 1)
