@@ -296,7 +296,7 @@ VALID: dict[str, Callable[[Ctx], Call]] = {
                              npb.toy_tokenizer(["one two three four five six seven eight nine "
                                                 "ten eleven twelve"]), 1, n_task_blocks=2,
                              words=["one", "two", "three", "four", "five", "six"]),
-    "toy_tokenizer": lambda c: C(npb.toy_tokenizer, ["a b c"], vocab_size=50),
+    "toy_tokenizer": lambda c: C(npb.toy_tokenizer, ["a b c"], vocab_size=300),
     "FunctionalNetwork": lambda c: C(npb.FunctionalNetwork, c.nets[0].mask, units=c.rec.units,
                                      name="n"),
     "dice": lambda c: C(npb.dice, c.nets[0], c.nets[1]),
