@@ -549,6 +549,20 @@ def ctx(tmp_path_factory):
     return Ctx(tmp_path_factory)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _in_a_scratch_folder(tmp_path_factory):
+    """Hostile strings are valid file names: whatever a call writes lands in a scratch folder
+    (and a later call that reads ``"bogus!"`` finds a file neuroprobe wrote, not a text)."""
+    import os
+
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
 class _Timeout(Exception):
     pass
 
