@@ -39,7 +39,7 @@ import torch
 from jaxtyping import Float, Int
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import as_tensor
+from neuroprobe.core.validation import as_tensor, check_known_keys, check_real
 
 __all__ = ["BlockDesign"]
 
@@ -47,6 +47,25 @@ _DRIFTS = (None, "polynomial", "cosine")
 _HRFS = (None, "glover", "spm")
 # columns that model nuisance (intercept, run offsets): never permuted by max-T
 _NUISANCE = re.compile(r"^(constant|intercept|const|run_\d+)$")
+# names the design generates (or that max-T treats as nuisance): a condition may not use them
+_RESERVED = re.compile(r"^(constant|intercept|const|run_\d+|drift_\d+|run\d+_drift_\d+)$")
+#: keyword options of from_blocks / from_labels (the BlockDesign fields after labels, runs)
+_OPTIONS = ("baseline", "drift", "drift_order", "high_pass", "hrf", "t_r", "hrf_oversampling")
+
+
+def _check_label(lab, where: str):
+    """One condition label: a string, a number (used as its text) or None/NaN/"" for rest.
+    Tuples, lists, dicts, arrays ... are refused (they would be split or stringified)."""
+    if _is_rest(lab) or isinstance(lab, (str, np.str_)):
+        return lab
+    if isinstance(lab, (int, float, np.integer, np.floating)) and not isinstance(
+            lab, (bool, np.bool_)):
+        return lab
+    raise NeuroprobeError(
+        f"{where} must be a condition name (str, or None / '' for an unlabelled rest time "
+        f"point); got {type(lab).__name__} {lab!r}. Give one plain label per time point "
+        "(e.g. join a tuple into one string: 'medical/long')."
+    )
 
 
 def _is_rest(lab) -> bool:
@@ -174,16 +193,40 @@ class BlockDesign:
     hrf_oversampling: int = 50
 
     def __post_init__(self) -> None:
-        labels = tuple("" if _is_rest(x) else str(x) for x in self.labels)
+        if isinstance(self.labels, (str, bytes)) or not hasattr(self.labels, "__iter__"):
+            raise NeuroprobeError(
+                f"labels must be a sequence of condition names, one per time point; got "
+                f"{type(self.labels).__name__} {self.labels!r}."
+            )
+        labels = tuple("" if _is_rest(x) else str(x)
+                       for x in (_check_label(x, f"labels[{i}]")
+                                 for i, x in enumerate(self.labels)))
         object.__setattr__(self, "labels", labels)
         T = len(labels)
         if T == 0:
             raise NeuroprobeError("BlockDesign needs at least one time point; got 0 labels.")
+        if isinstance(self.runs, (str, bytes, dict)):
+            raise NeuroprobeError(
+                f"runs must be a sequence of int run ids, one per time point; got "
+                f"{type(self.runs).__name__} {self.runs!r}."
+            )
         runs = np.asarray(self.runs if self.runs is not None else np.zeros(T, int))
         if runs.shape != (T,):
             raise NeuroprobeError(
-                f"runs must have one entry per time point ({T}); got shape {runs.shape}."
+                f"runs must have one entry per time point ({T}); got "
+                f"{type(self.runs).__name__} of shape {runs.shape}. Pass a sequence of int "
+                "run ids of length T."
             )
+        if runs.size and not (np.issubdtype(runs.dtype, np.integer)
+                              or np.issubdtype(runs.dtype, np.bool_)):
+            if np.issubdtype(runs.dtype, np.floating) and np.isfinite(runs).all() \
+                    and (runs == np.round(runs)).all():
+                runs = runs.astype(np.int64)
+            else:
+                raise NeuroprobeError(
+                    f"runs must hold integer run ids (one per time point); got dtype "
+                    f"{runs.dtype} (e.g. {runs.ravel()[0]!r}). Number the runs 0, 1, ..."
+                )
         # runs are consecutive stretches, renumbered 0..R-1 in order of appearance
         change = np.r_[True, runs[1:] != runs[:-1]]
         order = list(dict.fromkeys(runs.tolist()))
@@ -214,15 +257,33 @@ class BlockDesign:
             raise NeuroprobeError(
                 f"hrf_oversampling must be an int >= 1; got {self.hrf_oversampling!r}."
             )
-        if not (isinstance(self.t_r, (int, float)) and self.t_r > 0):
-            raise NeuroprobeError(f"t_r must be a positive number; got {self.t_r!r}.")
-        if not (isinstance(self.high_pass, (int, float)) and self.high_pass >= 0):
-            raise NeuroprobeError(
-                f"high_pass must be a non-negative number (cycles per time unit); "
-                f"got {self.high_pass!r}."
-            )
-        if not isinstance(self.drift_order, (int, np.integer)) or self.drift_order < 1:
+        check_real(self.t_r, "t_r", minimum=0, low_open=True)
+        check_real(self.high_pass, "high_pass", minimum=0)
+        if isinstance(self.drift_order, (bool, np.bool_)) or \
+                not isinstance(self.drift_order, (int, np.integer)) or self.drift_order < 1:
             raise NeuroprobeError(f"drift_order must be an int >= 1; got {self.drift_order!r}.")
+        reserved = [c for c in conds if _RESERVED.match(c)]
+        if reserved:
+            raise NeuroprobeError(
+                f"condition name(s) {reserved} collide with columns the design generates "
+                "('constant', 'intercept', 'run_<k>', 'drift_<k>', 'run<r>_drift_<k>'), which "
+                "would overwrite or be mistaken for them; rename the condition(s), e.g. "
+                f"{reserved[0]!r} -> 'cond_{reserved[0]}'."
+            )
+        rest = "" in labels
+        if not self.conditions:
+            raise NeuroprobeError(
+                f"the design has no condition column: its only condition {conds[0]!r} is the "
+                "baseline, so only the intercept is left and nothing can be contrasted. Add a "
+                "task condition, or pass baseline=None."
+            )
+        if len(conds) + rest < 2:
+            raise NeuroprobeError(
+                f"the design has a single condition {conds[0]!r} covering every time point: "
+                "its column is the intercept, so a contrast of it tests mean != 0, not a task "
+                "effect. Add a control condition (e.g. blocks of random text, with "
+                "baseline='control') or unlabelled rest blocks (None)."
+            )
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -239,6 +300,12 @@ class BlockDesign:
         >>> d.matrix.columns.tolist()
         ['a', 'run_1', 'constant']
         """
+        check_known_keys(options, "BlockDesign.from_blocks options", _OPTIONS)
+        if isinstance(blocks, (str, bytes, dict)) or not hasattr(blocks, "__iter__"):
+            raise NeuroprobeError(
+                f"blocks must be a list of (condition, length) or (condition, length, run) "
+                f"tuples; got {type(blocks).__name__} {blocks!r}."
+            )
         labels: list = []
         runs: list = []
         for i, blk in enumerate(blocks):
@@ -247,8 +314,12 @@ class BlockDesign:
                     f"blocks[{i}] must be (condition, length) or (condition, length, run); "
                     f"got {blk!r}."
                 )
-            cond, length = blk[0], blk[1]
+            cond, length = _check_label(blk[0], f"blocks[{i}] condition"), blk[1]
             run = blk[2] if len(blk) == 3 else 0
+            if isinstance(run, (bool, np.bool_)) or not isinstance(run, (int, np.integer)):
+                raise NeuroprobeError(
+                    f"blocks[{i}] run must be an int run id; got {type(run).__name__} {run!r}."
+                )
             if not isinstance(length, (int, np.integer)) or isinstance(length, bool) \
                     or length < 1:
                 raise NeuroprobeError(
@@ -276,6 +347,7 @@ class BlockDesign:
         >>> BlockDesign.from_labels(["x", "x", "y", "y"], baseline="y").matrix.shape
         (4, 2)
         """
+        check_known_keys(options, "BlockDesign.from_labels options", _OPTIONS)
         if hasattr(labels, "acts") and hasattr(labels, "labels"):
             if labels.labels is None:
                 raise NeuroprobeError(
@@ -283,8 +355,31 @@ class BlockDesign:
                     "giving one condition per prompt, or pass the labels yourself."
                 )
             labels = labels.labels
-        labels = list(np.asarray(labels, dtype=object).ravel())
-        return cls(tuple(labels), None if runs is None else np.asarray(runs), **options)
+        if isinstance(labels, (str, bytes)):
+            raise NeuroprobeError(
+                f"labels must be a sequence of condition names, one per time point; got the "
+                f"string {labels!r}, which would be split into characters. Pass a list "
+                f"([{labels!r}] * T), or list({labels!r}) if one character per time point is "
+                "meant."
+            )
+        if isinstance(labels, dict) or not hasattr(labels, "__iter__"):
+            raise NeuroprobeError(
+                f"labels must be a sequence of condition names, one per time point; got "
+                f"{type(labels).__name__} {labels!r}."
+            )
+        if isinstance(labels, (np.ndarray, pd.Series, pd.Index)):
+            if np.ndim(labels) != 1:
+                raise NeuroprobeError(
+                    f"labels must be 1-D (one condition per time point); got shape "
+                    f"{np.shape(labels)}. Tuple labels become extra columns: join each into "
+                    "one string."
+                )
+            labels = list(np.asarray(labels, dtype=object))
+        else:
+            labels = list(labels)
+        for i, lab in enumerate(labels):
+            _check_label(lab, f"labels[{i}]")
+        return cls(tuple(labels), runs, **options)
 
     # ---- views --------------------------------------------------------------------------
     @property
