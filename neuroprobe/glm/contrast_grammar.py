@@ -95,15 +95,23 @@ class _Parser:
             return w, 0.0
         m = _NUM.match(self.s, self.i)
         if m is not None:
+            from neuroprobe.glm.contrast import parse_number
+
             self.i = m.end()
-            return np.zeros(self.P), float(m.group(0))
+            return np.zeros(self.P), parse_number(m.group(0), self.s)
         raise self.fail("expected a column name, a number or '('")
 
 
 def parse_linear(expr: str, columns: Sequence[str]) -> np.ndarray:
     """Weights over ``columns`` of a linear expression with parentheses and scalars."""
     p = _Parser(expr, columns)
-    w, c = p.expr()
+    with np.errstate(over="ignore", invalid="ignore"):
+        w, c = p.expr()
+    if not (np.isfinite(w).all() and np.isfinite(c)):
+        raise NeuroprobeError(
+            f"contrast {expr!r}: its weights overflow float64; scale them to moderate "
+            "numbers -- t, p and z do not depend on the scale."
+        )
     if p.peek():
         raise p.fail(f"unexpected {p.s[p.i]!r}")
     if c != 0:
