@@ -58,8 +58,7 @@ def _check_label(lab, where: str):
     Tuples, lists, dicts, arrays ... are refused (they would be split or stringified)."""
     if _is_rest(lab) or isinstance(lab, (str, np.str_)):
         return lab
-    if isinstance(lab, (int, float, np.integer, np.floating)) and not isinstance(
-            lab, (bool, np.bool_)):
+    if isinstance(lab, (int, float, np.integer, np.floating, np.bool_)):
         return lab
     raise NeuroprobeError(
         f"{where} must be a condition name (str, or None / '' for an unlabelled rest time "
@@ -198,9 +197,18 @@ class BlockDesign:
                 f"labels must be a sequence of condition names, one per time point; got "
                 f"{type(self.labels).__name__} {self.labels!r}."
             )
-        labels = tuple("" if _is_rest(x) else str(x)
-                       for x in (_check_label(x, f"labels[{i}]")
-                                 for i, x in enumerate(self.labels)))
+        raw = [_check_label(x, f"labels[{i}]") for i, x in enumerate(self.labels)]
+        labels = tuple("" if _is_rest(x) else str(x) for x in raw)
+        texts = {x for x in dict.fromkeys(raw) if isinstance(x, (str, np.str_))}
+        others = {str(x) for x in dict.fromkeys(raw)
+                  if not _is_rest(x) and not isinstance(x, (str, np.str_))}
+        if texts & others:
+            both = sorted(texts & others)
+            raise NeuroprobeError(
+                f"labels mix the string(s) {both} with numbers that print the same (e.g. "
+                f"'{both[0]}' and {both[0]}), which would silently become one condition; use "
+                "one type for the labels."
+            )
         object.__setattr__(self, "labels", labels)
         T = len(labels)
         if T == 0:
@@ -376,9 +384,7 @@ class BlockDesign:
                 )
             labels = list(np.asarray(labels, dtype=object))
         else:
-            labels = list(labels)
-        for i, lab in enumerate(labels):
-            _check_label(lab, f"labels[{i}]")
+            labels = list(labels)  # each label is checked by BlockDesign itself
         return cls(tuple(labels), runs, **options)
 
     # ---- views --------------------------------------------------------------------------
