@@ -200,10 +200,15 @@ def _check_correction(correction: str) -> None:
         )
 
 
+#: more permutations than this cannot move a max-T p-value by more than 1e-6 (and would
+#: take hours): refused rather than run
+MAX_PERMUTATIONS = 1_000_000
+
+
 def _check_permutation_args(n_permutations, seed) -> None:
     """``n_permutations`` an int >= 1 and ``seed`` an int >= 0 (checked for every
     correction, so that a bad value is never silently ignored)."""
-    check_int(n_permutations, "n_permutations", minimum=1)
+    check_int(n_permutations, "n_permutations", minimum=1, maximum=MAX_PERMUTATIONS)
     check_int(seed, "seed", minimum=0)
 
 
@@ -212,6 +217,12 @@ def unit_frame(n: int, units) -> pd.DataFrame:
         units = units.units  # a Recording
     if units is None:
         return pd.DataFrame({"unit": np.arange(n)})
+    if isinstance(units, (str, bytes, dict)) or not (hasattr(units, "to_dataframe")
+                                                    or hasattr(units, "__iter__")):
+        raise NeuroprobeError(
+            f"units must be a UnitIndex (rec.units), a Recording or a list of (hook, index) "
+            f"pairs, one per unit ({n}); got {type(units).__name__} {units!r}."
+        )
     if not hasattr(units, "to_dataframe"):
         from neuroprobe.core.units import UnitIndex
 

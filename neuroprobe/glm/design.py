@@ -507,6 +507,11 @@ def as_design_matrix(
         if arr.ndim != 2:
             raise NeuroprobeError(f"X must be 2-D [time, regressor]; got shape {arr.shape}.")
         cols = tuple(f"x{i}" for i in range(arr.shape[1]))
+    if arr.shape[1] == 0:
+        raise NeuroprobeError(
+            f"X has no columns (shape {arr.shape}); the design needs at least one regressor "
+            "(e.g. a BlockDesign's condition boxcars and constant)."
+        )
     if len(set(cols)) != len(cols):
         dup = sorted({c for c in cols if cols.count(c) > 1})
         raise NeuroprobeError(f"X has duplicate column names {dup}; rename them.")

@@ -368,8 +368,8 @@ def fit_glm(
             f"Y must be real; got dtype {Yt.dtype}. Fit the real and imaginary parts (or the "
             "magnitude) separately."
         )
-    if not Yt.is_floating_point():
-        Yt = Yt.to(torch.float64)
+    if not Yt.is_floating_point() or Yt.dtype not in (torch.float32, torch.float64):
+        Yt = Yt.to(torch.float64)  # ints, bools, float16, bfloat16
     T, N = Yt.shape
     if N == 0:
         raise NeuroprobeError(

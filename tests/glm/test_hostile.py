@@ -113,6 +113,11 @@ RAISES = {
     "memory_budget 0": (lambda: npb.fit_glm(Y, D, memory_budget=0), "memory_budget"),
     "dtype str": (lambda: npb.fit_glm(Y, D, dtype="float32"), "dtype"),
     "units wrong length": (lambda: npb.fit_glm(Y, D, units=[1, 2]), "units"),
+    "design with no columns": (lambda: npb.fit_glm(Y, np.zeros((40, 0))), "no columns"),
+    "to_dataframe units an int": (lambda: RES.to_dataframe(units=5), "units must be"),
+    "contrast to_dataframe units str": (lambda: CON.to_dataframe(units="h"), "units must be"),
+    "n_permutations huge": (lambda: CON.corrected_p("max_t", n_permutations=10**12),
+                            "n_permutations"),
     # --- contrasts ------------------------------------------------------------------------
     "non-estimable t": (lambda: npb.fit_glm(Y, X_DEF, allow_rank_deficient=True)
                         .contrast("a"), "not estimable"),
@@ -353,6 +358,9 @@ def test_valid_inputs_keep_working():
     assert CON.significant(np.float64(0.05), seed=np.int64(3)).shape == (5,)
     assert RES.contrast("a", stat="F").F.shape == (5,)
     assert RES.contrast("(a) * 2 / 4").t.shape == (5,)
+    for dt in (torch.float16, torch.bfloat16, torch.int64):  # converted to float64
+        assert torch.isfinite(npb.fit_glm((Y * 4).to(dt), D).contrast("a").t).all()
+    assert BD.from_labels([True, False] * 6).conditions == ["True", "False"]
 
 
 def test_inputs_are_not_mutated():
