@@ -150,6 +150,11 @@ class BlockDesign:
     ----------
     labels : tuple of str
         Condition of every time point (``""`` = unlabelled, modelled by the intercept only).
+        Refused: a single condition covering every time point (its column would be the
+        intercept), a baseline that is the only condition, names the design generates
+        (``constant``, ``intercept``, ``const``, ``run_<k>``, ``drift_<k>``,
+        ``run<r>_drift_<k>``), and labels that are not one plain value (str, number,
+        None) per time point.
     runs : ndarray of int ``[T]``
         Run (session) of every time point; runs are consecutive stretches.
     baseline : str, optional

@@ -142,6 +142,16 @@ class GLMResult:
         Returns
         -------
         ContrastResult
+
+        Raises
+        ------
+        NeuroprobeError
+            For an unknown column, a number outside float64's range, a division by zero, an
+            F contrast with linearly dependent rows, and -- for a rank-deficient design
+            fitted with ``allow_rank_deficient=True`` -- a contrast that is not estimable
+            (not in the row space of ``X``: its value would depend on the pseudo-inverse).
+            t and F are computed from the weights scaled to ``max |w| = 1`` (they do not
+            depend on the scale).
         """
         with serial_torch(self.beta.device):
             return self._contrast(c, stat)
