@@ -86,8 +86,7 @@ def fixed_effects(contrasts: Sequence, *, precision_weighted: bool = False):
     c0 = cons[0]
     for i, c in enumerate(cons[1:], 1):
         if c.units is not None and c0.units is not None and len(c.units) == len(c0.units) \
-                and list(c.units.units if hasattr(c.units, "units") else c.units) != \
-                list(c0.units.units if hasattr(c0.units, "units") else c0.units):
+                and list(c.units) != list(c0.units):
             raise NeuroprobeError(
                 f"contrasts[{i}] is over other units than contrasts[0] (their unit indices "
                 "differ); fixed effects combine the same units of each run."

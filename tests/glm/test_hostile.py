@@ -240,6 +240,10 @@ RAISES = {
         [CON, RES.contrast(["a", "constant"])]), r"contrasts\[1\] must be a t"),
     "fixed_effects other units": (lambda: npb.fixed_effects(
         [CON, npb.fit_glm(Y[:, :3], D).contrast("a")]), "units"),
+    "fixed_effects other hook": (lambda: npb.fixed_effects(
+        [npb.fit_glm(Y, D, units=npb.UnitIndex.from_hooks({"h": 5})).contrast("a"),
+         npb.fit_glm(Y, D, units=npb.UnitIndex.from_hooks({"g": 5})).contrast("a")]),
+        "other units"),
     "fixed_effects weighted str": (lambda: npb.fixed_effects([CON, CON],
                                                              precision_weighted="yes"),
                                    "precision_weighted"),
