@@ -69,6 +69,11 @@ def parse_expression(expr: str, columns: Sequence[str]) -> np.ndarray:
     def unknown(i):
         m = _WORD.match(s, i)
         bad = m.group(0) if m else s[i:]
+        if not bad.strip():
+            return NeuroprobeError(
+                f"contrast {expr!r} ends after an operator at position {i}; expected a column "
+                f"name (columns are: {', '.join(cols)})."
+            )
         return NeuroprobeError(
             f"contrast {expr!r} names unknown column {bad!r}; columns are: {', '.join(cols)}."
         )
@@ -119,7 +124,14 @@ def parse_expression(expr: str, columns: Sequence[str]) -> np.ndarray:
                     f"contrast {expr!r}: division by zero at position {m.start()}; divide by "
                     "a non-zero number."
                 )
-            coef = coef * v if op == "*" else coef / v
+            new = coef * v if op == "*" else coef / v
+            if new == 0 and coef != 0 and v != 0:
+                raise NeuroprobeError(
+                    f"contrast {expr!r}: the weight {coef:g} {op} {v:g} underflows to 0 in "
+                    "float64; scale the weights to moderate numbers -- t, p and z do not "
+                    "depend on the scale."
+                )
+            coef = new
             i = skip(m.end())
         w[cols.index(name)] += sign * coef
         n_terms += 1
