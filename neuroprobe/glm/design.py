@@ -275,6 +275,22 @@ class BlockDesign:
         if isinstance(self.drift_order, (bool, np.bool_)) or \
                 not isinstance(self.drift_order, (int, np.integer)) or self.drift_order < 1:
             raise NeuroprobeError(f"drift_order must be an int >= 1; got {self.drift_order!r}.")
+        shortest = int(np.bincount(self.runs).min())
+        if self.drift == "polynomial" and self.drift_order >= shortest:
+            raise NeuroprobeError(
+                f"drift_order={self.drift_order} needs more time points per run than the "
+                f"shortest run has ({shortest}): a polynomial of order k takes k + 1 of them. "
+                "Use a lower drift_order."
+            )
+        if self.hrf is not None:
+            n_kernel = 32.0 * self.hrf_oversampling / float(self.t_r)
+            if n_kernel > 1e7:
+                raise NeuroprobeError(
+                    f"hrf={self.hrf!r} with t_r={self.t_r!r} and hrf_oversampling="
+                    f"{self.hrf_oversampling} samples the 32 s HRF at {n_kernel:.3g} points; "
+                    "t_r is in seconds per time point (e.g. 1.0): use a larger t_r or a "
+                    "smaller hrf_oversampling."
+                )
         reserved = [c for c in conds if _RESERVED.match(c)]
         if reserved:
             raise NeuroprobeError(

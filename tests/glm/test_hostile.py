@@ -92,6 +92,10 @@ RAISES = {
                                              high_pass=float("inf")), "high_pass"),
     "t_r inf": (lambda: BD.from_blocks([("a", 5), ("b", 5)], t_r=float("inf")), "t_r"),
     "t_r bool": (lambda: BD.from_blocks([("a", 5), ("b", 5)], t_r=True), "t_r"),
+    "drift_order huge": (lambda: BD.from_blocks([("a", 5), ("b", 5)], drift="polynomial",
+                                                drift_order=10**9), "drift_order"),
+    "hrf t_r tiny": (lambda: BD.from_blocks([("a", 5), ("b", 5)], hrf="glover", t_r=1e-9),
+                     "t_r"),
     "drift_order bool": (lambda: BD.from_blocks([("a", 5), ("b", 5)], drift="polynomial",
                                                 drift_order=True), "drift_order"),
     # --- fit_glm --------------------------------------------------------------------------
