@@ -56,7 +56,7 @@ from scipy import stats
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import check_fraction
+from neuroprobe.core.validation import as_tensor, check_fraction, check_index_list
 from neuroprobe.glm import pvalues as pv
 
 __all__ = ["BlockStats", "RunCells", "BlockTTest", "run_cells", "task_vs_control",
@@ -66,6 +66,28 @@ __all__ = ["BlockStats", "RunCells", "BlockTTest", "run_cells", "task_vs_control
 # ---------------------------------------------------------------------------------------
 # per-block statistics
 # ---------------------------------------------------------------------------------------
+def _lengths(lengths) -> np.ndarray:
+    """Rows per block as an int64 array: positive integers, refused otherwise (a float
+    length would be truncated)."""
+    if isinstance(lengths, (str, bytes)) or not hasattr(lengths, "__len__"):
+        raise NeuroprobeError(
+            f"lengths must be a sequence of positive ints (rows per block); got "
+            f"{type(lengths).__name__} {lengths!r}."
+        )
+    lens = np.asarray(lengths)
+    if lens.ndim != 1 or (lens.size and not np.issubdtype(lens.dtype, np.integer)):
+        raise NeuroprobeError(
+            f"lengths must be a 1-D sequence of ints (rows per block); got dtype {lens.dtype} "
+            f"and shape {lens.shape}."
+        )
+    if lens.size and int(lens.min()) < 1:
+        raise NeuroprobeError(
+            f"every block needs at least one row; lengths has {int(lens.min())} at block "
+            f"{int(np.argmin(lens))}."
+        )
+    return lens.astype(np.int64)
+
+
 @dataclass(frozen=True, eq=False)
 class BlockStats:
     """Per-block sufficient statistics of block-design time series ``Y [T, N]``.
@@ -150,7 +172,7 @@ class BlockStats:
         >>> st.nm.flatten().tolist(), st.q.flatten().tolist()
         ([-2.0, 2.0], [3.0, 3.0])
         """
-        lens = np.asarray(lengths, dtype=np.int64)
+        lens = _lengths(lengths)
         if not isinstance(means, Tensor) or means.dtype != torch.float64:
             raise NeuroprobeError(
                 f"means must be a float64 tensor [blocks, units]; got "
@@ -176,12 +198,18 @@ class BlockStats:
         >>> BlockStats.from_rows(torch.zeros(5, 2), [3, 2]).lengths.tolist()
         [3, 2]
         """
-        lens = np.asarray(lengths, dtype=np.int64)
-        Yd = torch.as_tensor(Y).detach().to("cpu", torch.float64)
+        lens = _lengths(lengths)
+        Yd = as_tensor(Y, "Y").detach().to("cpu", torch.float64)
         if Yd.ndim != 2 or int(lens.sum()) != Yd.shape[0]:
             raise NeuroprobeError(
                 f"Y must be [T, N] with T = sum(lengths) = {int(lens.sum())}; got shape "
                 f"{tuple(Yd.shape)}."
+            )
+        if not bool(torch.isfinite(Yd).all()):
+            bad = torch.nonzero(~torch.isfinite(Yd).all(0)).flatten()
+            raise NeuroprobeError(
+                f"Y contains NaN or inf in {bad.numel()} unit(s), first: {bad[:5].tolist()}; "
+                "drop or impute them before computing block statistics."
             )
         block = torch.from_numpy(np.repeat(np.arange(lens.size), lens))
         n = torch.from_numpy(lens).double()[:, None]
@@ -295,13 +323,22 @@ def run_cells(
     >>> cells.n_task.tolist(), cells.difference.tolist()
     ([4.0], [[-2.0]])
     """
+    for nm, v in (("task_blocks", task_blocks), ("control_blocks", control_blocks)):
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
+            raise NeuroprobeError(
+                f"{nm} must be a list with one list of block indices per run; got "
+                f"{type(v).__name__} {v!r}."
+            )
     if len(task_blocks) != len(control_blocks) or not len(task_blocks):
         raise NeuroprobeError(
             f"task_blocks and control_blocks need one entry per run (at least one run); got "
             f"{len(task_blocks)} and {len(control_blocks)}."
         )
-    runs = [(np.asarray(tb, dtype=np.int64), np.asarray(cb, dtype=np.int64))
-            for tb, cb in zip(task_blocks, control_blocks, strict=True)]
+    runs = [(np.asarray(check_index_list(tb, f"task_blocks[{i}]", allow_empty=True),
+                        dtype=np.int64),
+             np.asarray(check_index_list(cb, f"control_blocks[{i}]", allow_empty=True),
+                        dtype=np.int64))
+            for i, (tb, cb) in enumerate(zip(task_blocks, control_blocks, strict=True))]
     for i, (tb, cb) in enumerate(runs):
         if tb.size == 0 or cb.size == 0:
             raise NeuroprobeError(
@@ -393,6 +430,13 @@ def _t_test(contrast: str, effect: Tensor, var_factor: np.ndarray, ss: Tensor,
             df: np.ndarray) -> BlockTTest:
     """t for effects ``[R, N]`` with variance ``sigma^2 var_factor [R]``, ``sigma^2`` the
     pooled residual sum of squares ``ss [R, N]`` over ``df [R]``."""
+    if df.size and int(df.min()) < 1:
+        r = int(np.argmin(df))
+        raise NeuroprobeError(
+            f"run {r} of the {contrast!r} test has {int(df[r])} residual degrees of freedom: "
+            "its cells have too few rows to estimate a variance. Give every run more rows "
+            "(longer or more blocks)."
+        )
     dft = torch.from_numpy(df.astype(np.float64))[:, None]
     vft = torch.from_numpy(np.asarray(var_factor, dtype=np.float64))[:, None]
     sigma2 = ss / dft

@@ -21,7 +21,7 @@ from scipy import stats
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import check_fraction
+from neuroprobe.core.validation import check_fraction, check_int
 from neuroprobe.glm import pvalues as pv
 from neuroprobe.glm.permutation import max_t_p
 
@@ -32,6 +32,20 @@ CORRECTIONS: tuple[str, ...] = (*pv.CORRECTIONS, "max_t")
 
 _NUM = re.compile(r"\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?")
 _WORD = re.compile(r"[^\s+\-*/]+")
+
+
+def parse_number(text: str, expr: str) -> float:
+    """A number of a contrast string, refused when float64 cannot hold it (``1e400``
+    overflows to inf, ``1e-400`` underflows to 0)."""
+    v = float(text)
+    if not np.isfinite(v) or (v == 0 and any(ch in "123456789" for ch in
+                                             text.lower().split("e")[0])):
+        raise NeuroprobeError(
+            f"contrast {expr!r}: the number {text!r} is outside float64's range (it "
+            f"{'overflows to inf' if not np.isfinite(v) else 'underflows to 0'}); scale the "
+            "weights to moderate numbers -- t, p and z do not depend on the scale."
+        )
+    return v
 
 
 def parse_expression(expr: str, columns: Sequence[str]) -> np.ndarray:
@@ -55,6 +69,11 @@ def parse_expression(expr: str, columns: Sequence[str]) -> np.ndarray:
     def unknown(i):
         m = _WORD.match(s, i)
         bad = m.group(0) if m else s[i:]
+        if not bad.strip():
+            return NeuroprobeError(
+                f"contrast {expr!r} ends after an operator at position {i}; expected a column "
+                f"name (columns are: {', '.join(cols)})."
+            )
         return NeuroprobeError(
             f"contrast {expr!r} names unknown column {bad!r}; columns are: {', '.join(cols)}."
         )
@@ -83,7 +102,7 @@ def parse_expression(expr: str, columns: Sequence[str]) -> np.ndarray:
             m = _NUM.match(s, i)
             if m is None:
                 raise unknown(i)
-            coef = float(m.group(0))
+            coef = parse_number(m.group(0), expr)
             i = skip(m.end())
             if i < n and s[i] == "*":
                 i = skip(i + 1)
@@ -99,8 +118,20 @@ def parse_expression(expr: str, columns: Sequence[str]) -> np.ndarray:
                 raise NeuroprobeError(
                     f"contrast {expr!r}: expected a number after {op!r} at position {i}."
                 )
-            v = float(m.group(0))
-            coef = coef * v if op == "*" else coef / v
+            v = parse_number(m.group(0), expr)
+            if op == "/" and v == 0:
+                raise NeuroprobeError(
+                    f"contrast {expr!r}: division by zero at position {m.start()}; divide by "
+                    "a non-zero number."
+                )
+            new = coef * v if op == "*" else coef / v
+            if new == 0 and coef != 0 and v != 0:
+                raise NeuroprobeError(
+                    f"contrast {expr!r}: the weight {coef:g} {op} {v:g} underflows to 0 in "
+                    "float64; scale the weights to moderate numbers -- t, p and z do not "
+                    "depend on the scale."
+                )
+            coef = new
             i = skip(m.end())
         w[cols.index(name)] += sign * coef
         n_terms += 1
@@ -108,15 +139,33 @@ def parse_expression(expr: str, columns: Sequence[str]) -> np.ndarray:
 
 
 def _parse(expr: str, columns: Sequence[str]) -> np.ndarray:
-    """The term parser; expressions with parentheses go to the full grammar."""
+    """The term parser; what it cannot read (parentheses, chained products such as
+    ``"2 * a * 3"``) goes to the full grammar.  Without parentheses the term parser's error
+    is kept (it names the unknown column)."""
+    if not isinstance(expr, str):
+        raise NeuroprobeError(
+            f"contrast must be a string over the columns; got {type(expr).__name__} {expr!r}."
+        )
     try:
-        return parse_expression(expr, columns)
-    except NeuroprobeError:
-        if "(" not in expr and ")" not in expr:
-            raise
-    from neuroprobe.glm.contrast_grammar import parse_linear
+        w = parse_expression(expr, columns)
+    except NeuroprobeError as first:
+        from neuroprobe.glm.contrast_grammar import parse_linear
 
-    return parse_linear(expr, columns)
+        try:
+            w = parse_linear(expr, columns)
+        except NeuroprobeError as second:
+            # without parentheses a syntax error of the full grammar says less than the term
+            # parser's (which names the unknown column); range errors are kept as they are
+            syntax = "expected" in str(second)
+            if "(" not in expr and ")" not in expr and syntax:
+                raise first from None
+            raise
+    if not np.isfinite(w).all():
+        raise NeuroprobeError(
+            f"contrast {expr!r} has weights that overflow float64 ({w.tolist()}); scale the "
+            "weights to moderate numbers -- t, p and z do not depend on the scale."
+        )
+    return w
 
 
 def as_contrast(c, columns: Sequence[str]) -> np.ndarray:
@@ -124,6 +173,11 @@ def as_contrast(c, columns: Sequence[str]) -> np.ndarray:
     P = len(columns)
     if isinstance(c, str):
         return _parse(c, columns)
+    if c is None or isinstance(c, (dict, set, bytes)) or np.isscalar(c):
+        raise NeuroprobeError(
+            f"contrast must be a string over the columns ({', '.join(columns)}), a vector of "
+            f"length {P} or a matrix [q, {P}]; got {type(c).__name__} {c!r}."
+        )
     if isinstance(c, (list, tuple)) and c and all(isinstance(x, str) for x in c):
         return np.stack([_parse(x, columns) for x in c])
     try:
@@ -158,11 +212,29 @@ def _check_correction(correction: str) -> None:
         )
 
 
+#: more permutations than this cannot move a max-T p-value by more than 1e-6 (and would
+#: take hours): refused rather than run
+MAX_PERMUTATIONS = 1_000_000
+
+
+def _check_permutation_args(n_permutations, seed) -> None:
+    """``n_permutations`` an int >= 1 and ``seed`` an int >= 0 (checked for every
+    correction, so that a bad value is never silently ignored)."""
+    check_int(n_permutations, "n_permutations", minimum=1, maximum=MAX_PERMUTATIONS)
+    check_int(seed, "seed", minimum=0)
+
+
 def unit_frame(n: int, units) -> pd.DataFrame:
     if units is not None and hasattr(units, "units") and not hasattr(units, "to_dataframe"):
         units = units.units  # a Recording
     if units is None:
         return pd.DataFrame({"unit": np.arange(n)})
+    if isinstance(units, (str, bytes, dict)) or not (hasattr(units, "to_dataframe")
+                                                    or hasattr(units, "__iter__")):
+        raise NeuroprobeError(
+            f"units must be a UnitIndex (rec.units), a Recording or a list of (hook, index) "
+            f"pairs, one per unit ({n}); got {type(units).__name__} {units!r}."
+        )
     if not hasattr(units, "to_dataframe"):
         from neuroprobe.core.units import UnitIndex
 
@@ -327,6 +399,8 @@ class ContrastResult:
         """Multiple-comparison adjusted p-values (statsmodels conventions; permutation
         family-wise p for ``"max_t"``)."""
         _check_correction(correction)
+        pv.check_tail(tail)
+        _check_permutation_args(n_permutations, seed)
         if correction == "max_t":
             p = max_t_p(self._glm, self.contrast, self._np(), stat_type=self.stat_type,
                         tail=tail, n_permutations=n_permutations, seed=seed)
@@ -362,6 +436,8 @@ class ContrastResult:
         """
         alpha = check_fraction(alpha, "alpha")
         _check_correction(correction)
+        pv.check_tail(tail)
+        _check_permutation_args(n_permutations, seed)
         if correction == "max_t":
             p = self.corrected_p("max_t", tail=tail, n_permutations=n_permutations,
                                  seed=seed).cpu().numpy()

@@ -62,16 +62,24 @@ class _Parser:
             op = self.s[self.i]
             self.i += 1
             w2, c2 = self.factor()
+            before = np.count_nonzero(w) + np.count_nonzero(w2) + (c != 0) + (c2 != 0)
             if op == "*":
                 if np.any(w) and np.any(w2):
                     raise self.fail("a product of two column terms is not linear")
+                zero = (not np.any(w) and c == 0) or (not np.any(w2) and c2 == 0)
                 w, c = (w * c2, c * c2) if np.any(w) or not np.any(w2) else (w2 * c, c * c2)
             else:
                 if np.any(w2):
                     raise self.fail("division by a column term is not linear")
                 if c2 == 0:
                     raise self.fail("division by zero")
+                zero = not np.any(w) and c == 0
                 w, c = w / c2, c / c2
+            if not zero and before and not (np.any(w) or c != 0):
+                raise self.fail(
+                    "a product or quotient underflows to 0 in float64 (scale the weights to "
+                    "moderate numbers; t, p and z do not depend on the scale)"
+                )
         return w, c
 
     def factor(self):
@@ -95,15 +103,29 @@ class _Parser:
             return w, 0.0
         m = _NUM.match(self.s, self.i)
         if m is not None:
+            from neuroprobe.glm.contrast import parse_number
+
             self.i = m.end()
-            return np.zeros(self.P), float(m.group(0))
+            return np.zeros(self.P), parse_number(m.group(0), self.s)
         raise self.fail("expected a column name, a number or '('")
 
 
 def parse_linear(expr: str, columns: Sequence[str]) -> np.ndarray:
     """Weights over ``columns`` of a linear expression with parentheses and scalars."""
     p = _Parser(expr, columns)
-    w, c = p.expr()
+    try:
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            w, c = p.expr()
+    except RecursionError:
+        raise NeuroprobeError(
+            f"contrast {expr[:40]!r}...: parentheses nested too deeply to parse; simplify the "
+            "expression."
+        ) from None
+    if not (np.isfinite(w).all() and np.isfinite(c)):
+        raise NeuroprobeError(
+            f"contrast {expr!r}: its weights overflow float64; scale them to moderate "
+            "numbers -- t, p and z do not depend on the scale."
+        )
     if p.peek():
         raise p.fail(f"unexpected {p.s[p.i]!r}")
     if c != 0:

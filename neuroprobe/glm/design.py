@@ -39,7 +39,7 @@ import torch
 from jaxtyping import Float, Int
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import as_tensor
+from neuroprobe.core.validation import as_tensor, check_known_keys, check_real
 
 __all__ = ["BlockDesign"]
 
@@ -47,6 +47,24 @@ _DRIFTS = (None, "polynomial", "cosine")
 _HRFS = (None, "glover", "spm")
 # columns that model nuisance (intercept, run offsets): never permuted by max-T
 _NUISANCE = re.compile(r"^(constant|intercept|const|run_\d+)$")
+# names the design generates (or that max-T treats as nuisance): a condition may not use them
+_RESERVED = re.compile(r"^(constant|intercept|const|run_\d+|drift_\d+|run\d+_drift_\d+)$")
+#: keyword options of from_blocks / from_labels (the BlockDesign fields after labels, runs)
+_OPTIONS = ("baseline", "drift", "drift_order", "high_pass", "hrf", "t_r", "hrf_oversampling")
+
+
+def _check_label(lab, where: str):
+    """One condition label: a string, a number (used as its text) or None/NaN/"" for rest.
+    Tuples, lists, dicts, arrays ... are refused (they would be split or stringified)."""
+    if _is_rest(lab) or isinstance(lab, (str, np.str_)):
+        return lab
+    if isinstance(lab, (int, float, np.integer, np.floating, np.bool_)):
+        return lab
+    raise NeuroprobeError(
+        f"{where} must be a condition name (str, or None / '' for an unlabelled rest time "
+        f"point); got {type(lab).__name__} {lab!r}. Give one plain label per time point "
+        "(e.g. join a tuple into one string: 'medical/long')."
+    )
 
 
 def _is_rest(lab) -> bool:
@@ -132,6 +150,11 @@ class BlockDesign:
     ----------
     labels : tuple of str
         Condition of every time point (``""`` = unlabelled, modelled by the intercept only).
+        Refused: a single condition covering every time point (its column would be the
+        intercept), a baseline that is the only condition, names the design generates
+        (``constant``, ``intercept``, ``const``, ``run_<k>``, ``drift_<k>``,
+        ``run<r>_drift_<k>``), and labels that are not one plain value (str, number,
+        None) per time point.
     runs : ndarray of int ``[T]``
         Run (session) of every time point; runs are consecutive stretches.
     baseline : str, optional
@@ -174,16 +197,49 @@ class BlockDesign:
     hrf_oversampling: int = 50
 
     def __post_init__(self) -> None:
-        labels = tuple("" if _is_rest(x) else str(x) for x in self.labels)
+        if isinstance(self.labels, (str, bytes)) or not hasattr(self.labels, "__iter__"):
+            raise NeuroprobeError(
+                f"labels must be a sequence of condition names, one per time point; got "
+                f"{type(self.labels).__name__} {self.labels!r}."
+            )
+        raw = [_check_label(x, f"labels[{i}]") for i, x in enumerate(self.labels)]
+        labels = tuple("" if _is_rest(x) else str(x) for x in raw)
+        texts = {x for x in dict.fromkeys(raw) if isinstance(x, (str, np.str_))}
+        others = {str(x) for x in dict.fromkeys(raw)
+                  if not _is_rest(x) and not isinstance(x, (str, np.str_))}
+        if texts & others:
+            both = sorted(texts & others)
+            raise NeuroprobeError(
+                f"labels mix the string(s) {both} with numbers that print the same (e.g. "
+                f"'{both[0]}' and {both[0]}), which would silently become one condition; use "
+                "one type for the labels."
+            )
         object.__setattr__(self, "labels", labels)
         T = len(labels)
         if T == 0:
             raise NeuroprobeError("BlockDesign needs at least one time point; got 0 labels.")
+        if isinstance(self.runs, (str, bytes, dict)):
+            raise NeuroprobeError(
+                f"runs must be a sequence of int run ids, one per time point; got "
+                f"{type(self.runs).__name__} {self.runs!r}."
+            )
         runs = np.asarray(self.runs if self.runs is not None else np.zeros(T, int))
         if runs.shape != (T,):
             raise NeuroprobeError(
-                f"runs must have one entry per time point ({T}); got shape {runs.shape}."
+                f"runs must have one entry per time point ({T}); got "
+                f"{type(self.runs).__name__} of shape {runs.shape}. Pass a sequence of int "
+                "run ids of length T."
             )
+        if runs.size and not (np.issubdtype(runs.dtype, np.integer)
+                              or np.issubdtype(runs.dtype, np.bool_)):
+            if np.issubdtype(runs.dtype, np.floating) and np.isfinite(runs).all() \
+                    and (runs == np.round(runs)).all():
+                runs = runs.astype(np.int64)
+            else:
+                raise NeuroprobeError(
+                    f"runs must hold integer run ids (one per time point); got dtype "
+                    f"{runs.dtype} (e.g. {runs.ravel()[0]!r}). Number the runs 0, 1, ..."
+                )
         # runs are consecutive stretches, renumbered 0..R-1 in order of appearance
         change = np.r_[True, runs[1:] != runs[:-1]]
         order = list(dict.fromkeys(runs.tolist()))
@@ -214,15 +270,49 @@ class BlockDesign:
             raise NeuroprobeError(
                 f"hrf_oversampling must be an int >= 1; got {self.hrf_oversampling!r}."
             )
-        if not (isinstance(self.t_r, (int, float)) and self.t_r > 0):
-            raise NeuroprobeError(f"t_r must be a positive number; got {self.t_r!r}.")
-        if not (isinstance(self.high_pass, (int, float)) and self.high_pass >= 0):
-            raise NeuroprobeError(
-                f"high_pass must be a non-negative number (cycles per time unit); "
-                f"got {self.high_pass!r}."
-            )
-        if not isinstance(self.drift_order, (int, np.integer)) or self.drift_order < 1:
+        check_real(self.t_r, "t_r", minimum=0, low_open=True)
+        check_real(self.high_pass, "high_pass", minimum=0)
+        if isinstance(self.drift_order, (bool, np.bool_)) or \
+                not isinstance(self.drift_order, (int, np.integer)) or self.drift_order < 1:
             raise NeuroprobeError(f"drift_order must be an int >= 1; got {self.drift_order!r}.")
+        shortest = int(np.bincount(self.runs).min())
+        if self.drift == "polynomial" and self.drift_order >= shortest:
+            raise NeuroprobeError(
+                f"drift_order={self.drift_order} needs more time points per run than the "
+                f"shortest run has ({shortest}): a polynomial of order k takes k + 1 of them. "
+                "Use a lower drift_order."
+            )
+        if self.hrf is not None:
+            n_kernel = 32.0 * self.hrf_oversampling / float(self.t_r)
+            if n_kernel > 1e7:
+                raise NeuroprobeError(
+                    f"hrf={self.hrf!r} with t_r={self.t_r!r} and hrf_oversampling="
+                    f"{self.hrf_oversampling} samples the 32 s HRF at {n_kernel:.3g} points; "
+                    "t_r is in seconds per time point (e.g. 1.0): use a larger t_r or a "
+                    "smaller hrf_oversampling."
+                )
+        reserved = [c for c in conds if _RESERVED.match(c)]
+        if reserved:
+            raise NeuroprobeError(
+                f"condition name(s) {reserved} collide with columns the design generates "
+                "('constant', 'intercept', 'run_<k>', 'drift_<k>', 'run<r>_drift_<k>'), which "
+                "would overwrite or be mistaken for them; rename the condition(s), e.g. "
+                f"{reserved[0]!r} -> 'cond_{reserved[0]}'."
+            )
+        rest = "" in labels
+        if not self.conditions:
+            raise NeuroprobeError(
+                f"the design has no condition column: its only condition {conds[0]!r} is the "
+                "baseline, so only the intercept is left and nothing can be contrasted. Add a "
+                "task condition, or pass baseline=None."
+            )
+        if len(conds) + rest < 2:
+            raise NeuroprobeError(
+                f"the design has a single condition {conds[0]!r} covering every time point: "
+                "its column is the intercept, so a contrast of it tests mean != 0, not a task "
+                "effect. Add a control condition (e.g. blocks of random text, with "
+                "baseline='control') or unlabelled rest blocks (None)."
+            )
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -239,6 +329,12 @@ class BlockDesign:
         >>> d.matrix.columns.tolist()
         ['a', 'run_1', 'constant']
         """
+        check_known_keys(options, "BlockDesign.from_blocks options", _OPTIONS)
+        if isinstance(blocks, (str, bytes, dict)) or not hasattr(blocks, "__iter__"):
+            raise NeuroprobeError(
+                f"blocks must be a list of (condition, length) or (condition, length, run) "
+                f"tuples; got {type(blocks).__name__} {blocks!r}."
+            )
         labels: list = []
         runs: list = []
         for i, blk in enumerate(blocks):
@@ -247,8 +343,12 @@ class BlockDesign:
                     f"blocks[{i}] must be (condition, length) or (condition, length, run); "
                     f"got {blk!r}."
                 )
-            cond, length = blk[0], blk[1]
+            cond, length = _check_label(blk[0], f"blocks[{i}] condition"), blk[1]
             run = blk[2] if len(blk) == 3 else 0
+            if isinstance(run, (bool, np.bool_)) or not isinstance(run, (int, np.integer)):
+                raise NeuroprobeError(
+                    f"blocks[{i}] run must be an int run id; got {type(run).__name__} {run!r}."
+                )
             if not isinstance(length, (int, np.integer)) or isinstance(length, bool) \
                     or length < 1:
                 raise NeuroprobeError(
@@ -276,6 +376,7 @@ class BlockDesign:
         >>> BlockDesign.from_labels(["x", "x", "y", "y"], baseline="y").matrix.shape
         (4, 2)
         """
+        check_known_keys(options, "BlockDesign.from_labels options", _OPTIONS)
         if hasattr(labels, "acts") and hasattr(labels, "labels"):
             if labels.labels is None:
                 raise NeuroprobeError(
@@ -283,8 +384,29 @@ class BlockDesign:
                     "giving one condition per prompt, or pass the labels yourself."
                 )
             labels = labels.labels
-        labels = list(np.asarray(labels, dtype=object).ravel())
-        return cls(tuple(labels), None if runs is None else np.asarray(runs), **options)
+        if isinstance(labels, (str, bytes)):
+            raise NeuroprobeError(
+                f"labels must be a sequence of condition names, one per time point; got the "
+                f"string {labels!r}, which would be split into characters. Pass a list "
+                f"([{labels!r}] * T), or list({labels!r}) if one character per time point is "
+                "meant."
+            )
+        if isinstance(labels, dict) or not hasattr(labels, "__iter__"):
+            raise NeuroprobeError(
+                f"labels must be a sequence of condition names, one per time point; got "
+                f"{type(labels).__name__} {labels!r}."
+            )
+        if isinstance(labels, (np.ndarray, pd.Series, pd.Index)):
+            if np.ndim(labels) != 1:
+                raise NeuroprobeError(
+                    f"labels must be 1-D (one condition per time point); got shape "
+                    f"{np.shape(labels)}. Tuple labels become extra columns: join each into "
+                    "one string."
+                )
+            labels = list(np.asarray(labels, dtype=object))
+        else:
+            labels = list(labels)  # each label is checked by BlockDesign itself
+        return cls(tuple(labels), runs, **options)
 
     # ---- views --------------------------------------------------------------------------
     @property
@@ -406,6 +528,11 @@ def as_design_matrix(
         if arr.ndim != 2:
             raise NeuroprobeError(f"X must be 2-D [time, regressor]; got shape {arr.shape}.")
         cols = tuple(f"x{i}" for i in range(arr.shape[1]))
+    if arr.shape[1] == 0:
+        raise NeuroprobeError(
+            f"X has no columns (shape {arr.shape}); the design needs at least one regressor "
+            "(e.g. a BlockDesign's condition boxcars and constant)."
+        )
     if len(set(cols)) != len(cols):
         dup = sorted({c for c in cols if cols.count(c) > 1})
         raise NeuroprobeError(f"X has duplicate column names {dup}; rename them.")

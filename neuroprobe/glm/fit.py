@@ -29,9 +29,16 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.errors import NeuroprobeError, NeuroprobeWarning
 from neuroprobe.core.outofcore import column_blocks, columns_per_block, file_backing
-from neuroprobe.core.validation import as_tensor, check_finite, resolve_device
+from neuroprobe.core.validation import (
+    as_tensor,
+    check_bool,
+    check_choice,
+    check_finite,
+    check_int,
+    resolve_device,
+)
 from neuroprobe.glm.contrast import ContrastResult, as_contrast, unit_frame
 from neuroprobe.glm.design import as_design_matrix, block_segments, check_rank
 from neuroprobe.glm.permutation import PermutationState, permutation_state
@@ -138,41 +145,106 @@ class GLMResult:
         Returns
         -------
         ContrastResult
+
+        Raises
+        ------
+        NeuroprobeError
+            For an unknown column, a number outside float64's range, a division by zero, an
+            F contrast with linearly dependent rows, and -- for a rank-deficient design
+            fitted with ``allow_rank_deficient=True`` -- a contrast that is not estimable
+            (not in the row space of ``X``: its value would depend on the pseudo-inverse).
+            t and F are computed from the weights scaled to ``max |w| = 1`` (they do not
+            depend on the scale).
         """
         with serial_torch(self.beta.device):
             return self._contrast(c, stat)
 
+    @property
+    def rank(self) -> int:
+        """``rank(X)`` of the fitted design (``T - df_resid``)."""
+        return self.n_time - self.df_resid
+
+    def _check_estimable(self, C: np.ndarray, c) -> None:
+        """Refuse a contrast outside the row space of a rank-deficient design: its value
+        depends on the arbitrary pseudo-inverse solution, so no t or F makes sense."""
+        P = len(self.columns)
+        if self.rank >= P or self.design is None:
+            return
+        X = np.asarray(self.design.to_numpy(), dtype=np.float64)
+        proj = np.linalg.pinv(X) @ X  # projector onto the row space of X
+        resid = np.abs(C @ proj - C).max(1)
+        bad = np.flatnonzero(resid > 1e-8 * np.maximum(np.abs(C).max(1), 1e-300))
+        if bad.size:
+            _, s, vt = np.linalg.svd(X, full_matrices=False)
+            null = vt[s <= s.max() * max(X.shape) * np.finfo(float).eps * 10]
+            involved = [self.columns[j] for j in np.flatnonzero((np.abs(null) > 1e-6).any(0))]
+            rows = "" if C.shape[0] == 1 else f" (row(s) {bad.tolist()})"
+            raise NeuroprobeError(
+                f"contrast {c!r}{rows} is not estimable: the design is rank deficient "
+                f"(rank {self.rank} < {P} columns; {involved} are collinear), and this "
+                "contrast is not a combination of rows of X, so its value depends on the "
+                "arbitrary pseudo-inverse solution. Test an estimable contrast (e.g. a "
+                "difference of collinear condition columns) or drop a collinear column."
+            )
+
     def _contrast(self, c, stat):
+        if stat is not None:
+            stat = check_choice(stat, "stat", ("t", "F"))
         con = as_contrast(c, self.columns)
         if not np.any(con):
             raise NeuroprobeError(f"contrast {c!r} is all zeros; it tests nothing.")
         if stat is None:
             stat = "t" if con.ndim == 1 else "F"
-        if stat not in ("t", "F"):
-            raise NeuroprobeError(f"stat must be None, 't' or 'F'; got {stat!r}.")
+        C2 = np.atleast_2d(con)
+        q = C2.shape[0]
+        if stat == "t" and q != 1:
+            raise NeuroprobeError(
+                f"stat='t' needs a single contrast row; got {q} rows. Use stat='F'."
+            )
+        # t and F do not depend on the scale of the weights: compute them from weights
+        # scaled to max |w| = 1, so that 1e-300 * a or 1e300 * a neither under- nor overflow
+        scale = float(np.abs(C2).max())
+        Cn = C2 / scale
+        self._check_estimable(Cn, c)
+        if q > 1 and np.linalg.matrix_rank(Cn) < q:
+            raise NeuroprobeError(
+                f"the F contrast {c!r} has linearly dependent rows (rank "
+                f"{np.linalg.matrix_rank(Cn)} < {q} rows), so C cov C' is singular; drop the "
+                "redundant row(s) (e.g. ['a', 'a'] -> 'a', ['a', 'b', 'a - b'] -> ['a', 'b'])."
+            )
         dev = self.beta.device
-        C = torch.as_tensor(np.atleast_2d(con), device=dev)
-        q = C.shape[0]
+        C = torch.as_tensor(Cn, device=dev)
         disp = self.dispersion
         const = self.constant
         if stat == "t":
-            if q != 1:
-                raise NeuroprobeError(
-                    f"stat='t' needs a single contrast row; got {q} rows. Use stat='F'."
-                )
             cv = C[0]
-            effect = cv @ self.beta
+            effect_n = cv @ self.beta
             cvc = torch.einsum("p,bpq,q->b", cv, self.cov_unscaled, cv)
-            var = cvc[self.bin_index] * disp
-            t = effect / torch.sqrt(var.clamp_min(TINY))
+            var_n = cvc[self.bin_index] * disp
+            t = effect_n / torch.sqrt(var_n.clamp_min(TINY))
             t = torch.where(const, torch.zeros_like(t), t)
+            with np.errstate(over="ignore"):
+                effect, var = effect_n * scale, var_n * (scale * scale)
+            if not (bool(torch.isfinite(effect).all()) and bool(torch.isfinite(var).all())):
+                raise NeuroprobeError(
+                    f"contrast {c!r}: its effect c'beta or its variance overflows float64 "
+                    f"(largest weight {scale:g}); scale the weights to moderate numbers -- "
+                    "t, p and z do not depend on the scale."
+                )
             return ContrastResult(
                 effect=effect, variance=var, stat=t, stat_type="t", df=self.df_resid,
-                dim=1, contrast=C[0].cpu().numpy(), columns=self.columns,
+                dim=1, contrast=C2[0].copy(), columns=self.columns,
                 constant=const, units=self.units, _glm=self,
             )
         M = torch.einsum("ip,bpq,jq->bij", C, self.cov_unscaled, C)
-        evals, evecs = torch.linalg.eigh(torch.linalg.inv(M))
+        try:
+            Minv = torch.linalg.inv(M)
+        except RuntimeError:  # torch.linalg.LinAlgError is a RuntimeError
+            raise NeuroprobeError(
+                f"the F contrast {c!r} gives a singular C cov C' (its rows are dependent "
+                "within the design's row space); drop redundant rows."
+            ) from None
+        evals, evecs = torch.linalg.eigh(Minv)
         sq = evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.transpose(1, 2)
         cb = C @ self.beta  # [q, N]
         effect = torch.einsum("nij,jn->in", sq[self.bin_index], cb)
@@ -180,7 +252,7 @@ class GLMResult:
         F = torch.where(const, torch.zeros_like(F), F)
         return ContrastResult(
             effect=effect, variance=disp, stat=F, stat_type="F", df=self.df_resid, dim=q,
-            contrast=C.cpu().numpy(), columns=self.columns, constant=const,
+            contrast=C2.copy(), columns=self.columns, constant=const,
             units=self.units, _glm=self,
         )
 
@@ -208,7 +280,8 @@ def check_noise(noise: str, bins: int) -> None:
             f"noise must be 'ols' or 'ar1'; got {noise!r}. (Higher AR orders are not "
             "supported; nilearn clusters their coefficients with k-means.)"
         )
-    if not isinstance(bins, (int, np.integer)) or bins < 1:
+    if isinstance(bins, (bool, np.bool_)) or not isinstance(bins, (int, np.integer)) \
+            or bins < 1:
         raise NeuroprobeError(f"bins must be a positive int; got {bins!r}.")
 
 
@@ -233,7 +306,7 @@ def result_from_stats(st: GLMStats, X: np.ndarray, cols, *, noise: str, bins: in
     if n_const:
         warnings.warn(
             f"{n_const} of {fit.beta.shape[1]} units are constant over time; they get "
-            "t = 0 and p = 1 (never significant).", stacklevel=3,
+            "t = 0 and p = 1 (never significant).", NeuroprobeWarning, stacklevel=3,
         )
     return GLMResult(
         beta=fit.beta, dispersion=fit.dispersion, df_resid=df_resid, columns=tuple(cols),
@@ -309,6 +382,8 @@ def fit_glm(
     True
     """
     check_noise(noise, bins)
+    allow_rank_deficient = check_bool(allow_rank_deficient, "allow_rank_deficient")
+    memory_budget = check_int(memory_budget, "memory_budget", minimum=1)
     if dtype not in (torch.float32, torch.float64):
         raise NeuroprobeError(f"dtype must be torch.float32 or torch.float64; got {dtype}.")
     if units is None and hasattr(Y, "acts") and hasattr(Y, "units"):
@@ -319,9 +394,19 @@ def fit_glm(
             f"Y must be 2-D [time, unit]; got shape {tuple(Yt.shape)}. "
             + ("Use Y[:, None] for a single unit." if Yt.ndim == 1 else "")
         )
-    if not Yt.is_floating_point():
-        Yt = Yt.to(torch.float64)
+    if Yt.is_complex():
+        raise NeuroprobeError(
+            f"Y must be real; got dtype {Yt.dtype}. Fit the real and imaginary parts (or the "
+            "magnitude) separately."
+        )
+    if not Yt.is_floating_point() or Yt.dtype not in (torch.float32, torch.float64):
+        Yt = Yt.to(torch.float64)  # ints, bools, float16, bfloat16
     T, N = Yt.shape
+    if N == 0:
+        raise NeuroprobeError(
+            f"Y has no units (shape {tuple(Yt.shape)}); fit_glm needs at least one column. "
+            "Check the hook / unit selection that produced Y."
+        )
     Xn, cols = as_design_matrix(X, T)
     if units is not None and len(units) != N:
         raise NeuroprobeError(f"units has {len(units)} entries but Y has N={N} columns.")

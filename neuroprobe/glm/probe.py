@@ -15,6 +15,7 @@ import torch
 
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.shards import note_batch, union_seen
+from neuroprobe.core.validation import check_bool
 from neuroprobe.glm.design import as_design_matrix, block_segments, check_rank
 from neuroprobe.glm.fit import GLMResult, check_noise, result_from_stats
 from neuroprobe.glm.permutation import permutation_state
@@ -81,18 +82,46 @@ class GLMProbe:
     def update(self, acts: dict, meta) -> None:
         from neuroprobe.core.units import project
 
-        x = project(acts[self.hooks[0]], self._dirs).detach().to(torch.float64).cpu()
-        ti = meta.time_index.detach().cpu().long()
+        if self.hooks[0] not in acts:
+            raise NeuroprobeError(
+                f"GLMProbe watches hook {self.hooks[0]!r} but the batch has only "
+                f"{sorted(acts)[:5]}; record / stream with this probe so that its hook is "
+                "captured."
+            )
+        a = acts[self.hooks[0]]
+        if a.ndim != 2:
+            raise NeuroprobeError(
+                f"GLMProbe needs activations [rows, units] for {self.hooks[0]!r}; got shape "
+                f"{tuple(a.shape)}."
+            )
+        x = project(a, self._dirs).detach().to(torch.float64).cpu()
+        ti = torch.as_tensor(meta.time_index).detach().cpu()
+        if ti.is_floating_point() or ti.dtype == torch.bool or ti.ndim != 1:
+            raise NeuroprobeError(
+                f"meta.time_index must be a 1-D integer tensor (one time point per row); got "
+                f"dtype {ti.dtype} and shape {tuple(ti.shape)}."
+            )
+        ti = ti.long()
+        if ti.shape[0] != x.shape[0]:
+            raise NeuroprobeError(
+                f"GLMProbe got {x.shape[0]} rows of activations but {ti.shape[0]} time "
+                "indices; meta.time_index needs one entry per row."
+            )
         if x.shape[0] == 0:
             return
+        if int(ti.max()) >= self._T or int(ti.min()) < 0:
+            raise NeuroprobeError(
+                f"GLMProbe got time_index in [{int(ti.min())}, {int(ti.max())}] but its "
+                f"design has T={self._T} rows (valid: 0 .. {self._T - 1}); give the design of "
+                "the whole recording."
+            )
+        if x.shape[1] == 0:
+            raise NeuroprobeError(
+                f"GLMProbe got 0 units at {self.hooks[0]!r}; the GLM needs at least one unit."
+            )
         self.seen = note_batch(self.seen, meta, repr(self))
         order = torch.argsort(ti)
         x, ti = x[order], ti[order]
-        if int(ti.max()) >= self._T or int(ti.min()) < 0:
-            raise NeuroprobeError(
-                f"GLMProbe got time_index up to {int(ti.max())} but its design has "
-                f"T={self._T} rows; give the design of the whole recording."
-            )
         P = self._X.shape[1]
         G = self._Xall[ti].T @ x  # [3P, n]
         lagmask = (ti[1:] == ti[:-1] + 1).to(torch.float64)
@@ -180,6 +209,7 @@ class GLMProbe:
             units=None) -> GLMResult:
         """The GLM of everything this probe has seen (same result as :func:`fit_glm`)."""
         check_noise(noise, bins)
+        allow_rank_deficient = check_bool(allow_rank_deficient, "allow_rank_deficient")
         st = self.stats()
         rank = check_rank(self._X, self._cols, allow_rank_deficient)
         perm = permutation_state(st, self._seg, self._perm_cols, noise)

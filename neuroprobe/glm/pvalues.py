@@ -117,6 +117,8 @@ def _adjust(p: np.ndarray, method: str) -> np.ndarray:
     (Benjamini-Yekutieli, valid under any dependence), ``none``.
     """
     n = p.size
+    if n == 0:
+        return p.astype(np.float64, copy=True)
     if method == "none":
         return p.copy()
     if method == "bonferroni":
@@ -162,8 +164,11 @@ def _step_up(below: np.ndarray) -> np.ndarray:
 
 
 def reject(p: np.ndarray, alpha: float, method: str) -> np.ndarray:
-    """Rejections exactly as statsmodels ``multipletests(p, alpha, method)[0]``."""
+    """Rejections exactly as statsmodels ``multipletests(p, alpha, method)[0]``
+    (an empty family rejects nothing)."""
     n = p.size
+    if n == 0:
+        return np.zeros(p.shape, bool)
     if method == "none":
         return p <= alpha
     if method == "bonferroni":
@@ -216,6 +221,8 @@ def reject_t(t: np.ndarray, df: np.ndarray, alpha: float, method: str) -> np.nda
             f"reject_t needs t [R, N] and df [R]; got t {t.shape} and df {df.shape}."
         )
     n = t.shape[1]
+    if n == 0:
+        return np.zeros(t.shape, bool)
     if method not in ("bonferroni", "none"):
         p = stats.t.sf(t, df[:, None])
         return np.stack([reject(row, alpha, method) for row in p]) if len(p) \

@@ -20,9 +20,19 @@ from jaxtyping import Float
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import as_tensor, check_positive_int
+from neuroprobe.core.validation import as_tensor, check_positive_int, warn_degenerate
 
 __all__ = ["glm_predicted", "glm_residuals", "glm_r_square"]
+
+
+def _check_result(result) -> None:
+    from neuroprobe.glm.fit import GLMResult
+
+    if not isinstance(result, GLMResult):
+        raise NeuroprobeError(
+            f"result must be a GLMResult (from npb.fit_glm or GLMProbe.fit); got "
+            f"{type(result).__name__}."
+        )
 
 
 def _select(result, units) -> np.ndarray:
@@ -31,16 +41,33 @@ def _select(result, units) -> np.ndarray:
         return np.arange(N)
     if isinstance(units, slice):
         return np.arange(N)[units]
-    idx = np.asarray(units)
+    if isinstance(units, (str, bytes, dict, float)) or units is Ellipsis:
+        raise NeuroprobeError(
+            f"units must be a slice, integer indices or a bool mask [N={N}]; got "
+            f"{type(units).__name__} {units!r}."
+        )
+    idx = units.detach().cpu().numpy() if isinstance(units, torch.Tensor) else \
+        np.asarray(units)
     if idx.dtype == bool:
         if idx.shape != (N,):
             raise NeuroprobeError(
                 f"units (a mask) has shape {idx.shape}; the result has N={N} units."
             )
         return np.flatnonzero(idx)
+    if idx.size and not np.issubdtype(idx.dtype, np.integer):
+        raise NeuroprobeError(
+            f"units must hold integer indices (or be a bool mask [N={N}]); got dtype "
+            f"{idx.dtype} (e.g. {idx.ravel()[0]!r}). Floats are not truncated: pass ints."
+        )
+    if idx.ndim > 1:
+        raise NeuroprobeError(f"units must be 1-D; got shape {idx.shape}.")
     idx = idx.astype(np.int64).ravel()
     if idx.size and (idx.min() < -N or idx.max() >= N):
-        raise NeuroprobeError(f"units has indices outside [0, {N}); the result has N={N}.")
+        bad = idx[(idx < -N) | (idx >= N)]
+        raise NeuroprobeError(
+            f"units has indices outside [-{N}, {N}): {bad[:5].tolist()}; the result has "
+            f"N={N} units."
+        )
     return np.where(idx < 0, idx + N, idx)
 
 
@@ -77,12 +104,19 @@ def _y_block(Y, idx: np.ndarray, T: int) -> Tensor:
             f"Y has {y.shape[0]} time points but the GLM was fitted on T={T}; pass the Y "
             "that was fitted."
         )
+    if not bool(torch.isfinite(y).all()):
+        cols = idx[np.flatnonzero(~torch.isfinite(y).all(0).numpy())]
+        raise NeuroprobeError(
+            f"Y contains NaN or inf in unit(s) {cols[:5].tolist()}; fit_glm refuses such "
+            "data, so this is not the Y that was fitted. Pass the fitted data."
+        )
     return y
 
 
 def _as_y(Y, result) -> Tensor:
     if hasattr(Y, "acts") and hasattr(Y, "units"):
         Y = Y.acts
+    _check_result(result)
     Yt = as_tensor(Y, "Y")
     if Yt.ndim != 2 or Yt.shape[1] != result.n_units:
         raise NeuroprobeError(
@@ -114,6 +148,7 @@ def glm_predicted(result, *, units=None) -> Float[Tensor, "T n"]:
     >>> npb.glm_predicted(res, units=[0, 2]).shape
     torch.Size([30, 2])
     """
+    _check_result(result)
     idx = _select(result, units)
     return _pred_block(_design(result), result.beta, idx, _rho(result, idx))
 
@@ -197,4 +232,11 @@ def glm_r_square(result, Y, *, units=None, block: int = 4096) -> Float[Tensor, "
         pred = _pred_block(X, result.beta, sel, rho)
         yw = _whiten(_y_block(Yt, sel, result.n_time), rho)
         out[j : j + sel.size] = pred.var(0, correction=0) / yw.var(0, correction=0)
+    const = result.constant.detach().cpu().numpy()[idx]
+    if const.any():
+        out[torch.as_tensor(const)] = float("nan")
+        warn_degenerate(
+            f"{int(const.sum())} of {idx.size} units are constant over time: their R^2 "
+            "(explained / total variance, 0 / 0) is undefined and is returned as NaN."
+        )
     return out

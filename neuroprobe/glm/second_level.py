@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import as_tensor
+from neuroprobe.core.validation import as_tensor, check_bool, warn_degenerate
 from neuroprobe.glm.contrast import ContrastResult
 from neuroprobe.glm.fit import fit_glm
 
@@ -58,6 +58,17 @@ def fixed_effects(contrasts: Sequence, *, precision_weighted: bool = False):
     >>> ffx.df, tuple(ffx.t.shape)
     (114, (3,))
     """
+    precision_weighted = check_bool(precision_weighted, "precision_weighted")
+    if isinstance(contrasts, ContrastResult):
+        raise NeuroprobeError(
+            "contrasts must be a list of t ContrastResults (one per run); got a single "
+            "ContrastResult. Pass [con_run1, con_run2, ...]."
+        )
+    if isinstance(contrasts, (str, bytes, dict)) or not hasattr(contrasts, "__iter__"):
+        raise NeuroprobeError(
+            f"contrasts must be a list of t ContrastResults (one per run); got "
+            f"{type(contrasts).__name__} {contrasts!r}."
+        )
     cons = list(contrasts)
     if not cons:
         raise NeuroprobeError("contrasts is empty; give one t ContrastResult per run.")
@@ -72,6 +83,22 @@ def fixed_effects(contrasts: Sequence, *, precision_weighted: bool = False):
                 f"contrasts[{i}] has {c.stat.shape[0]} units but contrasts[0] has "
                 f"{cons[0].stat.shape[0]}; fixed effects combine the same units."
             )
+    c0 = cons[0]
+    for i, c in enumerate(cons[1:], 1):
+        if c.units is not None and c0.units is not None and len(c.units) == len(c0.units) \
+                and list(c.units) != list(c0.units):
+            raise NeuroprobeError(
+                f"contrasts[{i}] is over other units than contrasts[0] (their unit indices "
+                "differ); fixed effects combine the same units of each run."
+            )
+        if tuple(c.columns) == tuple(c0.columns) and not np.allclose(
+                np.asarray(c.contrast, dtype=float), np.asarray(c0.contrast, dtype=float)):
+            warn_degenerate(
+                f"contrasts[{i}] weighs the columns {list(c.columns)} as "
+                f"{np.asarray(c.contrast).tolist()} but contrasts[0] as "
+                f"{np.asarray(c0.contrast).tolist()}: fixed effects average one effect over "
+                "runs, and these are different contrasts."
+            )
     dev = cons[0].stat.device
     eff = torch.stack([c.effect.to(dev, torch.float64) for c in cons])
     var = torch.stack([c.variance.to(dev, torch.float64) for c in cons]).clamp_min(_TINY)
@@ -84,7 +111,6 @@ def fixed_effects(contrasts: Sequence, *, precision_weighted: bool = False):
         e = eff.mean(0)
     const = torch.stack([c.constant.to(dev) for c in cons]).all(0)
     t = torch.where(const, torch.zeros_like(e), e / torch.sqrt(v))
-    c0 = cons[0]
     return ContrastResult(
         effect=e, variance=v, stat=t, stat_type="t", df=int(sum(c.df for c in cons)), dim=1,
         contrast=c0.contrast, columns=c0.columns, constant=const, units=c0.units, _glm=None,
@@ -151,6 +177,13 @@ def second_level(maps, design=None, *, units=None):
     Y = _maps(maps, "maps")
     if design is None:
         design = pd.DataFrame({"intercept": np.ones(Y.shape[0])})
+    P = np.shape(getattr(design, "matrix", design))[-1] if np.ndim(
+        getattr(design, "matrix", design)) == 2 else 1
+    if Y.shape[0] <= P:
+        raise NeuroprobeError(
+            f"the second level needs more maps than design columns to estimate a variance: "
+            f"got {Y.shape[0]} map(s) for {P} column(s). Add maps (runs, seeds, models)."
+        )
     return fit_glm(Y, design, units=units)
 
 
@@ -188,6 +221,11 @@ def paired_second_level(maps_a, maps_b, *, units=None):
             f"{tuple(A.shape)} and {tuple(B.shape)}."
         )
     n = A.shape[0]
+    if n < 2:
+        raise NeuroprobeError(
+            f"the paired second level needs at least 2 pairs (its design has 1 + n columns "
+            f"for 2 n maps); got {n} pair(s). Add pairs."
+        )
     design = pd.DataFrame({"condition": np.r_[np.ones(n), -np.ones(n)]})
     for i in range(n):
         design[f"pair_{i}"] = np.r_[np.eye(n)[i], np.eye(n)[i]]
