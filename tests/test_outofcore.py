@@ -47,7 +47,7 @@ def test_blocks_read_from_the_file_equal_the_array(saved):
 
 
 @pytest.mark.parametrize("noise", ["ols", "ar1"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_fit_glm_on_a_file_larger_than_the_budget_equals_in_memory(tmp_path, noise, dtype):
     rec = _recording(240, 50, dtype=dtype)
     loaded = npb.Recording.load(rec.save(tmp_path / "rec.pt"))
@@ -79,6 +79,14 @@ def test_eigenspectrum_of_a_file_equals_in_memory(saved, hook, stride):
     assert got.total_variance == pytest.approx(want.total_variance, rel=1e-12)
     assert (got.n_units, got.stride, got.hook, got.method) == (
         want.n_units, want.stride, want.hook, "exact")
+
+
+def test_eigenspectrum_of_a_bfloat16_file_equals_in_memory(tmp_path):
+    rec = _recording(200, 30, dtype=torch.bfloat16)
+    loaded = npb.Recording.load(rec.save(tmp_path / "r.pt"))
+    want = npb.eigenspectrum(rec, 20, method="exact")
+    got = npb.eigenspectrum(loaded, 20, chunk_size=64)
+    np.testing.assert_allclose(got.eigenvalues.numpy(), want.eigenvalues.numpy(), rtol=1e-10)
 
 
 def test_eigenspectrum_of_a_file_refuses_nan(tmp_path):

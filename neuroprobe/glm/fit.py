@@ -322,13 +322,15 @@ def _stats(Y, Yt: Tensor, Xn: np.ndarray, *, ar: bool, center: bool, device, dty
     column blocks of at most that size (positioned reads: resident memory stays bounded)."""
     kw = dict(ar=ar, center=center, device=device, dtype=dtype, memory_budget=memory_budget,
               segments=segments)
+    wide = (torch.float32, torch.float64)
     if file_backing(Y) is None or Yt.element_size() * Yt.nelement() <= memory_budget:
-        return dense_stats(Yt, Xn, **kw)
+        return dense_stats(Yt if Yt.dtype in wide else Yt.to(torch.float64), Xn, **kw)
     T = Yt.shape[0]
     # a block and its float64 tiles fit the budget
     width = columns_per_block(T, Yt.element_size() + 8, memory_budget)
     parts = []
     for _, _, block in column_blocks(Y, width):
+        block = block if block.dtype in wide else block.to(torch.float64)
         check_finite(block, "Y")
         parts.append(dense_stats(block, Xn, **kw))
     return concat_units(parts)
@@ -399,8 +401,8 @@ def fit_glm(
             f"Y must be real; got dtype {Yt.dtype}. Fit the real and imaginary parts (or the "
             "magnitude) separately."
         )
-    if not Yt.is_floating_point() or Yt.dtype not in (torch.float32, torch.float64):
-        Yt = Yt.to(torch.float64)  # ints, bools, float16, bfloat16
+    if Yt.dtype not in (torch.float32, torch.float64) and file_backing(Y) is None:
+        Yt = Yt.to(torch.float64)  # ints, bools, float16, bfloat16 (a file: block by block)
     T, N = Yt.shape
     if N == 0:
         raise NeuroprobeError(

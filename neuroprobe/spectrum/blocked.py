@@ -54,7 +54,7 @@ def covariance_from_row_blocks(rec, cols: np.ndarray | None, rows: int | None
     def blocks():
         for _, _, b in row_blocks(rec, step):
             b = b if sel is None else b[:, sel]
-            yield (b if b.is_floating_point() else b.float()).numpy()
+            yield (b if b.dtype in (torch.float32, torch.float64) else b.float()).numpy()
 
     mu = np.zeros(d)
     for b in blocks():
