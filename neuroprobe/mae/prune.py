@@ -36,7 +36,14 @@ from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.shards import note_batch
-from neuroprobe.core.validation import check_fraction, check_positive_int
+from neuroprobe.core.validation import (
+    check_bool,
+    check_fraction,
+    check_index_list,
+    check_int,
+    check_positive_int,
+    warn_degenerate,
+)
 from neuroprobe.mae.reader import UnitReader, UnitSpec, resolve_unit
 from neuroprobe.mae.tokens import (
     Doc,
@@ -303,7 +310,7 @@ def _check_prune_args(max_drop, window, fallback) -> tuple[float, int]:
     if not isinstance(window, (int, np.integer)) or isinstance(window, bool) or window < 0:
         raise NeuroprobeError(f"window must be an int >= 0 (tokens kept each side of the "
                               f"anchor); got {window!r}.")
-    if fallback not in ("none", "text", "sentences"):
+    if not isinstance(fallback, str) or fallback not in ("none", "text", "sentences"):
         raise NeuroprobeError(
             f"fallback must be 'none', 'text' or 'sentences'; got {fallback!r}. 'sentences' "
             "prunes whole sentences before tokens (the paper's proposed fix)."
@@ -628,18 +635,49 @@ def max_activating_examples(
     from neuroprobe.mae.corpus import iter_texts
 
     k = check_positive_int(k, "k")
+    context_tokens = check_int(context_tokens, "context_tokens", minimum=0)
+    per_text = check_bool(per_text, "per_text")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if max_texts is not None:
+        max_texts = check_int(max_texts, "max_texts", minimum=1)
+    if progress is not None:
+        progress = check_bool(progress, "progress")
     if _is_single_unit(units):
         units = [units]
+    if isinstance(units, str) or not hasattr(units, "__iter__"):
+        raise NeuroprobeError(
+            f"units must be a unit (hook, index) or a list of units; got {units!r}. E.g. "
+            "[('blocks.0.mlp.hook_post', 3)]."
+        )
+    units = list(units)
+    if not units:
+        raise NeuroprobeError(
+            "units is empty; pass at least one unit, e.g. [('blocks.0.mlp.hook_post', 3)]."
+        )
     specs = [resolve_unit(model, u) for u in units]
-    if isinstance(corpus, (list, tuple)) and corpus and isinstance(corpus[0], (list, tuple,
-                                                                             Tensor)):
-        texts = list(corpus)  # token-id sequences
+    labels = [sp.label for sp in specs]
+    dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dup:
+        raise NeuroprobeError(f"units repeats {dup}; pass each unit once.")
+    if isinstance(corpus, (list, tuple)) and corpus and not isinstance(corpus[0], (str, dict)):
+        d_vocab = getattr(model.cfg, "d_vocab", None)
+        texts = [check_index_list(t, f"corpus[{i}]", unique=False, what="token id",
+                                  size=None if d_vocab is None else int(d_vocab))
+                 for i, t in enumerate(corpus)]  # token-id sequences
     else:
         texts = list(iter_texts(corpus, text_column))
-    if max_texts is not None:
-        texts = texts[: int(max_texts)]
+        if texts and getattr(model, "tokenizer", None) is None:
+            raise NeuroprobeError(
+                "corpus holds strings but this model has no tokenizer (a native model?); pass "
+                "token-id sequences instead, e.g. [[1, 5, 9], [2, 7]]."
+            )
     if not texts:
-        raise NeuroprobeError("corpus has no non-empty text; pass at least one text.")
+        raise NeuroprobeError(
+            "corpus has no non-empty text; pass at least one text (a list of strings, "
+            "token-id sequences, a .txt/.jsonl path or 'default')."
+        )
+    if max_texts is not None:
+        texts = texts[:max_texts]
     # one probe per hook (neurons) or per direction unit
     probes, where = [], []
     by_hook: dict = {}
@@ -680,6 +718,7 @@ def max_activating_examples(
                     "token": decode(tok, [ids[pos]]), "token_id": ids[pos], "context": ctx,
                     "text": texts[ti] if isinstance(texts[ti], str) else list(texts[ti]),
                 })
+    _warn_dead_units(rows, specs, len(texts))
     df = pd.DataFrame(rows, columns=["unit", "rank", "activation", "text_index", "position",
                                      "token", "token_id", "context", "text"])
     order = {sp.label: i for i, sp in enumerate(specs)}
@@ -687,6 +726,29 @@ def max_activating_examples(
                         kind="stable").reset_index(drop=True)
     return MaxActivatingExamples([sp.label for sp in specs], df, len(texts),
                                  int(sum(t.numel() for t in toks)))
+
+
+def _warn_dead_units(rows: list, specs: list, n_texts: int) -> None:
+    """Warn when a unit's best activation over the corpus is <= 0 (a dead unit: its "top"
+    examples are ties at its floor, not texts it prefers) or not finite."""
+    best: dict = {}
+    for r in rows:
+        a = r["activation"]
+        best[r["unit"]] = max(best.get(r["unit"], -np.inf), a) if np.isfinite(a) else np.nan
+    nan = [sp.label for sp in specs if sp.label in best and not np.isfinite(best[sp.label])]
+    dead = [sp.label for sp in specs if sp.label in best and np.isfinite(best[sp.label])
+            and best[sp.label] <= 0]
+    if nan:
+        warn_degenerate(
+            f"max_activating_examples: {len(nan)} unit(s) have NaN or inf activations on this "
+            f"corpus (e.g. NaN weights), first: {nan[:5]}; their ranking is not meaningful.",
+            stacklevel=4)
+    if dead:
+        warn_degenerate(
+            f"max_activating_examples: {len(dead)} unit(s) never exceed 0 on the {n_texts} "
+            f"text(s) (dead units), first: {dead[:5]}; their 'top' examples are ties at the "
+            "unit's floor, not texts it prefers. Use a larger corpus or other units.",
+            stacklevel=4)
 
 
 def _is_single_unit(u) -> bool:
@@ -719,6 +781,20 @@ def _mae_or_text(model, unit, x, prepend_bos):
     return spec, doc.ids, doc.prefix, None, doc
 
 
+def _warn_not_firing(fn: str, spec, acts: Tensor, act: float) -> None:
+    """Warn when the anchor's activation is NaN/inf or the unit never exceeds 0 on the text:
+    drops measured from such an anchor say nothing about what drives the unit."""
+    if not bool(torch.isfinite(acts).all()):
+        warn_degenerate(f"{fn}: unit {spec.label} has NaN or inf activations on this text "
+                        "(e.g. NaN weights); the result is not meaningful.", stacklevel=4)
+    elif not float(acts.max()) > 0:
+        warn_degenerate(
+            f"{fn}: unit {spec.label} never exceeds 0 on this text (max activation "
+            f"{float(acts.max()):.4g}, anchor {act:.4g}); it does not fire here, so the "
+            "result describes a dead anchor. Pick a text on which the unit fires.",
+            stacklevel=4)
+
+
 def token_importance(
     model, unit, mae, *, method: Literal["mask", "mean", "resample"] = "mask",
     n_samples: int = 8, seed: int = 0, prepend_bos: bool | None = None,
@@ -744,8 +820,11 @@ def token_importance(
     >>> len(imp.importance)
     4
     """
-    if method not in ("mask", "mean", "resample"):
+    if not isinstance(method, str) or method not in ("mask", "mean", "resample"):
         raise NeuroprobeError(f"method must be 'mask', 'mean' or 'resample'; got {method!r}.")
+    n_samples = check_positive_int(n_samples, "n_samples")
+    seed = check_int(seed, "seed")
+    batch_size = check_positive_int(batch_size, "batch_size")
     spec, ids, pre, anchor, _ = _mae_or_text(model, unit, mae, prepend_bos)
     reader = UnitReader(model, spec, batch_size=batch_size)
     base, _ = reader.run([pre + ids])
@@ -753,6 +832,7 @@ def token_importance(
     if anchor is None:
         anchor = int(torch.argmax(base))
     act = float(base[anchor])
+    _warn_not_firing("token_importance", spec, base, act)
     n = len(ids)
     ablated: list = []
     if method == "mask":
@@ -832,11 +912,16 @@ def activation_trajectory(
     >>> len(tr.from_start) + len(tr.from_end) == 4 + 1
     True
     """
+    batch_size = check_positive_int(batch_size, "batch_size")
     spec, ids, pre, anchor, _ = _mae_or_text(model, unit, mae, prepend_bos)
     reader = UnitReader(model, spec, batch_size=batch_size)
     if anchor is None:
         base, _ = reader.run([pre + ids])
-        anchor = int(torch.argmax(base[0][len(pre):]))
+        base = base[0][len(pre):]
+        anchor = int(torch.argmax(base))
+    else:  # an MAE: its own activations, no extra pass
+        base = torch.as_tensor(mae.activations, dtype=torch.float32)
+    _warn_not_firing("activation_trajectory", spec, base, float(base[anchor]))
     n = len(ids)
     cands = [(j, n) for j in range(anchor + 1)] + [(0, n - j) for j in range(1, n - anchor)]
     outs, _ = reader.run([pre + ids[s:e] for s, e in cands])
