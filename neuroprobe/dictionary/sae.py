@@ -125,7 +125,9 @@ class SAE(nn.Module):
         if not isinstance(model_name, str):
             raise NeuroprobeError(f"model_name must be a str; got {model_name!r}.")
         if metadata is not None and not isinstance(metadata, dict):
-            raise NeuroprobeError(f"metadata must be a dict or None; got {type(metadata).__name__}.")
+            raise NeuroprobeError(
+                f"metadata must be a dict or None; got {type(metadata).__name__}."
+            )
         self.d_in, self.d_sae, self.architecture = d_in, d_sae, architecture
         self.k = None if k is None else int(k)
         self.hook_name = hook_name
