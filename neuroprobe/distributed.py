@@ -32,7 +32,7 @@ import torch
 from neuroprobe.core import capture
 from neuroprobe.core.capture import CorpusShard, shards
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import check_callable, check_int
+from neuroprobe.core.validation import check_callable, check_int, check_known_keys
 
 __all__ = ["SerialBackend", "DaskBackend", "tree_reduce", "stream_distributed", "stream"]
 
@@ -231,8 +231,13 @@ def stream_distributed(model, prompts, probes: Sequence[Any], *, client=None,
     >>> top.seen
     ((0, 3, 0, 7),)
     """
+    import inspect
+
     backend = _backend(client)
     n_shards = check_int(n_shards, "n_shards", minimum=1)
+    check_known_keys(stream_kw, "stream_distributed(**stream_kw)",
+                     [n for n in inspect.signature(capture.stream).parameters
+                      if n not in ("model", "prompts", "probes", "shard")])
     if (isinstance(probes, (str, bytes)) or not hasattr(probes, "__iter__")
             or hasattr(probes, "update")):
         raise NeuroprobeError(

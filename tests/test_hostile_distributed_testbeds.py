@@ -54,6 +54,7 @@ CASES = [
     ("sd probe not a probe", _sd(probes=[5]), r"probes\[0\] \(int\) is not a probe"),
     ("sd client int", _sd(client=5), "client must be"),
     ("sd model int", _sd(model=5), "model must be"),
+    ("sd unknown stream keyword", _sd(batch_sise=4), "batch_sise.*did you mean 'batch_size'"),
     ("sd prompts empty", _sd(prompts=[]), "prompts is empty"),
     ("stream shard with client", lambda: npb.stream(CFG, [[1, 2]], [_top()],
                                                     client=npb.SerialBackend(), shard=(0, 1)),

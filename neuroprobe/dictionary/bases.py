@@ -128,8 +128,9 @@ def compare_bases(model, corpus, *, hook: str, sae=None, n_units: int = 576,
     ['neurons', 'pca']
     """
     from neuroprobe.core.capture import record
-    from neuroprobe.dictionary.store import _check_context_size
+    from neuroprobe.dictionary.store import _check_context_size, _check_model
 
+    _check_model(model)
     bases = tuple(check_name_list(bases, "bases", what="basis")) if bases is not None else tuple(
         b for b in BASES if b != "sae" or sae is not None)
     unknown = [b for b in bases if b not in BASES]
@@ -244,6 +245,19 @@ def _unit_activations(basis: str, X: torch.Tensor, XA: torch.Tensor, n: int, sae
         with torch.no_grad():
             fa = (sae.encode(XA) > 0).float().mean(0)
         alive = torch.nonzero(fa > 0).flatten()
+        if alive.numel() == 0:
+            raise NeuroprobeError(
+                f"compare_bases: none of the SAE's {sae.d_sae} features fires on half A of "
+                "the text; the 'sae' basis has no unit to score. Check the SAE is for this "
+                "hook, or pass more text."
+            )
+        if alive.numel() < n:
+            from neuroprobe.core.validation import warn_degenerate
+
+            warn_degenerate(
+                f"compare_bases: only {alive.numel()} of the SAE's features fire on half A; "
+                f"the 'sae' basis scores {alive.numel()} units, not n_units={n}.",
+                stacklevel=4)
         pick = alive[torch.argsort(-fa[alive], stable=True)][:n]
         with torch.no_grad():
             return torch.cat([sae.encode(X[i:i + 8192])[:, pick]

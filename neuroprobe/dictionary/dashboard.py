@@ -93,8 +93,9 @@ class FeatureDashboard:
 
     def save(self, path) -> Path:
         """Write ``index.html`` and ``feature_<i>.html`` into folder ``path``; returns it."""
-        p = Path(path)
-        p.mkdir(parents=True, exist_ok=True)
+        from neuroprobe.core.validation import check_writable_path
+
+        p = check_writable_path(path, "path", directory=True)
         (p / "index.html").write_text(self.html(), encoding="utf-8")
         for c in self.cards:
             (p / f"feature_{c.feature}.html").write_text(c.html(), encoding="utf-8")
@@ -173,13 +174,13 @@ def feature_dashboard(model, sae, corpus, *, features=None, n_features: int = 16
     from neuroprobe.dictionary.sae import _check_sae_at_hook
     from neuroprobe.dictionary.store import _check_context_size
 
+    context_size = _check_context_size(model, context_size)
     hook = _check_sae_at_hook(model, sae, None)
     if features is not None:
         features = check_index_list(features, "features", size=sae.d_sae,
                                     what="feature number")
     n_features = check_positive_int(n_features, "n_features")
     n_tokens = check_positive_int(n_tokens, "n_tokens")
-    context_size = _check_context_size(model, context_size)
     skip_contexts = check_int(skip_contexts, "skip_contexts", minimum=0)
     n_top = check_positive_int(n_top, "n_top")
     d_vocab = getattr(model.cfg, "d_vocab", None)

@@ -359,10 +359,10 @@ def evaluate_sae(sae: SAE, model, corpus, *, hook: str | None = None, n_tokens: 
         )
     if not hook and not sae.hook_name:
         raise NeuroprobeError("evaluate_sae: the SAE has no hook_name; pass hook=...")
+    context_size = _check_context_size(model, context_size)
     n_tokens = check_int(n_tokens, "n_tokens", minimum=1)
     if ce_tokens is not None:
         ce_tokens = check_int(ce_tokens, "ce_tokens", minimum=1)
-    context_size = _check_context_size(model, context_size)
     batch_size = check_positive_int(batch_size, "batch_size")
     exclude_first = check_bool(exclude_first, "exclude_first")
     dense_threshold = check_real(dense_threshold, "dense_threshold", minimum=0, maximum=1)

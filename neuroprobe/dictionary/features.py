@@ -94,6 +94,12 @@ class SAEFeatures(Directions):
 
     def subset(self, indices) -> SAEFeatures:
         """The units ``indices`` (positions in this set) as a smaller set of SAE features."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        from neuroprobe.core.validation import check_index_list
+
+        if isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):
+            indices = [indices]
+        idx = np.asarray(check_index_list(indices, "subset(indices=...)", unique=False,
+                                          size=len(self.features), what="position"),
+                         dtype=np.int64)
         return SAEFeatures.from_sae(self.sae, np.asarray(self.features)[idx], hook=self.hook,
                                     name=self.name)

@@ -426,6 +426,11 @@ def load_sae(path, *, hook_name: str | None = None, device: str | torch.device =
     if hook_name is not None:
         sae.hook_name = hook_name
     sae.source_cfg = cfg
+    from neuroprobe.core.validation import warn_if_not_finite
+
+    for n in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        if not warn_if_not_finite(getattr(sae, n).detach(), f"{path}: the SAE's {n}"):
+            break
     return sae.to(device=device, dtype=dtype) if dtype is not None else sae.to(device)
 
 

@@ -115,8 +115,21 @@ def corpus_contexts(model, corpus, *, n_tokens: int | None, context_size: int = 
     return out
 
 
+def _check_model(model) -> None:
+    """A language model (token ids in, hooks inside), named when it is something else."""
+    from neuroprobe.core.engine import is_language_model
+
+    if not is_language_model(model) or not hasattr(model, "hook_dict"):
+        raise NeuroprobeError(
+            "model must be a language model with hooks (a TransformerBridge from "
+            f"npb.load_model, or an ActivationStore where one is accepted); got "
+            f"{type(model).__name__}."
+        )
+
+
 def _check_context_size(model, context_size) -> int:
-    """An int >= 2 that fits the model's context."""
+    """An int >= 2 that fits the model's context (``model`` checked first)."""
+    _check_model(model)
     context_size = check_int(context_size, "context_size", minimum=2)
     n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
     if n_ctx is not None and context_size > int(n_ctx):
@@ -364,8 +377,8 @@ def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | 
 
     if not isinstance(dtype, str) or dtype not in _STORE_DTYPES:
         raise NeuroprobeError(f"harvest(dtype={dtype!r}); use one of {_STORE_DTYPES}.")
-    hooks = _check_store_hooks(model, hooks)
     context_size = _check_context_size(model, context_size)
+    hooks = _check_store_hooks(model, hooks)
     batch_size = check_positive_int(batch_size, "batch_size")
     exclude_first = check_bool(exclude_first, "exclude_first")
     seed = check_int(seed, "seed", minimum=0)

@@ -101,7 +101,9 @@ def train_sae(model, corpus=None, *, hook: str, d_sae: int, architecture: str = 
         if corpus is None:
             raise NeuroprobeError("train_sae(model, corpus=...) needs a corpus to harvest from.")
         from neuroprobe.core.hooks import resolve_hooks
+        from neuroprobe.dictionary.store import _check_model
 
+        _check_model(model)
         resolve_hooks(model, [hook], argname="hook")
         tmp = None
         if store_dir is None:

@@ -100,6 +100,11 @@ def iter_texts(corpus, text_column: str = "text") -> Iterator[str]:
                 "list of texts (wrap a single text: [text]), a datasets.Dataset, a .txt/.jsonl "
                 "path, or 'default'."
             )
+        if p.is_dir():
+            raise NeuroprobeError(
+                f"corpus={str(corpus)!r} is a directory; pass a .txt/.jsonl file, or a list "
+                "of texts (e.g. [p.read_text() for p in folder.glob('*.txt')])."
+            )
         yield from _read_file(p, text_column)
         return
     if hasattr(corpus, "column_names") and hasattr(corpus, "__getitem__"):
@@ -134,7 +139,13 @@ def _read_file(p: Path, text_column: str) -> Iterator[str]:
             for k, line in enumerate(f):
                 if not line.strip():
                     continue
-                r = json.loads(line)
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise NeuroprobeError(
+                        f"{p} line {k + 1} is not valid JSON ({e.msg}); a .jsonl corpus needs "
+                        "one JSON object per line."
+                    ) from None
                 t = r.get(text_column) if isinstance(r, dict) else r
                 if not isinstance(t, str):
                     raise NeuroprobeError(

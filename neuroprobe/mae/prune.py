@@ -163,6 +163,9 @@ class MAE:
         """JSON text of :meth:`to_dict` (also written to ``path`` if given)."""
         s = json.dumps(self.to_dict(), indent=1)
         if path is not None:
+            from neuroprobe.core.validation import check_writable_path
+
+            path = check_writable_path(path, "path")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(s)
         return s
@@ -213,11 +216,17 @@ class MaxActivatingExamples:
         return self.for_unit(unit)["text"].tolist()
 
     def _label(self, unit) -> str:
-        if isinstance(unit, (int, np.integer)):
+        if isinstance(unit, (int, np.integer)) and not isinstance(unit, (bool, np.bool_)):
+            if not 0 <= int(unit) < len(self.units):
+                raise NeuroprobeError(
+                    f"unit position {int(unit)} is out of range; these examples have "
+                    f"{len(self.units)} unit(s), positions 0..{len(self.units) - 1}."
+                )
             return self.units[int(unit)]
         if isinstance(unit, str) and unit in self.units:
             return unit
-        if isinstance(unit, (tuple, list)) and len(unit) == 2:
+        if (isinstance(unit, (tuple, list)) and len(unit) == 2
+                and isinstance(unit[1], (int, np.integer)) and not isinstance(unit[1], bool)):
             lab = f"{unit[0]}[{int(unit[1])}]"
             if lab in self.units:
                 return lab
@@ -767,6 +776,18 @@ def _topk(target, k, indices=None):
 
 
 # ---- diagnostics ---------------------------------------------------------------------------
+def check_mae_tokens(model, mae: MAE) -> None:
+    """An MAE's token ids must be in ``model``'s vocabulary (an MAE of another model is
+    refused, not run on the wrong tokens)."""
+    d_vocab = getattr(model.cfg, "d_vocab", None)
+    try:
+        check_index_list(mae.token_ids, "mae.token_ids", unique=False, what="token id",
+                         size=None if d_vocab is None else int(d_vocab))
+    except NeuroprobeError as e:
+        raise NeuroprobeError(
+            f"{e} Is the MAE from another model? Prune it again with this model."
+        ) from None
+
 def _mae_or_text(model, unit, x, prepend_bos):
     """(spec, ids, prefix, anchor) from an MAE or a text."""
     spec = resolve_unit(model, unit)
@@ -776,6 +797,7 @@ def _mae_or_text(model, unit, x, prepend_bos):
                 f"the MAE is for unit {x.unit!r} but unit={spec.label!r}; pass the same unit."
             )
         pre = bos_prefix(model, x.bos, False) if x.bos else []
+        check_mae_tokens(model, x)
         return spec, list(x.token_ids), pre, x.anchor, None
     doc = as_doc(model, x, prepend_bos)
     return spec, doc.ids, doc.prefix, None, doc

@@ -447,6 +447,9 @@ class LocalSearch:
         d["rows"] = json.loads(self.table.to_json(orient="records"))
         s = json.dumps(d, indent=1)
         if path is not None:
+            from neuroprobe.core.validation import check_writable_path
+
+            path = check_writable_path(path, "path")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(s)
         return s
@@ -586,7 +589,15 @@ def _check_search(model, unit, mae, top_n, positive_max_drop, negative_min_drop,
     spans = sorted({check_positive_int(s, "spans entry") for s in spans})
     if not spans:
         raise NeuroprobeError("spans is empty; pass span lengths such as (1, 2, 3).")
+    if spans[0] > len(mae.token_ids):
+        raise NeuroprobeError(
+            f"spans {tuple(spans)} are all longer than the MAE's {len(mae.token_ids)} "
+            f"token(s); pass span lengths of at most {len(mae.token_ids)}."
+        )
     spec = resolve_unit(model, unit)
+    from neuroprobe.mae.prune import check_mae_tokens
+
+    check_mae_tokens(model, mae)
     if mae.unit != spec.label:
         raise NeuroprobeError(
             f"the MAE is for unit {mae.unit!r} but unit={spec.label!r}; pass the same unit."

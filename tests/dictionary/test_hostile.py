@@ -49,6 +49,13 @@ def env(tmp_path_factory):
     return dict(m=m, st=st, sae=sae, d=d, afile=str(afile), saved=saved)
 
 
+def _dead_sae():
+    sae = SAE(16, 32, "topk", k=4, hook_name=H)
+    with torch.no_grad():
+        sae.b_enc.fill_(-1e6)
+    return sae
+
+
 def _tsos(**kw):
     base = dict(hook=H, d_sae=32, k=4, batch_size=64, n_steps=2)
     base.update(kw)
@@ -323,6 +330,19 @@ CASES = [
     ("dash wrong width", _fd(sae=SAE(8, 16, "topk", k=2, hook_name=H)), "d_in=8"),
     ("dash no hook", _fd(sae=SAE(16, 32, "topk", k=2)), "no hook_name"),
     ("dash not an SAE", _fd(sae="x"), "sae must be an SAE"),
+    ("dash save to a file", lambda e: _fd()(e).save(e["afile"]), "is a file"),
+    ("features subset float", lambda e: e["sae"].features([0, 1]).subset([1.5]),
+     "integer positions"),
+    ("features subset out of range", lambda e: e["sae"].features([0, 1]).subset([5]),
+     "out of range"),
+    ("harvest model int", lambda e: harvest(5, CORPUS, H, path=e["d"] / "m5", context_size=16),
+     "model must be a language model"),
+    ("train_sae model str", lambda e: train_sae("nope", CORPUS, hook=H, d_sae=32, k=4,
+                                                context_size=16), "model must be a language"),
+    ("eval model int", lambda e: evaluate_sae(e["sae"], 5, CORPUS), "model must be a language"),
+    ("bases model int", lambda e: compare_bases(5, CORPUS, hook=H), "model must be a language"),
+    ("dash model int", lambda e: feature_dashboard(5, e["sae"], CORPUS), "model must be a lang"),
+    ("bases sae all dead", _cb(bases=("sae",), sae=_dead_sae()), "none of the SAE's"),
     ("shakespeare edition", lambda e: load_shakespeare_corpus("folio"), "edition"),
     ("shakespeare chunk_chars 0", lambda e: load_shakespeare_corpus(chunk_chars=0),
      "chunk_chars"),
@@ -374,6 +394,15 @@ def test_nan_sae_weights_warn_in_evaluation(env):
         sae.W_dec.fill_(float("nan"))
     with pytest.warns(NeuroprobeWarning, match="W_dec contains"):
         evaluate_sae(sae, env["m"], CORPUS, n_tokens=100, context_size=16)
+
+
+def test_loading_nan_weights_warns(tmp_path):
+    sae = SAE(16, 32, "topk", k=4, hook_name=H)
+    with torch.no_grad():
+        sae.W_enc.fill_(float("nan"))
+    save_sae(sae, tmp_path / "nan")
+    with pytest.warns(NeuroprobeWarning, match="W_enc contains"):
+        load_sae(tmp_path / "nan")
 
 
 def test_dashboard_of_dead_sae_warns(env):

@@ -34,6 +34,30 @@ def _sub(fn):
     return lambda m, mae: npb.local_search(m, U, mae, substituter=fn, spans=(1,), top_n=2)
 
 
+def _small_vocab():
+    return npb.load_model(dict(CFG, d_vocab=8))
+
+
+def _tmpdir():
+    import tempfile
+
+    return tempfile.mkdtemp()
+
+
+def _bad_jsonl():
+    import os
+    import tempfile
+
+    fd, path = tempfile.mkstemp(suffix=".jsonl")
+    with os.fdopen(fd, "w") as f:
+        f.write('{"text": "a"}\n{bad\n')
+    return path
+
+
+def _examples(m):
+    return npb.max_activating_examples(m, U, TEXTS, k=2)
+
+
 class _NoArgPropose:
     def propose(self):
         return []
@@ -189,6 +213,28 @@ CASES = [
         [npb.SpanRequest("", "", "", (4, 5, 6), 9, 10, 3)]), "spans tokens"),
     ("lmh request top_n 0", lambda m, mae: npb.LMHeadSubstituter(m).propose(
         [npb.SpanRequest("", "", "", (4, 5, 6), 1, 2, 0)]), "top_n"),
+    ("ls spans longer than the MAE", lambda m, mae: npb.local_search(m, U, mae, spans=(100,)),
+     "longer than the MAE"),
+    ("ls MAE of another vocabulary", lambda m, mae: npb.local_search(_small_vocab(), U, mae),
+     "mae.token_ids has token ids out of range"),
+    ("ti MAE of another vocabulary", lambda m, mae: npb.token_importance(_small_vocab(), U, mae),
+     "another model"),
+    ("tr MAE of another vocabulary",
+     lambda m, mae: npb.activation_trajectory(_small_vocab(), U, mae), "another model"),
+    ("MAE.to_json to a directory", lambda m, mae: mae.to_json(_tmpdir()), "is a directory"),
+    ("MAE.to_json unwritable", lambda m, mae: mae.to_json("/proc/npb_x/y.json"),
+     "cannot be created"),
+    ("LocalSearch.to_json to a directory",
+     lambda m, mae: npb.local_search(m, U, mae, spans=(1,), top_n=2).to_json(_tmpdir()),
+     "is a directory"),
+    ("for_unit position 99", lambda m, mae: _examples(m).for_unit(99), "out of range"),
+    ("for_unit position -1", lambda m, mae: _examples(m).for_unit(-1), "out of range"),
+    ("for_unit float index", lambda m, mae: _examples(m).for_unit((HOOK, 3.7)),
+     "is not among these examples' units"),
+    ("iter corrupt jsonl", lambda m, mae: list(iter_texts(_bad_jsonl())), "not valid JSON"),
+    ("iter a directory", lambda m, mae: list(iter_texts(_tmpdir())), "is a directory"),
+    ("iter missing file", lambda m, mae: list(iter_texts("/nonexistent/corpus.txt")),
+     "not an existing file"),
     ("as_substituter None", lambda m, mae: npb.as_substituter(None), "substituter must have"),
     ("mlm without tokenizer", lambda m, mae: npb.MaskedLMSubstituter(5), "mask token"),
 ]
