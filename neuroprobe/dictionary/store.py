@@ -269,7 +269,20 @@ class ActivationStore:
     def array(self, hook: str) -> np.memmap:
         """The raw memmap of one hook (float16, or uint16 holding bfloat16 bits)."""
         j = self.hook_column(hook)
-        return np.load(self.path / f"acts_{j}.npy", mmap_mode="r")
+        f = self.path / f"acts_{j}.npy"
+        try:
+            a = np.load(f, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as e:
+            raise NeuroprobeError(
+                f"{f} (hook {hook!r}) is not a readable .npy array ({e}); the store is corrupt "
+                "or truncated. Harvest it again."
+            ) from None
+        if a.ndim != 2 or a.shape != (self.n_tokens, self.widths[j]):
+            raise NeuroprobeError(
+                f"{f} has shape {a.shape}, but store.json says ({self.n_tokens}, "
+                f"{self.widths[j]}); the store is corrupt. Harvest it again."
+            )
+        return a
 
     def rows(self, hook: str, start: int, stop: int) -> Tensor:
         """Rows ``start:stop`` of one hook as a float32 tensor."""

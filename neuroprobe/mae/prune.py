@@ -838,7 +838,7 @@ def token_importance(
     >>> import neuroprobe as npb
     >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
     ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
-    >>> imp = npb.token_importance(model, ("blocks.0.mlp.hook_post", 3), [5, 9, 2, 7])
+    >>> imp = npb.token_importance(model, ("blocks.0.mlp.hook_post", 1), [5, 9, 2, 7])
     >>> len(imp.importance)
     4
     """
@@ -930,7 +930,7 @@ def activation_trajectory(
     >>> import neuroprobe as npb
     >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
     ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
-    >>> tr = npb.activation_trajectory(model, ("blocks.0.mlp.hook_post", 3), [5, 9, 2, 7])
+    >>> tr = npb.activation_trajectory(model, ("blocks.0.mlp.hook_post", 1), [5, 9, 2, 7])
     >>> len(tr.from_start) + len(tr.from_end) == 4 + 1
     True
     """

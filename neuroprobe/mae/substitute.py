@@ -304,6 +304,11 @@ class MaskedLMSubstituter:
 
     def __init__(self, model: Any, tokenizer: Any = None, *, device: str | None = None,
                  batch_size: int = 32) -> None:
+        from neuroprobe.core.validation import resolve_device
+
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if device is not None:
+            device = str(resolve_device(device))
         if isinstance(model, str):
             try:
                 from transformers import AutoModelForMaskedLM, AutoTokenizer

@@ -115,6 +115,16 @@ def _corrupt_store(text):
     return call
 
 
+def _corrupt_array(data):
+    def call(e):
+        d = e["d"] / f"ca{abs(hash(data)) % 10**8}"
+        ActivationStore.from_arrays(d, {H: torch.zeros(4, 3)})
+        (d / "acts_0.npy").write_bytes(data)
+        return ActivationStore.open(d).rows(H, 0, 2)
+
+    return call
+
+
 CASES = [
     # ---- the SAE ----
     ("SAE d_sae 0", lambda e: SAE(16, 0, "topk", k=4), "d_sae"),
@@ -180,6 +190,7 @@ CASES = [
         e["afile"], {H: torch.zeros(3, 2)}), "is a file"),
     ("store from dtype", lambda e: ActivationStore.from_arrays(
         e["d"] / "a5", {H: torch.zeros(3, 2)}, dtype="float32"), "dtype"),
+    ("store corrupt array", _corrupt_array(b"garbage"), "not a readable .npy"),
     ("store rows float", lambda e: e["st"].rows(H, 0.5, 2), "start"),
     ("store rows past end", lambda e: e["st"].rows(H, 0, 10**6), "stop"),
     ("store batches 0", lambda e: list(e["st"].batches(H, 0)), "batch_size"),

@@ -236,6 +236,8 @@ CASES = [
     ("iter missing file", lambda m, mae: list(iter_texts("/nonexistent/corpus.txt")),
      "not an existing file"),
     ("as_substituter None", lambda m, mae: npb.as_substituter(None), "substituter must have"),
+    ("mlm batch_size 0", lambda m, mae: npb.MaskedLMSubstituter(5, batch_size=0), "batch_size"),
+    ("mlm device", lambda m, mae: npb.MaskedLMSubstituter(5, device="gpu"), "device"),
     ("mlm without tokenizer", lambda m, mae: npb.MaskedLMSubstituter(5), "mask token"),
 ]
 
