@@ -407,6 +407,12 @@ def _prune(model, spec: UnitSpec, reader: UnitReader, doc: Doc, md: float, windo
     context (the whole text, or the sentences around the anchor's that pass)."""
     p = _find_anchor(model, spec, reader, doc, md, window)
     n = len(p.ids)
+    if not bool(torch.isfinite(p.acts).all()):
+        warn_degenerate(f"prune_to_mae: unit {spec.label} has NaN or inf activations on this "
+                        "text (e.g. NaN weights); nothing can be pruned.", stacklevel=4)
+        return p.mae(0, n, p.activation, p.acts.tolist(), False,
+                     "the unit's activations are NaN or inf on this text (NaN weights?); "
+                     "nothing was pruned", "text")
     if not p.activation > 0:
         return p.mae(0, n, p.activation, p.acts.tolist(), False,
                      f"the unit never exceeds 0 on this text (max activation {p.activation:.4g}); "

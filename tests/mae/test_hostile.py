@@ -305,3 +305,18 @@ def test_inputs_are_not_mutated(m):
     texts = [list(t) for t in TEXTS]
     npb.max_activating_examples(m, U, texts, k=2)
     assert texts == TEXTS
+
+
+def test_nan_weights_warn_in_every_mae_function():
+    m = npb.load_model(CFG)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if "mlp" in n and "in" in n.lower():
+                p.fill_(float("nan"))
+    with pytest.warns(NeuroprobeWarning, match="NaN or inf"):
+        npb.max_activating_examples(m, U, TEXTS, k=2)
+    with pytest.warns(NeuroprobeWarning, match="NaN or inf"):
+        res = npb.prune_to_mae(m, U, TEXTS[0])
+    assert not res.passed and "NaN" in res.reason
+    with pytest.warns(NeuroprobeWarning, match="NaN or inf"):
+        npb.token_importance(m, U, TEXTS[0])
