@@ -32,6 +32,7 @@ import torch
 from neuroprobe.core import capture
 from neuroprobe.core.capture import CorpusShard, shards
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.validation import check_callable, check_int, check_known_keys
 
 __all__ = ["SerialBackend", "DaskBackend", "tree_reduce", "stream_distributed", "stream"]
 
@@ -93,10 +94,23 @@ def tree_reduce(states: Sequence, merge: Callable[[Any, Any], Any] | None = None
     >>> tree_reduce(["a", "b", "c"], merge=lambda x, y: f"({x}{y})")
     '((ab)c)'
     """
-    merge = merge or (lambda a, b: a.merge(b))
+    if isinstance(states, (str, bytes)) or not hasattr(states, "__iter__"):
+        raise NeuroprobeError(
+            f"tree_reduce(states=...) must be a list of states; got {type(states).__name__}."
+        )
     level = list(states)
     if not level:
         raise NeuroprobeError("tree_reduce needs at least one state.")
+    if merge is None:
+        bad = [i for i, st in enumerate(level) if not callable(getattr(st, "merge", None))]
+        if bad and len(level) > 1:
+            raise NeuroprobeError(
+                f"tree_reduce: states[{bad[0]}] ({type(level[bad[0]]).__name__}) has no "
+                "merge(other) method; pass merge=lambda a, b: ... or states that are probes."
+            )
+        merge = lambda a, b: a.merge(b)  # noqa: E731
+    else:
+        check_callable(merge, "merge", 2, expected="merge(a, b) -> merged state")
     while len(level) > 1:
         nxt = [merge(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:
@@ -116,7 +130,17 @@ class SerialBackend:
     """
 
     def map(self, fn: Callable, items: Sequence, *args) -> list:
+        _check_map(fn, items)
         return [fn(*_args(it, args)) for it in items]
+
+
+def _check_map(fn, items) -> None:
+    if not callable(fn):
+        raise NeuroprobeError(f"map(fn, items): fn must be callable; got {type(fn).__name__}.")
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        raise NeuroprobeError(
+            f"map(fn, items): items must be a list of task arguments; got {type(items).__name__}."
+        )
 
 
 def _args(item, args):
@@ -137,9 +161,22 @@ class DaskBackend:
     """
 
     def __init__(self, client, retries: int = 3) -> None:
+        retries = check_int(retries, "retries", minimum=0)
+        if client is not None and not (callable(getattr(client, "submit", None))
+                                       and callable(getattr(client, "gather", None))):
+            raise NeuroprobeError(
+                f"DaskBackend(client=...) must be a dask.distributed.Client (with submit and "
+                f"gather); got {type(client).__name__}."
+            )
         self.client, self.retries = client, retries
 
     def map(self, fn: Callable, items: Sequence, *args) -> list:
+        _check_map(fn, items)
+        if self.client is None:
+            raise NeuroprobeError(
+                "DaskBackend(client=None) cannot run tasks; pass a dask.distributed.Client, or "
+                "use SerialBackend() to run here."
+            )
         futs = [self.client.submit(fn, *_args(it, args), pure=False, retries=self.retries,
                                    key=f"neuroprobe-shard-{i}-{id(items)}")
                 for i, it in enumerate(items)]
@@ -194,10 +231,33 @@ def stream_distributed(model, prompts, probes: Sequence[Any], *, client=None,
     >>> top.seen
     ((0, 3, 0, 7),)
     """
+    import inspect
+
     backend = _backend(client)
+    n_shards = check_int(n_shards, "n_shards", minimum=1)
+    check_known_keys(stream_kw, "stream_distributed(**stream_kw)",
+                     [n for n in inspect.signature(capture.stream).parameters
+                      if n not in ("model", "prompts", "probes", "shard")])
+    if (isinstance(probes, (str, bytes)) or not hasattr(probes, "__iter__")
+            or hasattr(probes, "update")):
+        raise NeuroprobeError(
+            f"stream_distributed(probes=...) must be a list of probes; got "
+            f"{type(probes).__name__}. Wrap a single probe in a list: [probe]."
+        )
     probes = list(probes)
     if not probes:
         raise NeuroprobeError("stream_distributed(probes=...) is empty; pass a probe.")
+    for i, p in enumerate(probes):
+        if not (callable(getattr(p, "update", None)) and callable(getattr(p, "merge", None))):
+            raise NeuroprobeError(
+                f"probes[{i}] ({type(p).__name__}) is not a probe: a probe has hooks, "
+                "update(acts, meta) and merge(other) (e.g. npb.TopK, npb.RunningCovariance)."
+            )
+    if not _is_spec(model) and not hasattr(model, "run_with_hooks"):
+        raise NeuroprobeError(
+            f"model must be a model name (str), a config dict, a factory callable or a loaded "
+            f"model; got {type(model).__name__}."
+        )
     if isinstance(backend, DaskBackend) and not _is_spec(model):
         _model_key(model)  # raises: a loaded model is not sent to workers
     local = _load(model) if _is_spec(model) else model

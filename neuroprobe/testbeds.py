@@ -42,7 +42,13 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import check_positive_int
+from neuroprobe.core.validation import (
+    check_fraction,
+    check_index_list,
+    check_int,
+    check_positive_int,
+    check_real,
+)
 
 __all__ = ["MovingDot", "moving_dot", "ReLUMLP", "MLPAutoencoder", "TrainedDigits",
            "train_digits", "train_digits_autoencoder", "load_digits_images", "untrained_copy",
@@ -126,9 +132,12 @@ def moving_dot(
     """
     n_frames = check_positive_int(n_frames, "n_frames", minimum=2)
     size = check_positive_int(size, "size", minimum=2)
-    if not sigma > 0:
-        raise NeuroprobeError(f"sigma must be > 0 pixels; got {sigma!r}.")
-    r = 0.3 * size if radius is None else float(radius)
+    if not (isinstance(sigma, (int, float, np.integer, np.floating))
+            and not isinstance(sigma, bool) and sigma > 0 and np.isfinite(sigma)):
+        raise NeuroprobeError(f"sigma must be a finite number > 0 pixels; got {sigma!r}.")
+    r = 0.3 * size if radius is None else check_real(radius, "radius", minimum=0)
+    cycles = check_real(cycles, "cycles")
+    peak = check_real(peak, "peak")
     t = torch.linspace(0.0, 1.0, n_frames, dtype=torch.float64)
     c = (size - 1) / 2.0
     pos = torch.stack(
@@ -146,6 +155,19 @@ def moving_dot(
 # ------------------------------------------------------------------------------------------
 # the networks: one hooked ReLU layer, stacked
 # ------------------------------------------------------------------------------------------
+def _widths(sizes, name: str) -> list[int]:
+    """Layer widths: a list/tuple of ints (never a bare int, a string, or floats like 2.5)."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise NeuroprobeError(
+            f"{name} must be a list of layer widths, e.g. [64, 64, 10]; got {sizes!r}."
+        )
+    out = check_index_list(sizes, name, allow_empty=True, unique=False, what="width")
+    bad = [w for w in out if w < 1]
+    if bad:
+        raise NeuroprobeError(f"{name} must hold positive widths; got {bad[0]} in {out}.")
+    return out
+
+
 class _ReLULayer(nn.Module):
     """``x -> dropout(hook_post(relu(hook_pre(W x))))``; dropout acts only in train mode."""
 
@@ -204,7 +226,8 @@ class ReLUMLP(HookedRootModule):
 
     def __init__(self, sizes: Sequence[int], seed: int = 0):
         super().__init__()
-        sizes = [int(s) for s in sizes]
+        sizes = _widths(sizes, "sizes")
+        seed = check_int(seed, "seed")
         if len(sizes) < 2 or min(sizes) < 1:
             raise NeuroprobeError(
                 f"sizes must be [d_in, hidden..., n_out] with positive widths; got {sizes}. "
@@ -255,8 +278,17 @@ class MLPAutoencoder(HookedRootModule):
     def __init__(self, d_in: int = 64, hidden: Sequence[int] = (256, 256, 128, 256, 256),
                  dropout: float = 0.0, seed: int = 0):
         super().__init__()
-        if not 0.0 <= float(dropout) < 1.0:
+        if not (isinstance(dropout, (int, float, np.integer, np.floating))
+                and not isinstance(dropout, bool) and 0.0 <= float(dropout) < 1.0):
             raise NeuroprobeError(f"dropout must be in [0, 1); got {dropout!r}.")
+        d_in = check_positive_int(d_in, "d_in")
+        hidden = _widths(hidden, "hidden")
+        if not hidden or min(hidden) < 1:
+            raise NeuroprobeError(
+                f"hidden must be at least one positive layer width, e.g. (256, 128, 256); got "
+                f"{tuple(hidden)}."
+            )
+        seed = check_int(seed, "seed")
         self.d_in, self.hidden, self.dropout = int(d_in), tuple(int(h) for h in hidden), dropout
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -297,6 +329,12 @@ def reinitialize_(model, seed: int = 0):
     >>> bool((reinitialize_(m, seed=1).blocks[0].mlp.W.weight != w).any())
     True
     """
+    if not isinstance(model, nn.Module):
+        raise NeuroprobeError(
+            f"model must be a torch module (a network to re-initialise); got "
+            f"{type(model).__name__}."
+        )
+    seed = check_int(seed, "seed")
     n = 0
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
@@ -328,6 +366,11 @@ def untrained_copy(model, seed: int = 0):
     >>> bool((u.blocks[0].mlp.W.weight != m.blocks[0].mlp.W.weight).any())
     True
     """
+    if not isinstance(model, nn.Module):
+        raise NeuroprobeError(
+            f"model must be a torch module (a network to copy); got {type(model).__name__}."
+        )
+    seed = check_int(seed, "seed")
     try:
         new = copy.deepcopy(model)
     except Exception as e:  # bridges hold weak references
@@ -425,6 +468,8 @@ def train_digits_autoencoder(
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
+    lr = check_real(lr, "lr", minimum=0, low_open=True)
+    seed = check_int(seed, "seed", minimum=0)
     x = load_digits_images()
     model = MLPAutoencoder(x.shape[1], hidden, dropout, seed)
     return _fit(model, x, None, _mse, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -486,6 +531,15 @@ def train_digits(
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
+    lr = check_real(lr, "lr", minimum=0, low_open=True)
+    seed = check_int(seed, "seed", minimum=0)
+    test_size = check_fraction(test_size, "test_size")
+    sizes = _widths(sizes, "sizes")
+    if len(sizes) < 2 or sizes[0] != 64 or sizes[-1] != 10:
+        raise NeuroprobeError(
+            f"sizes must start with 64 (8x8 digit images) and end with 10 (digit classes); got "
+            f"{sizes}. E.g. (64, 64, 64, 64, 10)."
+        )
     xtr, ytr, xte, yte = _split(*_digits(), seed, test_size)
     model = ReLUMLP(list(sizes), seed=seed)
     _fit(model, xtr, ytr, nn.functional.cross_entropy, epochs=epochs, batch_size=batch_size,

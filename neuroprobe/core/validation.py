@@ -330,3 +330,38 @@ def check_model(model, name: str = "model"):
 def check_seed(seed, name: str = "seed") -> int:
     """A seed: an integer in ``[0, 2**32)`` (what numpy and torch both accept)."""
     return check_int(seed, name, minimum=0, maximum=2**32 - 1)
+
+
+def check_callable(fn, name: str, n_args: int, *, expected: str) -> None:
+    """``fn`` is callable and accepts ``n_args`` positional arguments (``expected`` shows the
+    signature wanted, e.g. ``"f(step, loss)"``); a wrong signature is caught here, not as a raw
+    TypeError deep inside a loop."""
+    import inspect
+
+    if not callable(fn):
+        raise NeuroprobeError(
+            f"{name} must be a callable {expected}; got {type(fn).__name__} {fn!r}."
+        )
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        return
+    try:
+        sig.bind(*range(n_args))
+    except TypeError as e:
+        raise NeuroprobeError(
+            f"{name} must accept {n_args} positional argument(s), as in {expected}; its "
+            f"signature is {getattr(fn, '__name__', type(fn).__name__)}{sig} ({e})."
+        ) from None
+
+
+def check_float_dtype(dtype, name: str, *, allow_none: bool = False):
+    """A floating-point ``torch.dtype`` (``torch.float32``, ...); refuses strings and ints."""
+    if dtype is None and allow_none:
+        return None
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    raise NeuroprobeError(
+        f"{name} must be a floating-point torch dtype such as torch.float32 or torch.bfloat16; "
+        f"got {dtype!r} ({type(dtype).__name__})."
+    )

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.validation import check_int, check_name_list, check_positive_int
 from neuroprobe.dictionary.store import corpus_contexts
 
 __all__ = ["BasesComparison", "compare_bases", "BASES"]
@@ -127,14 +128,37 @@ def compare_bases(model, corpus, *, hook: str, sae=None, n_units: int = 576,
     ['neurons', 'pca']
     """
     from neuroprobe.core.capture import record
+    from neuroprobe.dictionary.store import _check_context_size, _check_model
 
-    bases = tuple(bases) if bases is not None else tuple(
+    _check_model(model)
+    bases = tuple(check_name_list(bases, "bases", what="basis")) if bases is not None else tuple(
         b for b in BASES if b != "sae" or sae is not None)
     unknown = [b for b in bases if b not in BASES]
     if unknown:
         raise NeuroprobeError(f"compare_bases(bases=...) has unknown {unknown}; use {BASES}.")
+    if len(set(bases)) != len(bases):
+        raise NeuroprobeError(f"compare_bases(bases={bases!r}) repeats a basis; pass each once.")
+    if not isinstance(hook, str):
+        raise NeuroprobeError(f"hook must be one hook name (str); got {hook!r}.")
+    n_units = check_positive_int(n_units, "n_units")
+    n_tokens = check_positive_int(n_tokens, "n_tokens")
+    context_size = _check_context_size(model, context_size)
+    skip_contexts = check_int(skip_contexts, "skip_contexts", minimum=0)
+    n_top = check_positive_int(n_top, "n_top")
+    n_random = check_positive_int(n_random, "n_random")
+    n_boot = check_positive_int(n_boot, "n_boot")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    seed = check_int(seed, "seed", minimum=0)
     if "sae" in bases and sae is None:
         raise NeuroprobeError("compare_bases: the 'sae' basis needs sae=...")
+    if "sae" in bases:
+        from neuroprobe.dictionary.sae import _check_sae_at_hook
+
+        _check_sae_at_hook(model, sae, hook)
+    else:
+        from neuroprobe.core.hooks import resolve_hooks
+
+        resolve_hooks(model, [hook], argname="hook")
     per = context_size - 1
     need = skip_contexts + -(-int(n_tokens) // per)
     ctxs = corpus_contexts(model, corpus, n_tokens=need * per, context_size=context_size,
@@ -221,6 +245,19 @@ def _unit_activations(basis: str, X: torch.Tensor, XA: torch.Tensor, n: int, sae
         with torch.no_grad():
             fa = (sae.encode(XA) > 0).float().mean(0)
         alive = torch.nonzero(fa > 0).flatten()
+        if alive.numel() == 0:
+            raise NeuroprobeError(
+                f"compare_bases: none of the SAE's {sae.d_sae} features fires on half A of "
+                "the text; the 'sae' basis has no unit to score. Check the SAE is for this "
+                "hook, or pass more text."
+            )
+        if alive.numel() < n:
+            from neuroprobe.core.validation import warn_degenerate
+
+            warn_degenerate(
+                f"compare_bases: only {alive.numel()} of the SAE's features fire on half A; "
+                f"the 'sae' basis scores {alive.numel()} units, not n_units={n}.",
+                stacklevel=4)
         pick = alive[torch.argsort(-fa[alive], stable=True)][:n]
         with torch.no_grad():
             return torch.cat([sae.encode(X[i:i + 8192])[:, pick]

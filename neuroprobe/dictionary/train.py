@@ -32,6 +32,16 @@ import numpy as np
 import torch
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.validation import (
+    check_bool,
+    check_callable,
+    check_int,
+    check_known_keys,
+    check_positive_int,
+    check_real,
+    check_writable_path,
+    resolve_device,
+)
 from neuroprobe.dictionary.sae import ARCHITECTURES, SAE
 from neuroprobe.dictionary.store import ActivationStore, harvest
 
@@ -75,11 +85,26 @@ def train_sae(model, corpus=None, *, hook: str, d_sae: int, architecture: str = 
     >>> sae.d_in, sae.d_sae, sae.hook_name
     (16, 32, 'blocks.0.hook_resid_post')
     """
+    import inspect
+
+    check_known_keys(train_kw, "train_sae(**train_kw)",
+                     [n for n in inspect.signature(train_sae_on_store).parameters
+                      if n not in ("store", "hook", "d_sae", "architecture", "k")])
+    if not isinstance(hook, str):
+        raise NeuroprobeError(f"hook must be one hook name (str); got {hook!r}.")
+    _check_sae_shape(architecture, d_sae, k)  # before the (long) harvest
     if isinstance(model, ActivationStore):
         store = model
     else:
+        if store_dir is not None:
+            check_writable_path(store_dir, "store_dir", directory=True)
         if corpus is None:
             raise NeuroprobeError("train_sae(model, corpus=...) needs a corpus to harvest from.")
+        from neuroprobe.core.hooks import resolve_hooks
+        from neuroprobe.dictionary.store import _check_model
+
+        _check_model(model)
+        resolve_hooks(model, [hook], argname="hook")
         tmp = None
         if store_dir is None:
             tmp = tempfile.mkdtemp(prefix="npb_store_")
@@ -148,32 +173,76 @@ def train_sae_on_store(store: ActivationStore, *, hook: str, d_sae: int,
     >>> sae.metadata["training"]["steps"]
     10
     """
-    if architecture not in ARCHITECTURES:
+    if not isinstance(store, ActivationStore):
         raise NeuroprobeError(
-            f"train_sae(architecture={architecture!r}) is unknown; use 'topk' or 'l1'."
+            f"store must be an ActivationStore (from harvest or ActivationStore.open); got "
+            f"{type(store).__name__}."
         )
+    if not isinstance(hook, str):
+        raise NeuroprobeError(f"hook must be one hook name (str); got {hook!r}.")
+    d_sae, k = _check_sae_shape(architecture, d_sae, k)
     j = store.hook_column(hook)
     d_in = store.widths[j]
-    if architecture == "topk" and int(k) > int(d_sae):
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if n_steps is not None:
+        n_steps = check_int(n_steps, "n_steps", minimum=1)
+    if lr is not None:
+        lr = check_real(lr, "lr", minimum=0, low_open=True)
+    l1_coefficient = check_real(l1_coefficient, "l1_coefficient", minimum=0)
+    if isinstance(resample_at, (str, bytes)) or not hasattr(resample_at, "__iter__"):
         raise NeuroprobeError(
-            f"train_sae(k={k}) is larger than d_sae={d_sae}; lower k or raise d_sae."
+            f"resample_at must be a tuple of fractions of n_steps, e.g. (0.25, 0.5) or (); got "
+            f"{resample_at!r}."
         )
-    r0, r1 = (0, store.n_tokens) if train_tokens is None else map(int, train_tokens)
+    resample_at = tuple(check_real(f, "resample_at entry", minimum=0, maximum=1)
+                        for f in resample_at)
+    seed = check_int(seed, "seed", minimum=0)
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    if progress is not None:
+        progress = check_bool(progress, "progress")
+    if callback is not None:
+        check_callable(callback, "callback", 2, expected="callback(step, loss)")
+    if checkpoint_dir is not None:
+        check_writable_path(checkpoint_dir, "checkpoint_dir", directory=True)
+    if train_tokens is None:
+        r0, r1 = 0, store.n_tokens
+    else:
+        if (isinstance(train_tokens, (str, bytes)) or not hasattr(train_tokens, "__len__")
+                or len(train_tokens) != 2):
+            raise NeuroprobeError(
+                f"train_tokens must be a pair (start, stop) of store rows; got {train_tokens!r}."
+            )
+        r0 = check_int(train_tokens[0], "train_tokens[0] (start)", minimum=0,
+                       maximum=store.n_tokens - 1)
+        r1 = check_int(train_tokens[1], "train_tokens[1] (stop)", minimum=r0 + 1,
+                       maximum=store.n_tokens)
     n_rows = r1 - r0
-    batch_size = int(batch_size)
     if n_rows < batch_size:
         raise NeuroprobeError(
             f"train_sae has {n_rows} training tokens, fewer than one batch of "
             f"batch_size={batch_size}; harvest more tokens or lower batch_size."
         )
     n_batches = n_rows // batch_size
-    n_steps = n_batches if n_steps is None else int(n_steps)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    lr = (1e-3 if architecture == "topk" else 4e-4) if lr is None else float(lr)
+    n_steps = n_batches if n_steps is None else n_steps
+    device = str(resolve_device(device)) if device is not None else (
+        "cuda" if torch.cuda.is_available() else "cpu")
+    lr = (1e-3 if architecture == "topk" else 4e-4) if lr is None else lr
 
     # ---- input scale and initialisation -----------------------------------------------------
     sample = store.rows(hook, r0, r0 + min(n_rows, 65536)).double()
+    if not bool(torch.isfinite(sample).all()):
+        bad = int((~torch.isfinite(sample).all(1)).sum())
+        raise NeuroprobeError(
+            f"the activation store's {hook!r} has NaN or inf in {bad} of the first "
+            f"{sample.shape[0]} training rows (NaN activations, or values beyond the store's "
+            f"{store.dtype} range); an SAE cannot be trained on them. Check the model, or "
+            "harvest in bfloat16."
+        )
+    if not float(sample.norm(dim=1).max()) > 0:
+        raise NeuroprobeError(
+            f"the activation store's {hook!r} is all zeros in the first {sample.shape[0]} "
+            "training rows; there is nothing for an SAE to reconstruct. Harvest another hook."
+        )
     scale = math.sqrt(d_in) / float(sample.norm(dim=1).mean().clamp_min(1e-12))
     sae = SAE(d_in, d_sae, architecture, k=k if architecture == "topk" else None,
               hook_name=hook, model_name=store.meta.get("model_name", ""), seed=seed,
@@ -222,6 +291,12 @@ def train_sae_on_store(store: ActivationStore, *, hook: str, d_sae: int,
             order_epoch = epoch
         b = int(order[step % n_batches])
         x = store.rows(hook, r0 + b * batch_size, r0 + (b + 1) * batch_size).to(device) * scale
+        if not bool(torch.isfinite(x).all()):
+            raise NeuroprobeError(
+                f"the activation store's {hook!r} has NaN or inf in rows "
+                f"{r0 + b * batch_size}..{r0 + (b + 1) * batch_size - 1} (step {step}); an SAE "
+                "cannot be trained on them. Check the model, or harvest in bfloat16."
+            )
         if step in resample_steps:
             _resample(sae, opt, ~fired, store, hook, r0, n_rows, scale, seed, step, device)
             fired.zero_()
@@ -260,6 +335,21 @@ def train_sae_on_store(store: ActivationStore, *, hook: str, d_sae: int,
         input_scale=scale, final_loss=loss_val,
         tokens_per_s=n_steps * batch_size / secs if secs > 0 else None)
     return out
+
+
+def _check_sae_shape(architecture, d_sae, k) -> tuple[int, int]:
+    """``architecture`` known, ``d_sae`` and ``k`` positive ints, ``k <= d_sae``."""
+    if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
+        raise NeuroprobeError(
+            f"train_sae(architecture={architecture!r}) is unknown; use 'topk' or 'l1'."
+        )
+    d_sae = check_positive_int(d_sae, "d_sae")
+    k = check_positive_int(k, "k")
+    if architecture == "topk" and k > d_sae:
+        raise NeuroprobeError(
+            f"train_sae(k={k}) is larger than d_sae={d_sae}; lower k or raise d_sae."
+        )
+    return d_sae, k
 
 
 def _loss(sae: SAE, x: torch.Tensor, architecture: str, l1: float):

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.validation import check_bool, check_int
 
 __all__ = ["load_default_corpus", "iter_texts", "DEFAULT_CORPUS_PATH"]
 
@@ -45,6 +46,9 @@ def load_default_corpus(n: int | None = None, *, with_meta: bool = False) -> lis
     >>> len(texts), all(isinstance(t, str) and t for t in texts)
     (3, True)
     """
+    if n is not None:
+        n = check_int(n, "n", minimum=1)
+    with_meta = check_bool(with_meta, "with_meta")
     if not DEFAULT_CORPUS_PATH.exists():
         raise NeuroprobeError(
             f"the default corpus file {DEFAULT_CORPUS_PATH} is missing; reinstall neuroprobe "
@@ -58,7 +62,7 @@ def load_default_corpus(n: int | None = None, *, with_meta: bool = False) -> lis
                 if r.get("text", "").strip():
                     recs.append(r)
     if n is not None:
-        recs = recs[: int(n)]
+        recs = recs[:n]
     return recs if with_meta else [r["text"] for r in recs]
 
 
@@ -81,6 +85,10 @@ def iter_texts(corpus, text_column: str = "text") -> Iterator[str]:
     >>> list(iter_texts(["a b", "", "c"]))
     ['a b', 'c']
     """
+    if not isinstance(text_column, str):
+        raise NeuroprobeError(
+            f"text_column must be a column / field name (str); got {text_column!r}."
+        )
     if isinstance(corpus, str) and corpus == "default":
         yield from load_default_corpus()
         return
@@ -91,6 +99,11 @@ def iter_texts(corpus, text_column: str = "text") -> Iterator[str]:
                 f"corpus={str(corpus)[:80]!r} is a string but not an existing file; pass a "
                 "list of texts (wrap a single text: [text]), a datasets.Dataset, a .txt/.jsonl "
                 "path, or 'default'."
+            )
+        if p.is_dir():
+            raise NeuroprobeError(
+                f"corpus={str(corpus)!r} is a directory; pass a .txt/.jsonl file, or a list "
+                "of texts (e.g. [p.read_text() for p in folder.glob('*.txt')])."
             )
         yield from _read_file(p, text_column)
         return
@@ -126,7 +139,13 @@ def _read_file(p: Path, text_column: str) -> Iterator[str]:
             for k, line in enumerate(f):
                 if not line.strip():
                     continue
-                r = json.loads(line)
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise NeuroprobeError(
+                        f"{p} line {k + 1} is not valid JSON ({e.msg}); a .jsonl corpus needs "
+                        "one JSON object per line."
+                    ) from None
                 t = r.get(text_column) if isinstance(r, dict) else r
                 if not isinstance(t, str):
                     raise NeuroprobeError(

@@ -36,7 +36,14 @@ from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.shards import note_batch
-from neuroprobe.core.validation import check_fraction, check_positive_int
+from neuroprobe.core.validation import (
+    check_bool,
+    check_fraction,
+    check_index_list,
+    check_int,
+    check_positive_int,
+    warn_degenerate,
+)
 from neuroprobe.mae.reader import UnitReader, UnitSpec, resolve_unit
 from neuroprobe.mae.tokens import (
     Doc,
@@ -156,6 +163,9 @@ class MAE:
         """JSON text of :meth:`to_dict` (also written to ``path`` if given)."""
         s = json.dumps(self.to_dict(), indent=1)
         if path is not None:
+            from neuroprobe.core.validation import check_writable_path
+
+            path = check_writable_path(path, "path")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(s)
         return s
@@ -206,11 +216,17 @@ class MaxActivatingExamples:
         return self.for_unit(unit)["text"].tolist()
 
     def _label(self, unit) -> str:
-        if isinstance(unit, (int, np.integer)):
+        if isinstance(unit, (int, np.integer)) and not isinstance(unit, (bool, np.bool_)):
+            if not 0 <= int(unit) < len(self.units):
+                raise NeuroprobeError(
+                    f"unit position {int(unit)} is out of range; these examples have "
+                    f"{len(self.units)} unit(s), positions 0..{len(self.units) - 1}."
+                )
             return self.units[int(unit)]
         if isinstance(unit, str) and unit in self.units:
             return unit
-        if isinstance(unit, (tuple, list)) and len(unit) == 2:
+        if (isinstance(unit, (tuple, list)) and len(unit) == 2
+                and isinstance(unit[1], (int, np.integer)) and not isinstance(unit[1], bool)):
             lab = f"{unit[0]}[{int(unit[1])}]"
             if lab in self.units:
                 return lab
@@ -303,7 +319,7 @@ def _check_prune_args(max_drop, window, fallback) -> tuple[float, int]:
     if not isinstance(window, (int, np.integer)) or isinstance(window, bool) or window < 0:
         raise NeuroprobeError(f"window must be an int >= 0 (tokens kept each side of the "
                               f"anchor); got {window!r}.")
-    if fallback not in ("none", "text", "sentences"):
+    if not isinstance(fallback, str) or fallback not in ("none", "text", "sentences"):
         raise NeuroprobeError(
             f"fallback must be 'none', 'text' or 'sentences'; got {fallback!r}. 'sentences' "
             "prunes whole sentences before tokens (the paper's proposed fix)."
@@ -391,6 +407,12 @@ def _prune(model, spec: UnitSpec, reader: UnitReader, doc: Doc, md: float, windo
     context (the whole text, or the sentences around the anchor's that pass)."""
     p = _find_anchor(model, spec, reader, doc, md, window)
     n = len(p.ids)
+    if not bool(torch.isfinite(p.acts).all()):
+        warn_degenerate(f"prune_to_mae: unit {spec.label} has NaN or inf activations on this "
+                        "text (e.g. NaN weights); nothing can be pruned.", stacklevel=4)
+        return p.mae(0, n, p.activation, p.acts.tolist(), False,
+                     "the unit's activations are NaN or inf on this text (NaN weights?); "
+                     "nothing was pruned", "text")
     if not p.activation > 0:
         return p.mae(0, n, p.activation, p.acts.tolist(), False,
                      f"the unit never exceeds 0 on this text (max activation {p.activation:.4g}); "
@@ -628,18 +650,49 @@ def max_activating_examples(
     from neuroprobe.mae.corpus import iter_texts
 
     k = check_positive_int(k, "k")
+    context_tokens = check_int(context_tokens, "context_tokens", minimum=0)
+    per_text = check_bool(per_text, "per_text")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if max_texts is not None:
+        max_texts = check_int(max_texts, "max_texts", minimum=1)
+    if progress is not None:
+        progress = check_bool(progress, "progress")
     if _is_single_unit(units):
         units = [units]
+    if isinstance(units, str) or not hasattr(units, "__iter__"):
+        raise NeuroprobeError(
+            f"units must be a unit (hook, index) or a list of units; got {units!r}. E.g. "
+            "[('blocks.0.mlp.hook_post', 3)]."
+        )
+    units = list(units)
+    if not units:
+        raise NeuroprobeError(
+            "units is empty; pass at least one unit, e.g. [('blocks.0.mlp.hook_post', 3)]."
+        )
     specs = [resolve_unit(model, u) for u in units]
-    if isinstance(corpus, (list, tuple)) and corpus and isinstance(corpus[0], (list, tuple,
-                                                                             Tensor)):
-        texts = list(corpus)  # token-id sequences
+    labels = [sp.label for sp in specs]
+    dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dup:
+        raise NeuroprobeError(f"units repeats {dup}; pass each unit once.")
+    if isinstance(corpus, (list, tuple)) and corpus and not isinstance(corpus[0], (str, dict)):
+        d_vocab = getattr(model.cfg, "d_vocab", None)
+        texts = [check_index_list(t, f"corpus[{i}]", unique=False, what="token id",
+                                  size=None if d_vocab is None else int(d_vocab))
+                 for i, t in enumerate(corpus)]  # token-id sequences
     else:
         texts = list(iter_texts(corpus, text_column))
-    if max_texts is not None:
-        texts = texts[: int(max_texts)]
+        if texts and getattr(model, "tokenizer", None) is None:
+            raise NeuroprobeError(
+                "corpus holds strings but this model has no tokenizer (a native model?); pass "
+                "token-id sequences instead, e.g. [[1, 5, 9], [2, 7]]."
+            )
     if not texts:
-        raise NeuroprobeError("corpus has no non-empty text; pass at least one text.")
+        raise NeuroprobeError(
+            "corpus has no non-empty text; pass at least one text (a list of strings, "
+            "token-id sequences, a .txt/.jsonl path or 'default')."
+        )
+    if max_texts is not None:
+        texts = texts[:max_texts]
     # one probe per hook (neurons) or per direction unit
     probes, where = [], []
     by_hook: dict = {}
@@ -680,6 +733,7 @@ def max_activating_examples(
                     "token": decode(tok, [ids[pos]]), "token_id": ids[pos], "context": ctx,
                     "text": texts[ti] if isinstance(texts[ti], str) else list(texts[ti]),
                 })
+    _warn_dead_units(rows, specs, len(texts))
     df = pd.DataFrame(rows, columns=["unit", "rank", "activation", "text_index", "position",
                                      "token", "token_id", "context", "text"])
     order = {sp.label: i for i, sp in enumerate(specs)}
@@ -687,6 +741,29 @@ def max_activating_examples(
                         kind="stable").reset_index(drop=True)
     return MaxActivatingExamples([sp.label for sp in specs], df, len(texts),
                                  int(sum(t.numel() for t in toks)))
+
+
+def _warn_dead_units(rows: list, specs: list, n_texts: int) -> None:
+    """Warn when a unit's best activation over the corpus is <= 0 (a dead unit: its "top"
+    examples are ties at its floor, not texts it prefers) or not finite."""
+    best: dict = {}
+    for r in rows:
+        a = r["activation"]
+        best[r["unit"]] = max(best.get(r["unit"], -np.inf), a) if np.isfinite(a) else np.nan
+    nan = [sp.label for sp in specs if sp.label in best and not np.isfinite(best[sp.label])]
+    dead = [sp.label for sp in specs if sp.label in best and np.isfinite(best[sp.label])
+            and best[sp.label] <= 0]
+    if nan:
+        warn_degenerate(
+            f"max_activating_examples: {len(nan)} unit(s) have NaN or inf activations on this "
+            f"corpus (e.g. NaN weights), first: {nan[:5]}; their ranking is not meaningful.",
+            stacklevel=4)
+    if dead:
+        warn_degenerate(
+            f"max_activating_examples: {len(dead)} unit(s) never exceed 0 on the {n_texts} "
+            f"text(s) (dead units), first: {dead[:5]}; their 'top' examples are ties at the "
+            "unit's floor, not texts it prefers. Use a larger corpus or other units.",
+            stacklevel=4)
 
 
 def _is_single_unit(u) -> bool:
@@ -705,6 +782,18 @@ def _topk(target, k, indices=None):
 
 
 # ---- diagnostics ---------------------------------------------------------------------------
+def check_mae_tokens(model, mae: MAE) -> None:
+    """An MAE's token ids must be in ``model``'s vocabulary (an MAE of another model is
+    refused, not run on the wrong tokens)."""
+    d_vocab = getattr(model.cfg, "d_vocab", None)
+    try:
+        check_index_list(mae.token_ids, "mae.token_ids", unique=False, what="token id",
+                         size=None if d_vocab is None else int(d_vocab))
+    except NeuroprobeError as e:
+        raise NeuroprobeError(
+            f"{e} Is the MAE from another model? Prune it again with this model."
+        ) from None
+
 def _mae_or_text(model, unit, x, prepend_bos):
     """(spec, ids, prefix, anchor) from an MAE or a text."""
     spec = resolve_unit(model, unit)
@@ -714,9 +803,24 @@ def _mae_or_text(model, unit, x, prepend_bos):
                 f"the MAE is for unit {x.unit!r} but unit={spec.label!r}; pass the same unit."
             )
         pre = bos_prefix(model, x.bos, False) if x.bos else []
+        check_mae_tokens(model, x)
         return spec, list(x.token_ids), pre, x.anchor, None
     doc = as_doc(model, x, prepend_bos)
     return spec, doc.ids, doc.prefix, None, doc
+
+
+def _warn_not_firing(fn: str, spec, acts: Tensor, act: float) -> None:
+    """Warn when the anchor's activation is NaN/inf or the unit never exceeds 0 on the text:
+    drops measured from such an anchor say nothing about what drives the unit."""
+    if not bool(torch.isfinite(acts).all()):
+        warn_degenerate(f"{fn}: unit {spec.label} has NaN or inf activations on this text "
+                        "(e.g. NaN weights); the result is not meaningful.", stacklevel=4)
+    elif not float(acts.max()) > 0:
+        warn_degenerate(
+            f"{fn}: unit {spec.label} never exceeds 0 on this text (max activation "
+            f"{float(acts.max()):.4g}, anchor {act:.4g}); it does not fire here, so the "
+            "result describes a dead anchor. Pick a text on which the unit fires.",
+            stacklevel=4)
 
 
 def token_importance(
@@ -740,12 +844,15 @@ def token_importance(
     >>> import neuroprobe as npb
     >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
     ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
-    >>> imp = npb.token_importance(model, ("blocks.0.mlp.hook_post", 3), [5, 9, 2, 7])
+    >>> imp = npb.token_importance(model, ("blocks.0.mlp.hook_post", 1), [5, 9, 2, 7])
     >>> len(imp.importance)
     4
     """
-    if method not in ("mask", "mean", "resample"):
+    if not isinstance(method, str) or method not in ("mask", "mean", "resample"):
         raise NeuroprobeError(f"method must be 'mask', 'mean' or 'resample'; got {method!r}.")
+    n_samples = check_positive_int(n_samples, "n_samples")
+    seed = check_int(seed, "seed")
+    batch_size = check_positive_int(batch_size, "batch_size")
     spec, ids, pre, anchor, _ = _mae_or_text(model, unit, mae, prepend_bos)
     reader = UnitReader(model, spec, batch_size=batch_size)
     base, _ = reader.run([pre + ids])
@@ -753,6 +860,7 @@ def token_importance(
     if anchor is None:
         anchor = int(torch.argmax(base))
     act = float(base[anchor])
+    _warn_not_firing("token_importance", spec, base, act)
     n = len(ids)
     ablated: list = []
     if method == "mask":
@@ -828,15 +936,20 @@ def activation_trajectory(
     >>> import neuroprobe as npb
     >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
     ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
-    >>> tr = npb.activation_trajectory(model, ("blocks.0.mlp.hook_post", 3), [5, 9, 2, 7])
+    >>> tr = npb.activation_trajectory(model, ("blocks.0.mlp.hook_post", 1), [5, 9, 2, 7])
     >>> len(tr.from_start) + len(tr.from_end) == 4 + 1
     True
     """
+    batch_size = check_positive_int(batch_size, "batch_size")
     spec, ids, pre, anchor, _ = _mae_or_text(model, unit, mae, prepend_bos)
     reader = UnitReader(model, spec, batch_size=batch_size)
     if anchor is None:
         base, _ = reader.run([pre + ids])
-        anchor = int(torch.argmax(base[0][len(pre):]))
+        base = base[0][len(pre):]
+        anchor = int(torch.argmax(base))
+    else:  # an MAE: its own activations, no extra pass
+        base = torch.as_tensor(mae.activations, dtype=torch.float32)
+    _warn_not_firing("activation_trajectory", spec, base, float(base[anchor]))
     n = len(ids)
     cands = [(j, n) for j in range(anchor + 1)] + [(0, n - j) for j in range(1, n - anchor)]
     outs, _ = reader.run([pre + ids[s:e] for s, e in cands])

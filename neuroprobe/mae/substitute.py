@@ -42,7 +42,13 @@ import torch
 
 from neuroprobe.core.engine import forward
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import check_fraction, check_positive_int
+from neuroprobe.core.validation import (
+    check_bool,
+    check_callable,
+    check_fraction,
+    check_index_list,
+    check_positive_int,
+)
 from neuroprobe.mae.prune import MAE
 from neuroprobe.mae.reader import UnitReader, UnitSpec, resolve_unit
 from neuroprobe.mae.tokens import bos_prefix, decode
@@ -107,8 +113,11 @@ def as_substituter(obj) -> Substituter:
     [[' dog']]
     """
     if hasattr(obj, "propose") and callable(obj.propose):
+        check_callable(obj.propose, "substituter.propose", 1, expected="propose(requests)")
         return obj
     if callable(obj):
+        check_callable(obj, "substituter", 4,
+                       expected="f(left, span, right, top_n) -> list[str]")
         return _FunctionSubstituter(obj)
     raise NeuroprobeError(
         f"substituter must have a propose(requests) method or be a function "
@@ -154,11 +163,19 @@ class LMHeadSubstituter:
 
     def __init__(self, model, *, pool: float = 1.5, rerank: bool = True,
                  batch_size: int = 64) -> None:
-        if not (isinstance(pool, (int, float)) and pool >= 1):
-            raise NeuroprobeError(f"pool must be a number >= 1; got {pool!r}.")
+        if (isinstance(pool, bool) or not isinstance(pool, (int, float, np.integer, np.floating))
+                or not np.isfinite(pool) or pool < 1):
+            raise NeuroprobeError(f"pool must be a finite number >= 1; got {pool!r}.")
+        from neuroprobe.core.engine import is_language_model
+
+        if not is_language_model(model):
+            raise NeuroprobeError(
+                "LMHeadSubstituter(model) needs a language model with tokens (a "
+                f"TransformerBridge from npb.load_model); got {type(model).__name__}."
+            )
         self.model = model
         self.pool = float(pool)
-        self.rerank = bool(rerank)
+        self.rerank = check_bool(rerank, "rerank")
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.n_forward = 0
         self.prepend_bos: bool | None = None
@@ -177,6 +194,7 @@ class LMHeadSubstituter:
         every re-ranked sentence; ``watched`` maps each sentence's token ids (with the BOS
         prefix) to those activations, so :func:`local_search` needs no second pass for them.
         """
+        requests = _check_requests(requests, self.model)
         tok = getattr(self.model, "tokenizer", None)
         special = set(getattr(tok, "all_special_ids", []) or []) if tok is not None else set()
         pre = bos_prefix(self.model, prepend_bos, tok is not None)
@@ -234,6 +252,38 @@ class LMHeadSubstituter:
         return f"LMHeadSubstituter(pool={self.pool}, rerank={self.rerank})"
 
 
+def _check_requests(requests, model=None, *, token_ids: bool = True) -> list:
+    """``requests`` as a list of :class:`SpanRequest`; with ``token_ids`` their spans must lie
+    inside their token ids (integers in the model's vocabulary)."""
+    if isinstance(requests, (str, SpanRequest)) or not hasattr(requests, "__iter__"):
+        raise NeuroprobeError(
+            f"requests must be a list of SpanRequest; got {type(requests).__name__}. Wrap a "
+            "single request in a list: [request]."
+        )
+    requests = list(requests)
+    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+    for i, r in enumerate(requests):
+        if not isinstance(r, SpanRequest):
+            raise NeuroprobeError(
+                f"requests[{i}] must be a SpanRequest; got {type(r).__name__} {r!r}."
+            )
+        check_positive_int(r.top_n, f"requests[{i}].top_n")
+        if not token_ids:
+            continue
+        ids = check_index_list(r.token_ids, f"requests[{i}].token_ids", unique=False,
+                               what="token id", size=None if d_vocab is None else int(d_vocab))
+        for nm in ("start", "end", "top_n"):
+            v = getattr(r, nm)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise NeuroprobeError(f"requests[{i}].{nm} must be an int; got {v!r}.")
+        if not 0 <= r.start < r.end <= len(ids):
+            raise NeuroprobeError(
+                f"requests[{i}] spans tokens [{r.start}, {r.end}) but must satisfy 0 <= start "
+                f"< end <= len(token_ids) = {len(ids)}."
+            )
+    return requests
+
+
 class MaskedLMSubstituter:
     """Whole-word candidates from a HuggingFace masked language model (BERT as in the paper).
 
@@ -254,6 +304,11 @@ class MaskedLMSubstituter:
 
     def __init__(self, model: Any, tokenizer: Any = None, *, device: str | None = None,
                  batch_size: int = 32) -> None:
+        from neuroprobe.core.validation import resolve_device
+
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if device is not None:
+            device = str(resolve_device(device))
         if isinstance(model, str):
             try:
                 from transformers import AutoModelForMaskedLM, AutoTokenizer
@@ -280,6 +335,7 @@ class MaskedLMSubstituter:
         self.n_forward = 0
 
     def propose(self, requests: Sequence[SpanRequest]) -> list:
+        requests = _check_requests(requests, token_ids=False)
         tok = self.tok
         special = set(tok.all_special_ids)
         out: list = []
@@ -396,6 +452,9 @@ class LocalSearch:
         d["rows"] = json.loads(self.table.to_json(orient="records"))
         s = json.dumps(d, indent=1)
         if path is not None:
+            from neuroprobe.core.validation import check_writable_path
+
+            path = check_writable_path(path, "path")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(s)
         return s
@@ -481,6 +540,9 @@ def local_search(
     """
     spec, top_n, pmax, nmin, spans = _check_search(model, unit, mae, top_n, positive_max_drop,
                                                    negative_min_drop, spans)
+    include_stop_words = check_bool(include_stop_words, "include_stop_words")
+    include_after_anchor = check_bool(include_after_anchor, "include_after_anchor")
+    batch_size = check_positive_int(batch_size, "batch_size")
     tok = getattr(model, "tokenizer", None)
     sub = as_substituter(LMHeadSubstituter(model, batch_size=batch_size)
                          if substituter is None else substituter)
@@ -524,10 +586,23 @@ def _check_search(model, unit, mae, top_n, positive_max_drop, negative_min_drop,
             f"positive_max_drop ({pmax}) must not exceed negative_min_drop ({nmin}); e.g. "
             "0.4 and 0.7 as in the paper."
         )
+    if isinstance(spans, str) or not hasattr(spans, "__iter__"):
+        raise NeuroprobeError(
+            f"spans must be a sequence of span lengths in tokens, e.g. (1, 2, 3) or (1,); got "
+            f"{spans!r}."
+        )
     spans = sorted({check_positive_int(s, "spans entry") for s in spans})
     if not spans:
         raise NeuroprobeError("spans is empty; pass span lengths such as (1, 2, 3).")
+    if spans[0] > len(mae.token_ids):
+        raise NeuroprobeError(
+            f"spans {tuple(spans)} are all longer than the MAE's {len(mae.token_ids)} "
+            f"token(s); pass span lengths of at most {len(mae.token_ids)}."
+        )
     spec = resolve_unit(model, unit)
+    from neuroprobe.mae.prune import check_mae_tokens
+
+    check_mae_tokens(model, mae)
     if mae.unit != spec.label:
         raise NeuroprobeError(
             f"the MAE is for unit {mae.unit!r} but unit={spec.label!r}; pass the same unit."
@@ -579,6 +654,7 @@ def _propose(sub, reqs: list, model, spec: UnitSpec, bos: bool) -> tuple[list, d
             f"the substituter returned {None if props is None else len(props)} candidate "
             f"lists for {len(reqs)} spans; propose(requests) must return one list per request."
         )
+    props = [_check_candidates(p, j, model) for j, p in enumerate(props)]
     if reqs and sum(len(p or []) for p in props) == 0:
         raise NeuroprobeError(
             f"the substituter {sub!r} returned no candidates for any of the {len(reqs)} spans; "
@@ -586,6 +662,33 @@ def _propose(sub, reqs: list, model, spec: UnitSpec, bos: bool) -> tuple[list, d
             "LMHeadSubstituter(model)."
         )
     return props, watched, n_forward
+
+
+def _check_candidates(cands, j: int, model) -> list:
+    """One request's candidates: a list of strings (needs a tokenizer) or of token-id lists
+    (integers in the vocabulary); a bare string or int is refused, not iterated."""
+    if cands is None:
+        return []
+    if isinstance(cands, (str, bytes)) or not hasattr(cands, "__iter__"):
+        raise NeuroprobeError(
+            f"the substituter returned {cands!r} for request {j}; it must return a list of "
+            "candidates per request (strings, or token-id lists), e.g. [' dog', ' cow']."
+        )
+    cands = list(cands)
+    tok = getattr(model, "tokenizer", None)
+    d_vocab = getattr(model.cfg, "d_vocab", None)
+    for c in cands:
+        if isinstance(c, str):
+            if tok is None:
+                raise NeuroprobeError(
+                    f"the substituter returned the string {c!r} (request {j}), but this model "
+                    "has no tokenizer (a native model?) to turn it into tokens; return "
+                    "token-id lists such as [[17], [4, 9]] instead."
+                )
+        else:
+            check_index_list(c, f"substituter candidate {c!r} (request {j})", unique=False,
+                             what="token id", size=None if d_vocab is None else int(d_vocab))
+    return cands
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.validation import check_bool, check_index_list
 from neuroprobe.mae.sentences import split_sentences
 
 __all__ = ["Doc", "as_doc", "bos_prefix", "decode", "token_strs", "sentence_of_tokens",
@@ -39,6 +39,8 @@ def bos_prefix(model, prepend_bos: bool | None, is_str: bool) -> list:
     ``prepend_bos=None`` follows ``model.to_tokens`` (a BOS before strings when the model's
     ``default_prepend_bos`` says so, none before token ids, ``is_str`` tells which).
     """
+    if prepend_bos is not None:
+        prepend_bos = check_bool(prepend_bos, "prepend_bos")
     tok = getattr(model, "tokenizer", None)
     default = bool(getattr(model.cfg, "default_prepend_bos", True))
     pb = (default and is_str) if prepend_bos is None else bool(prepend_bos)
@@ -108,19 +110,13 @@ def as_doc(model, text, prepend_bos: bool | None) -> Doc:
         if not ids:
             raise NeuroprobeError("text has no tokens besides BOS; pass a longer text.")
         return Doc(text, ids, _char_spans(tok, text, ids), prefix)
-    try:
-        ids = [int(i) for i in (text.tolist() if isinstance(text, Tensor) else list(text))]
-    except (TypeError, ValueError):
+    if not hasattr(text, "__iter__") or isinstance(text, (bytes, dict)):
         raise NeuroprobeError(
             f"text must be a string or a sequence of token ids; got {type(text).__name__}."
-        ) from None
-    if not ids:
-        raise NeuroprobeError("text is empty; pass a text with at least one token.")
-    d_vocab = int(getattr(model.cfg, "d_vocab", 1 << 62))
-    if min(ids) < 0 or max(ids) >= d_vocab:
-        raise NeuroprobeError(
-            f"text has token ids outside [0, {d_vocab}) (min {min(ids)}, max {max(ids)})."
         )
+    d_vocab = getattr(model.cfg, "d_vocab", None)
+    ids = check_index_list(text, "text", size=None if d_vocab is None else int(d_vocab),
+                           unique=False, what="token id")
     prefix = bos_prefix(model, prepend_bos, False)
     dec = decode(tok, ids)
     return Doc(dec, ids, _char_spans(tok, dec, ids) if tok is not None else None, prefix)
