@@ -70,6 +70,13 @@ def _load(spec):
     return _MODELS[key]
 
 
+def local_model(spec):
+    """The model ``spec`` names, in this process (loaded once and cached, like a worker's);
+    a loaded model is returned as is. Functions with ``client=`` use it on the driver for
+    what the workers do not return (tokenizing, decoding)."""
+    return _load(spec) if _is_spec(spec) else spec
+
+
 def _shard_task(piece: CorpusShard, spec, probes: list, kw: dict, threads: int) -> list:
     stream = capture.stream
 

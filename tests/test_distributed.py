@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 
+import pandas as pd
 import pytest
 import torch
 
@@ -43,6 +44,17 @@ def test_serial_tree_equals_one_pass(native_model):
     assert tree_reduce(list("abcde"), merge=lambda a, b: f"({a}{b})") == "(((ab)(cd))e)"
 
 
+@pytest.mark.parametrize("per_text", [True, False])
+def test_max_activating_examples_on_shards_equals_one_pass(native_model, per_text):
+    prompts = _prompts(20)
+    units = [(HOOK, 0), (HOOK, 7), ("blocks.0.hook_resid_post", 3)]
+    whole = npb.max_activating_examples(native_model, units, prompts, 4, per_text=per_text)
+    sharded = npb.max_activating_examples(dict(NATIVE_CFG), units, prompts, 4,
+                                          per_text=per_text, client=SerialBackend())
+    pd.testing.assert_frame_equal(whole.examples, sharded.examples)
+    assert (whole.n_texts, whole.n_tokens) == (sharded.n_texts, sharded.n_tokens)
+
+
 def test_loaded_model_refused_on_dask_and_bad_client(native_model):
     with pytest.raises(npb.NeuroprobeError, match="client must be"):
         stream_distributed(native_model, [[1, 2]], _probes(), client="localhost:8786")
@@ -58,6 +70,11 @@ def test_dask_local_cluster_bit_identical_and_survives_a_killed_worker():
             distributed.Client(cluster) as client:
         out = npb.stream(dict(NATIVE_CFG), prompts, _probes(), client=client)
         _same(serial, out)
+        # the analyses that take client= give the serial answer
+        units = [(HOOK, 1), (HOOK, 5)]
+        here = npb.max_activating_examples(npb.load_model(dict(NATIVE_CFG)), units, prompts, 3)
+        there = npb.max_activating_examples(dict(NATIVE_CFG), units, prompts, 3, client=client)
+        pd.testing.assert_frame_equal(here.examples, there.examples)
         # again, killing a worker process while it runs a shard
         result, killed = {}, []
 

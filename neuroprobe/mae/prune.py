@@ -610,12 +610,13 @@ def max_activating_examples(
     max_texts: int | None = None,
     text_column: str = "text",
     progress: bool | None = None,
+    client=None,
 ) -> MaxActivatingExamples:
     """The ``k`` most activating texts of one or several units over a corpus, in one pass.
 
     Parameters
     ----------
-    model : TransformerBridge
+    model : TransformerBridge, or a model name / config dict / factory with ``client``
     units : unit or list of units
         Neurons ``(hook, index)``, one-row ``Directions`` or ``(Directions, k)``.
     corpus : iterable of str, datasets.Dataset, path, or "default"
@@ -631,6 +632,12 @@ def max_activating_examples(
         Texts per forward pass.
     max_texts : int, optional
         Scan only the first ``max_texts`` texts.
+    progress : bool, optional
+        A progress bar (default: on in a terminal for long runs).
+    client : dask.distributed.Client, DaskBackend or SerialBackend, optional
+        Run the pass as shards on workers (:func:`neuroprobe.distributed.stream`): ``model``
+        is then what each worker loads (a name, a config dict or a picklable factory) and
+        the merged examples equal the serial run's (TopK merges are exact).
 
     Returns
     -------
@@ -647,7 +654,13 @@ def max_activating_examples(
     2
     """
     from neuroprobe.core.capture import stream, tokenize_prompts
+    from neuroprobe.distributed import local_model
+    from neuroprobe.distributed import stream as stream_on
     from neuroprobe.mae.corpus import iter_texts
+
+    spec = model
+    if client is not None:  # the driver tokenizes and decodes; workers run the pass
+        model = local_model(spec)
 
     k = check_positive_int(k, "k")
     context_tokens = check_int(context_tokens, "context_tokens", minimum=0)
@@ -710,8 +723,12 @@ def max_activating_examples(
         idx = [i for _, i in lst]
         probes.append(_TopPerText(hook, k, idx) if per_text else _topk(hook, k, idx))
         where.append([(j, c) for c, (j, _) in enumerate(lst)])
-    stream(model, texts, probes, batch_size=batch_size, include_bos=False, truncate=True,
-           progress=progress)
+    if client is None:
+        stream(model, texts, probes, batch_size=batch_size, include_bos=False, truncate=True,
+               progress=progress)
+    else:
+        probes = stream_on(spec, texts, probes, client=client, batch_size=batch_size,
+                           include_bos=False, truncate=True)
     toks = tokenize_prompts(model, texts, truncate=True)
     tok = getattr(model, "tokenizer", None)
     rows = []
