@@ -117,12 +117,14 @@ class Clusters:
         """Adjusted Rand index against reference labels (noise counted as its own label)."""
         from sklearn.metrics import adjusted_rand_score
 
+        if isinstance(reference, Clusters):
+            reference = reference.labels
         if isinstance(reference, (str, bytes)) or not hasattr(reference, "__len__"):
             raise NeuroprobeError(
                 f"reference must be a 1-D sequence of labels, one per point; got "
                 f"{type(reference).__name__} {reference!r:.40}."
             )
-        ref = np.asarray(reference.labels if isinstance(reference, Clusters) else reference)
+        ref = np.asarray(reference)
         if ref.ndim != 1:
             raise NeuroprobeError(f"reference must be 1-D; got shape {ref.shape}.")
         if len(ref) != len(self.labels):
