@@ -804,8 +804,13 @@ def confusion_matrix(
     task_cols = list(tasks) if tasks is not None else list(
         dict.fromkeys(t for p in preds for t in p.tasks))
     rows = list(dict.fromkeys(task_cols + [str(t) for pr in preds for t in pr.true]))
-    cols = task_cols + (["none"] if any(p is None for pr in preds for p in pr.predicted)
-                        else [])
+    unpredicted = any(p is None for pr in preds for p in pr.predicted)
+    if unpredicted and "none" in task_cols:
+        raise NeuroprobeError(
+            "a task is named 'none', which is also the column of the networks that got no "
+            "prediction; rename that task so that the two are not counted together."
+        )
+    cols = task_cols + (["none"] if unpredicted else [])
     row_of = {r: i for i, r in enumerate(rows)}
     col_of = {c: j for j, c in enumerate(cols)}
     counts = np.zeros((len(rows), len(cols)), dtype=np.int64)

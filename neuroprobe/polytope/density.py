@@ -524,6 +524,11 @@ def activations(model, inputs: Tensor, hook: str, *, position: int | None = None
     check_positive_int(batch_size, "batch_size")
     inputs = _batch_tensor(inputs, "inputs")
     try:
+        # one whole pass on the first input: the hooked passes stop once ``hook`` fired, so
+        # an early hook (``hook_input``) would otherwise hand back inputs the model cannot take
+        with hooked(model, []) as fwd:
+            x1 = inputs[:1]
+            fwd.run(x1.to(model_dtype(model)) if x1.is_floating_point() else x1)
         a = run_hooks(model, inputs, [hook], batch_size=batch_size)[hook]
     except RuntimeError as e:
         raise forward_failed(model, inputs, "inputs", e) from e

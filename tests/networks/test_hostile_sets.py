@@ -88,6 +88,8 @@ RAISES = [
     ("predict_list", lambda: predict_task([A0], [A0]), "templates must be a non-empty dict"),
     ("confusion_str", lambda: confusion_matrix("ab"), "predictions"),
     ("confusion_items", lambda: confusion_matrix([1, 2]), "TaskPrediction"),
+    ("confusion_none_task", lambda: confusion_matrix([predict_task(
+        [EMPTY], {"none": A0})]), "named 'none'"),
     ("loo_masks", lambda: leave_one_run_out([np.array([1, 0])] * 2), "FunctionalNetwork"),
     # masks
     ("dice_str", lambda: dice("ab", "cd"), "a must be a FunctionalNetwork or a 1-D"),

@@ -123,6 +123,8 @@ RAISES = [
     ("cd_identical_inputs", lambda: class_density(M, X[:1].repeat(30, 1), Y, ["hook_input"],
                                                   n_pairs=5, null_model=None),
      "identical activations"),
+    ("act_wrong_width", lambda: activations(M, torch.randn(2, 3), "hook_input"),
+     "do not fit the model"),
     ("act_position", lambda: activations(M, X, "hook_input", position=9), "position=9"),
     ("act_batch_zero", lambda: activations(M, X, "hook_input", batch_size=0), "batch_size"),
     ("act_inputs_str", lambda: activations(M, "abc", "hook_input"), "inputs must be"),
