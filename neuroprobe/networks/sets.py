@@ -591,6 +591,12 @@ def templates(
                 "build them with FunctionalNetwork(..., task=...)"
             )
         groups.setdefault(n.task, []).append(n)
+    short = {t: len(g) for t, g in groups.items() if min_runs is not None and len(g) < min_runs}
+    if short:
+        warn_degenerate(
+            f"templates: min_runs={min_runs} is more than the runs of task(s) {short}; their "
+            "templates use every run they have (the intersection).",
+        )
     return {t: consensus(g, min_runs if min_runs is None else min(min_runs, len(g)))
             for t, g in groups.items()}
 

@@ -47,7 +47,7 @@ from neuroprobe.core.validation import (
     check_real,
     warn_degenerate,
 )
-from neuroprobe.polytope.spline import _is_pre_hook, forward_failed, preactivation_hooks
+from neuroprobe.polytope.spline import _forward_failed, _is_pre_hook, preactivation_hooks
 from neuroprobe.testbeds import reinitialize_, untrained_copy  # re-exported (old path)
 
 __all__ = [
@@ -143,7 +143,7 @@ class _Downstream:
             with hooked(model, [(n, logger(n)) for n in names]) as fwd:
                 fwd.run(self._carrier(torch.zeros(1, dtype=torch.long)))
         except RuntimeError as e:
-            raise forward_failed(model, carrier, "inputs", e) from e
+            raise _forward_failed(model, carrier, "inputs", e) from e
         if position is not None and hook in full:
             fs = full[hook]
             if len(fs) < 3 or not -fs[1] <= position < fs[1]:
@@ -531,7 +531,7 @@ def activations(model, inputs: Tensor, hook: str, *, position: int | None = None
             fwd.run(x1.to(model_dtype(model)) if x1.is_floating_point() else x1)
         a = run_hooks(model, inputs, [hook], batch_size=batch_size)[hook]
     except RuntimeError as e:
-        raise forward_failed(model, inputs, "inputs", e) from e
+        raise _forward_failed(model, inputs, "inputs", e) from e
     if position is not None:
         position = check_int(position, "position")
         if a.ndim < 3 or not -a.shape[1] <= position < a.shape[1]:

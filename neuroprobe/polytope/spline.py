@@ -206,7 +206,7 @@ def _popcount_rows(packed: np.ndarray) -> np.ndarray:
     return np.unpackbits(packed, axis=1).sum(axis=1).astype(np.int64)  # pragma: no cover
 
 
-def input_hint(model) -> str:
+def _input_hint(model) -> str:
     """What the model's first layer takes, for error messages (empty when unknown)."""
     sizes = getattr(model, "sizes", None)
     if isinstance(sizes, (list, tuple)) and sizes and isinstance(sizes[0], int):
@@ -219,12 +219,12 @@ def input_hint(model) -> str:
     return ""
 
 
-def forward_failed(model, inputs, name: str, err: Exception) -> NeuroprobeError:
+def _forward_failed(model, inputs, name: str, err: Exception) -> NeuroprobeError:
     """The NeuroprobeError for a forward pass that failed on the given inputs."""
     shape = tuple(inputs.shape) if hasattr(inputs, "shape") else type(inputs).__name__
     return NeuroprobeError(
         f"{name} of shape {shape} do not fit the model: its forward pass failed ({err}). "
-        f"Pass inputs of the model's input shape{input_hint(model)}."
+        f"Pass inputs of the model's input shape{_input_hint(model)}."
     )
 
 
@@ -269,7 +269,7 @@ def _preacts_from_source(source, inputs, hooks, check_hooks, batch_size, spatial
             try:
                 acts = run_hooks(source, inputs, names, batch_size=batch_size)
             except RuntimeError as e:
-                raise forward_failed(source, inputs, "inputs", e) from e
+                raise _forward_failed(source, inputs, "inputs", e) from e
             if spatial is not None:
                 acts = {n: _at_position(a, n, spatial) for n, a in acts.items()}
             widths = {n: int(np.prod(acts[n].shape[1:])) for n in names}

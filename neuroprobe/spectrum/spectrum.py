@@ -780,6 +780,11 @@ def powerlaw_alpha(
             f"activations have rank {first_zero - 1}; lower fit_range below component "
             f"{first_zero} or record more varied inputs."
         )
+    if hi - lo + 1 < 3:
+        warn_degenerate(
+            f"fit_range=({lo}, {hi}) has {hi - lo + 1} components: a line through two points "
+            "fits exactly (r2 = 1, no residual for the bootstrap); widen the window.",
+        )
     k = np.arange(lo, hi + 1, dtype=np.float64)
     x = np.log(k)
     y = np.log(win)

@@ -186,6 +186,8 @@ WARNS = [
     ("overlap_one_empty", lambda: overlap_matrix([A0, EMPTY]), "1 of 2 networks are empty"),
     ("dice_both_empty", lambda: dice(EMPTY, EMPTY), "both networks are empty"),
     ("jaccard_both_empty", lambda: jaccard(EMPTY, EMPTY), "both networks are empty"),
+    ("templates_min_runs_capped", lambda: templates([A0, A1, B0], min_runs=2),
+     "more than the runs of task"),
     ("rwc_unmatched", lambda: random_word_controls(
         lambda ts: [2 * len(t.split()) for t in ts], [3], words=WORDS), "not length-matched"),
 ]

@@ -117,6 +117,12 @@ def test_barely_ordered_spectrum_warns():
         powerlaw_alpha(ev, fit_range=(2, 100), n_boot=0)
 
 
+def test_two_point_window_warns():
+    with pytest.warns(NeuroprobeWarning, match="two points"):
+        fit = powerlaw_alpha(DESC, fit_range=(1, 2), n_boot=10)
+    assert fit.alpha == pytest.approx(-1.5)
+
+
 def test_constant_activations_warn():
     with pytest.warns(NeuroprobeWarning, match="constant"):
         spec = eigenspectrum(torch.ones(10, 3))
