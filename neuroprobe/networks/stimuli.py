@@ -939,6 +939,14 @@ def generate_prompts(
                 if line.endswith("?") and len(line.split()) >= 5 and line not in out:
                     out.append(line)
                     break
+    if len(out) < n:
+        from neuroprobe.core.validation import warn_degenerate
+
+        warn_degenerate(
+            f"generate_prompts: only {len(out)} of {n} prompts about {topic!r} after "
+            f"{attempts} attempts (a reply counts when a line ends in '?' and has >= 5 words); "
+            "raise max_attempts or use an instruction-tuned model.", stacklevel=3,
+        )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"model": name, "topic": topic, "seed": seed,

@@ -280,6 +280,16 @@ def _preacts_from_source(source, inputs, hooks, check_hooks, batch_size, spatial
                                   "on a tensor of images; language models have none.")
         from neuroprobe.core.capture import record  # lazily: only language models need it
 
+        if not isinstance(inputs, (str, Tensor)) and hasattr(inputs, "__iter__"):
+            bad = [x for x in inputs if not isinstance(x, (str, Tensor, np.ndarray))
+                   and not (hasattr(x, "__iter__") and not isinstance(x, bytes))]
+            if bad:
+                raise NeuroprobeError(
+                    f"inputs for a language model must be prompts (a list of strings) or "
+                    f"token-id lists / a token tensor [n, pos]; got {type(bad[0]).__name__} "
+                    f"{bad[0]!r:.30} among them. Wrap one prompt's token ids in a list."
+                )
+
         rec = record(source, inputs, hooks=names, batch_size=batch_size)
         return rec.acts, rec.units
     if spatial is not None:

@@ -218,3 +218,9 @@ def test_valid_calls_still_work():
     # the original message of an out-of-range min_runs is kept
     with pytest.raises(NeuroprobeError, match="min_runs must be between 1 and"):
         consensus([A0, A1], min_runs=3)
+
+
+def test_generate_prompts_warns_when_short(smollm2):
+    with pytest.warns(NeuroprobeWarning, match="only 0 of 1 prompts"):
+        out = generate_prompts(smollm2, "cats", 1, max_attempts=1, max_new_tokens=3)
+    assert out == []

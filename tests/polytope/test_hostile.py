@@ -219,3 +219,12 @@ def test_valid_calls_still_work():
     assert d.crossings.shape == (2,)
     assert activations(M, X, "blocks.0.mlp.hook_post").shape == (30, 8)
     assert spline_codes(M, X, hooks=HOOK_PRE).n_bits == 16
+
+
+def test_language_model_inputs_checked(smollm2):
+    with pytest.raises(NeuroprobeError, match="inputs for a language model must be prompts"):
+        spline_codes(smollm2, [1, 2])
+    tokens = smollm2.to_tokens(["The cat sat"])
+    with pytest.raises(NeuroprobeError, match="position=20 does not fit"):
+        activations(smollm2, tokens, "blocks.0.hook_resid_post", position=20)
+    assert activations(smollm2, tokens, "blocks.0.hook_resid_post", position=2).shape == (1, 576)
