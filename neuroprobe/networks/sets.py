@@ -40,6 +40,7 @@ from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.units import UnitIndex
+from neuroprobe.core.validation import check_choice, check_int, check_name_list, warn_degenerate
 
 __all__ = [
     "FunctionalNetwork",
@@ -63,20 +64,70 @@ MaskLike = Union["FunctionalNetwork", Tensor, np.ndarray]
 def _as_mask(x: MaskLike, name: str = "network") -> Tensor:
     if isinstance(x, FunctionalNetwork):
         return x.mask
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+    if isinstance(x, (str, bytes, Mapping)) or x is None or np.isscalar(x) or not (
+        isinstance(x, (Tensor, np.ndarray)) or hasattr(x, "__len__")
+    ):
+        raise NeuroprobeError(
+            f"{name} must be a FunctionalNetwork or a 1-D boolean mask [n_units] (tensor, "
+            f"array or list of 0/1); got {type(x).__name__} {x!r:.60}."
+        )
+    try:
+        t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    if t is None:
+        raise NeuroprobeError(
+            f"{name} must be a 1-D boolean mask [n_units] or a FunctionalNetwork; got "
+            f"{type(x).__name__} that is not numeric ({np.asarray(x, dtype=object)!r:.60})."
+        )
     if t.ndim != 1:
         raise NeuroprobeError(
             f"{name} must be a 1-D boolean mask [n_units] or a FunctionalNetwork; got shape "
             f"{tuple(t.shape)}"
         )
     if t.dtype != torch.bool:
-        if not bool(((t == 0) | (t == 1)).all()):
+        if t.is_complex() or not bool(((t == 0) | (t == 1)).all()):
             raise NeuroprobeError(
                 f"{name} must be boolean (or 0/1); got dtype {t.dtype} with other values. "
                 "Threshold it first, e.g. con.significant(alpha=0.05)."
             )
         t = t.bool()
     return t.detach().cpu()
+
+
+def _check_same_units(nets, name: str = "networks") -> None:
+    """Networks compared or combined must be over the same unit index, not only the same width
+    (``blocks.0.hook_resid_post`` and ``blocks.0.hook_mlp_out`` both have ``d_model`` units)."""
+    first = None
+    for n in nets:
+        if not isinstance(n, FunctionalNetwork) or n.units is None:
+            continue
+        if first is None:
+            first = n
+        elif n.units != first.units:
+            raise NeuroprobeError(
+                f"{name}: networks {first.name!r} ({first.units!r}) and {n.name!r} "
+                f"({n.units!r}) are over different unit indexes of the same width; overlaps "
+                "of different units mean nothing. Compare networks recorded with the same "
+                "hooks (the same UnitIndex)."
+            )
+
+
+def _net_list(networks, name: str, *, allow_mapping: bool = False) -> list:
+    """A sequence of networks as a list (never a single network, a string or a number)."""
+    if allow_mapping and isinstance(networks, Mapping):
+        return list(networks.values())
+    if isinstance(networks, (FunctionalNetwork, str, bytes, Mapping)) or networks is None or \
+            not hasattr(networks, "__iter__") or (
+                isinstance(networks, (Tensor, np.ndarray)) and np.ndim(networks) != 2):
+        kind = "a single network" if isinstance(networks, (FunctionalNetwork, Tensor,
+                                                           np.ndarray)) else \
+            f"{type(networks).__name__} {networks!r:.40}"
+        raise NeuroprobeError(
+            f"{name} must be a sequence (list) of FunctionalNetworks; got {kind}. Wrap a "
+            "single network in a list: [network]."
+        )
+    return list(networks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,6 +171,28 @@ class FunctionalNetwork:
     def __post_init__(self) -> None:
         m = torch.from_numpy(_as_mask(self.mask, "mask").numpy().copy())  # own copy
         object.__setattr__(self, "mask", m)
+        if m.shape[0] == 0:
+            raise NeuroprobeError(
+                "mask has 0 entries: a network is a mask over the units of a recording, so it "
+                "needs at least one unit (an empty selection is a mask of all False)."
+            )
+        if self.units is not None and not isinstance(self.units, UnitIndex):
+            raise NeuroprobeError(
+                f"units must be a UnitIndex (e.g. recording.units) or None; got "
+                f"{type(self.units).__name__}."
+            )
+        for fname in ("name", "threshold"):
+            if not isinstance(getattr(self, fname), str):
+                raise NeuroprobeError(
+                    f"{fname} must be a str; got {type(getattr(self, fname)).__name__} "
+                    f"{getattr(self, fname)!r}."
+                )
+        if self.task is not None and not isinstance(self.task, str):
+            raise NeuroprobeError(
+                f"task must be a str or None; got {type(self.task).__name__} {self.task!r}."
+            )
+        if self.run is not None:
+            object.__setattr__(self, "run", check_int(self.run, "run", minimum=0))
         if self.units is not None and len(self.units) != m.shape[0]:
             raise NeuroprobeError(
                 f"mask has {m.shape[0]} entries but units has {len(self.units)}; the mask "
@@ -237,6 +310,7 @@ class FunctionalNetwork:
 # ---------------------------------------------------------------------------------------------
 def _sizes(a: MaskLike, b: MaskLike) -> tuple[int, int, int]:
     ma, mb = _as_mask(a, "a"), _as_mask(b, "b")
+    _check_same_units([a, b], "a and b")
     if ma.shape != mb.shape:
         raise NeuroprobeError(
             f"networks have different lengths ({ma.shape[0]} vs {mb.shape[0]} units); "
@@ -255,6 +329,8 @@ def dice(a: MaskLike, b: MaskLike) -> float:
     0.5
     """
     na, nb, nab = _sizes(a, b)
+    if not na + nb:
+        _warn_both_empty("dice")
     return 2 * nab / (na + nb) if na + nb else float("nan")
 
 
@@ -269,16 +345,23 @@ def jaccard(a: MaskLike, b: MaskLike) -> float:
     """
     na, nb, nab = _sizes(a, b)
     union = na + nb - nab
+    if not union:
+        _warn_both_empty("jaccard")
     return nab / union if union else float("nan")
+
+
+def _warn_both_empty(metric: str) -> None:
+    warn_degenerate(
+        f"{metric}: both networks are empty (no unit passed the threshold), so their overlap "
+        "is undefined and NaN is returned; loosen the threshold or drop empty networks.",
+        stacklevel=4,
+    )
 
 
 def _stack(networks: Sequence[MaskLike], name: str = "networks") -> np.ndarray:
     """Masks as a numpy bool matrix ``[k, N]`` (numpy: no thread start-up per small op)."""
-    if isinstance(networks, (FunctionalNetwork, Tensor, np.ndarray)) and not (
-        isinstance(networks, (Tensor, np.ndarray)) and np.ndim(networks) == 2
-    ):
-        raise NeuroprobeError(f"{name} must be a sequence of networks; got a single network")
-    masks = [_as_mask(n, name).numpy() for n in networks]
+    nets = _net_list(networks, name)
+    masks = [_as_mask(n, f"{name}[{i}]").numpy() for i, n in enumerate(nets)]
     if not masks:
         raise NeuroprobeError(f"{name} is empty; pass at least one network")
     if len({m.shape[0] for m in masks}) != 1:
@@ -286,6 +369,7 @@ def _stack(networks: Sequence[MaskLike], name: str = "networks") -> np.ndarray:
             f"{name} have different lengths {sorted({m.shape[0] for m in masks})}; all must "
             "be over the same unit index"
         )
+    _check_same_units(nets, name)
     return np.stack(masks)
 
 
@@ -394,12 +478,23 @@ def overlap_matrix(networks: Sequence[FunctionalNetwork], metric: str = "dice") 
     >>> round(om.within_task_mean, 3), round(om.across_task_mean, 3)
     (0.8, 0.2)
     """
-    if metric not in ("dice", "jaccard"):
-        raise NeuroprobeError(f"metric must be 'dice' or 'jaccard'; got {metric!r}")
-    nets = list(networks)
+    metric = check_choice(metric, "metric", ("dice", "jaccard"))
+    nets = _net_list(networks, "networks")
+    if len(nets) < 2:
+        raise NeuroprobeError(
+            f"networks has {len(nets)} network(s); an overlap matrix compares networks pairwise, "
+            "so pass at least 2 (e.g. every (task, run) network of an experiment)."
+        )
     M = _stack(nets)
     inter = _gram(M, M)
     sizes = M.sum(1).astype(np.float64)
+    if (sizes == 0).any():
+        empty = [getattr(nets[i], "name", f"networks[{i}]") for i in np.flatnonzero(sizes == 0)]
+        warn_degenerate(
+            f"overlap_matrix: {len(empty)} of {len(nets)} networks are empty (no unit passed "
+            f"the threshold): {empty[:5]}; their overlaps with each other (and their diagonal) "
+            "are NaN and with other networks 0. Loosen the threshold or drop them.",
+        )
     with np.errstate(invalid="ignore", divide="ignore"):
         if metric == "dice":
             vals = 2 * inter / (sizes[:, None] + sizes[None, :])
@@ -433,10 +528,12 @@ def consensus(
     >>> consensus(nets).mask.tolist(), consensus(nets, min_runs=3).mask.tolist()
     ([True, True, False], [True, False, False])
     """
-    nets = list(networks)
+    nets = _net_list(networks, "networks")
     M = _stack(nets)
     n = len(nets)
-    k = n // 2 + 1 if min_runs is None else int(min_runs)
+    if not isinstance(name, str):
+        raise NeuroprobeError(f"name must be a str; got {type(name).__name__} {name!r}.")
+    k = n // 2 + 1 if min_runs is None else check_int(min_runs, "min_runs")
     if not 1 <= k <= n:
         raise NeuroprobeError(
             f"min_runs must be between 1 and the number of networks ({n}); got {min_runs}"
@@ -471,14 +568,35 @@ def templates(
     >>> {k: v.mask.tolist() for k, v in templates(nets).items()}
     {'a': [True, False], 'b': [False, True]}
     """
+    nets = _net_list(networks, "networks")
+    if not nets:
+        raise NeuroprobeError(
+            "networks is empty; templates need at least one network per task, e.g. "
+            "templates(result.networks)."
+        )
+    if min_runs is not None:
+        min_runs = check_int(min_runs, "min_runs", minimum=1)
+    bad = [i for i, n in enumerate(nets) if not isinstance(n, FunctionalNetwork)]
+    if bad:
+        raise NeuroprobeError(
+            f"networks[{bad[0]}] is a {type(nets[bad[0]]).__name__}, not a FunctionalNetwork; "
+            "templates group networks by their task, so pass FunctionalNetwork(mask, task=...)."
+        )
+    _stack(nets)  # one unit index for all
     groups: dict[str, list[FunctionalNetwork]] = {}
-    for n in networks:
+    for n in nets:
         if n.task is None:
             raise NeuroprobeError(
                 f"network {n.name!r} has no task; templates group networks by task, so "
                 "build them with FunctionalNetwork(..., task=...)"
             )
         groups.setdefault(n.task, []).append(n)
+    short = {t: len(g) for t, g in groups.items() if min_runs is not None and len(g) < min_runs}
+    if short:
+        warn_degenerate(
+            f"templates: min_runs={min_runs} is more than the runs of task(s) {short}; their "
+            "templates use every run they have (the intersection).",
+        )
     return {t: consensus(g, min_runs if min_runs is None else min(min_runs, len(g)))
             for t, g in groups.items()}
 
@@ -495,7 +613,9 @@ def shared_core(networks: Sequence[FunctionalNetwork] | Mapping[str, FunctionalN
     >>> shared_core(nets).mask.tolist()
     [True, False, False]
     """
-    nets = list(networks.values()) if isinstance(networks, Mapping) else list(networks)
+    nets = _net_list(networks, "networks", allow_mapping=True)
+    if not nets:
+        raise NeuroprobeError("networks is empty; pass at least one network")
     c = consensus(nets, min_runs=len(nets), name=name)
     return FunctionalNetwork(c.mask, c.units, name, None, None, c.threshold)
 
@@ -601,12 +721,19 @@ def predict_task(
             "templates must be a non-empty dict task -> FunctionalNetwork, e.g. "
             "templates(train_networks)"
         )
-    tests = list(test)
+    tests = _net_list(test, "test")
     if not tests:
         raise NeuroprobeError("test is empty; pass at least one held-out network")
+    bad_keys = [t for t in templates if not isinstance(t, str)]
+    if bad_keys:
+        raise NeuroprobeError(
+            f"templates must be keyed by task name (str); got key {bad_keys[0]!r} "
+            f"({type(bad_keys[0]).__name__})."
+        )
     tasks = tuple(templates)
     T = _stack([templates[t] for t in tasks], "templates")
     R = _stack(tests, "test")
+    _check_same_units(list(templates.values()) + tests, "test and templates")
     if T.shape[1] != R.shape[1]:
         raise NeuroprobeError(
             f"test networks have {R.shape[1]} units but templates have {T.shape[1]}; both "
@@ -662,12 +789,34 @@ def confusion_matrix(
     >>> confusion_matrix([p1, p2]).values.tolist()
     [[1, 0, 0], [0, 0, 1]]
     """
+    if isinstance(predictions, TaskPrediction):
+        predictions = [predictions]
+    if not hasattr(predictions, "__iter__") or isinstance(predictions, (str, bytes, Mapping)):
+        raise NeuroprobeError(
+            f"predictions must be a list of TaskPrediction (from predict_task); got "
+            f"{type(predictions).__name__}."
+        )
     preds = list(predictions)
+    bad = [p for p in preds if not isinstance(p, TaskPrediction)]
+    if bad:
+        raise NeuroprobeError(
+            f"predictions must hold TaskPrediction objects (from predict_task); got "
+            f"{type(bad[0]).__name__}."
+        )
+    if tasks is not None:
+        tasks = check_name_list(tasks, "tasks", what="task")
+        if len(set(tasks)) != len(tasks):
+            raise NeuroprobeError(f"tasks repeats a task: {tasks}; name each once.")
     task_cols = list(tasks) if tasks is not None else list(
         dict.fromkeys(t for p in preds for t in p.tasks))
     rows = list(dict.fromkeys(task_cols + [str(t) for pr in preds for t in pr.true]))
-    cols = task_cols + (["none"] if any(p is None for pr in preds for p in pr.predicted)
-                        else [])
+    unpredicted = any(p is None for pr in preds for p in pr.predicted)
+    if unpredicted and "none" in task_cols:
+        raise NeuroprobeError(
+            "a task is named 'none', which is also the column of the networks that got no "
+            "prediction; rename that task so that the two are not counted together."
+        )
+    cols = task_cols + (["none"] if unpredicted else [])
     row_of = {r: i for i, r in enumerate(rows)}
     col_of = {c: j for j, c in enumerate(cols)}
     counts = np.zeros((len(rows), len(cols)), dtype=np.int64)
@@ -754,7 +903,16 @@ def leave_one_run_out(
     >>> loo.confusion().values.tolist()
     [[3, 0], [0, 3]]
     """
-    nets = list(networks)
+    nets = _net_list(networks, "networks")
+    if any(not isinstance(n, FunctionalNetwork) for n in nets):
+        raise NeuroprobeError(
+            "networks must hold FunctionalNetwork objects (with task and run); got "
+            f"{type(next(n for n in nets if not isinstance(n, FunctionalNetwork))).__name__}."
+        )
+    if min_runs is not None:
+        min_runs = check_int(min_runs, "min_runs", minimum=1)
+    if shuffle is not None and not isinstance(shuffle, np.random.Generator):
+        shuffle = check_int(shuffle, "shuffle (a seed)", minimum=0)
     if any(n.run is None or n.task is None for n in nets):
         raise NeuroprobeError(
             "every network needs a task and a run for leave-one-run-out prediction; build "

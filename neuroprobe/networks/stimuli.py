@@ -73,6 +73,8 @@ TASKS: tuple[str, ...] = (
 CONTROL = "control"
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Columns the block design generates itself: a task of that name would be overwritten.
+_RESERVED_RE = re.compile(r"^(constant|run_\d+|drift_\d+|run\d+_drift_\d+)$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,8 +106,18 @@ class PromptSet:
                 f"{type(self.prompts).__name__} {self.prompts!r:.80}. Example: "
                 "{'cooking': ['How do I boil an egg?', ...]}"
             )
+        if not isinstance(self.name, str):
+            raise NeuroprobeError(
+                f"name must be a str; got {type(self.name).__name__} {self.name!r}."
+            )
         clean: dict[str, tuple[str, ...]] = {}
         for task, plist in self.prompts.items():
+            if isinstance(task, str) and _RESERVED_RE.match(task):
+                raise NeuroprobeError(
+                    f"task name {task!r} is reserved: the block design makes a column of that "
+                    "name itself (constant, run_<k>, drift_<k>, run<r>_drift_<k>), which "
+                    "would overwrite the task's regressor. Rename the task."
+                )
             if not isinstance(task, str) or not _NAME_RE.match(task) or task == CONTROL:
                 raise NeuroprobeError(
                     f"task name {task!r} is not allowed: task names must be identifiers "
@@ -155,8 +167,12 @@ class PromptSet:
 
     def select(self, tasks: Sequence[str]) -> PromptSet:
         """The set restricted to ``tasks`` (in that order)."""
-        if isinstance(tasks, str):
-            tasks = [tasks]
+        from neuroprobe.core.validation import check_name_list
+
+        tasks = check_name_list(tasks, "tasks", what="task")
+        dup = sorted({t for t in tasks if tasks.count(t) > 1})
+        if dup:
+            raise NeuroprobeError(f"tasks repeats {dup}; name each task once.")
         return PromptSet({t: self[t] for t in tasks}, name=self.name)
 
     def to_dataframe(self) -> pd.DataFrame:
@@ -220,6 +236,11 @@ def load_prompts(
     >>> load_prompts(split="B", tasks=["pathology", "archeology"]).tasks
     ('pathology', 'archeology')
     """
+    if not isinstance(split, str):
+        raise NeuroprobeError(
+            f"split must be a set name (str), e.g. 'A' or 'B'; got {type(split).__name__} "
+            f"{split!r}."
+        )
     if isinstance(source, PromptSet):
         ps = source
     else:
@@ -232,8 +253,9 @@ def load_prompts(
             path = Path(source)
             if not path.is_file():
                 raise NeuroprobeError(
-                    f"prompt file {str(path)!r} does not exist; pass a JSON/YAML file "
-                    "path, a dict task -> prompts, or None for the packaged prompts"
+                    f"prompt file {str(path)!r} "
+                    f"{'is a directory' if path.is_dir() else 'does not exist'}; pass a "
+                    "JSON/YAML file path, a dict task -> prompts, or None for the packaged prompts"
                 )
             raw, name = _read_file(path), path.stem
         elif isinstance(source, Mapping):
@@ -249,6 +271,11 @@ def load_prompts(
                 f"{type(raw).__name__}"
             )
         sets = raw.get("sets") if "sets" in raw else None
+        if "sets" in raw and (not isinstance(sets, Mapping) or not sets):
+            raise NeuroprobeError(
+                f"the prompt source's 'sets' must be a non-empty mapping set name -> "
+                f"{{task: [prompts]}}; got {type(sets).__name__} {sets!r:.60}."
+            )
         if sets is None and raw and all(isinstance(v, Mapping) for v in raw.values()):
             sets = raw
         if sets is None:
@@ -293,8 +320,17 @@ def load_words(source: None | str | os.PathLike | Sequence[str] = None) -> tuple
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
-            raise NeuroprobeError(f"word list file {str(path)!r} does not exist")
+            raise NeuroprobeError(
+                f"word list file {str(path)!r} "
+                f"{'is a directory' if path.is_dir() else 'does not exist'}; pass a text file "
+                "with one word per line, a list of words, or None for the packaged list."
+            )
         items = path.read_text(encoding="utf-8").splitlines()
+    elif isinstance(source, bytes) or not hasattr(source, "__iter__"):
+        raise NeuroprobeError(
+            f"words must be None, a word-list file path or a list of strings; got "
+            f"{type(source).__name__} {source!r:.60}."
+        )
     else:
         items = list(source)
     words = []
@@ -326,6 +362,22 @@ def _get_tokenizer(obj: Any) -> Any:
     return tok if tok is not None else obj
 
 
+def _text_list(texts, name: str) -> list[str]:
+    """A list of strings; a bare string is refused (it would be split into characters)."""
+    if isinstance(texts, (str, bytes)) or texts is None or not hasattr(texts, "__iter__"):
+        raise NeuroprobeError(
+            f"{name} must be a list of strings; got {type(texts).__name__} {texts!r:.40}. "
+            f"Wrap a single text in a list: [{texts!r:.30}]."
+        )
+    out = list(texts)
+    bad = [t for t in out if not isinstance(t, str)]
+    if bad:
+        raise NeuroprobeError(
+            f"{name} must hold strings; got {type(bad[0]).__name__} {bad[0]!r:.40} among them."
+        )
+    return out
+
+
 def count_tokens(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
     """Number of tokens of each text, without special tokens (no BOS), in one batched call.
 
@@ -337,7 +389,7 @@ def count_tokens(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
     >>> count_tokens(lambda ts: [len(t.split()) for t in ts], ["a b c", "d"]).tolist()
     [3, 1]
     """
-    texts = list(texts)
+    texts = _text_list(texts, "texts")
     if not texts:
         return np.zeros(0, dtype=np.int64)
     tok = _get_tokenizer(tokenizer)
@@ -345,7 +397,25 @@ def count_tokens(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
         ids = tok(texts, add_special_tokens=False)["input_ids"]
         return np.asarray([len(i) for i in ids], dtype=np.int64)
     if callable(tok):
-        out = np.asarray(list(tok(texts)), dtype=np.int64)
+        try:
+            got = tok(texts)
+        except TypeError as e:
+            raise NeuroprobeError(
+                f"tokenizer callable failed on a list of {len(texts)} strings ({e}); a token "
+                "counter must take one argument, list[str], and return one count per text."
+            ) from e
+        if got is None or isinstance(got, (str, bytes)) or not hasattr(got, "__iter__"):
+            raise NeuroprobeError(
+                f"token counter returned {type(got).__name__} {got!r:.40}; it must return a "
+                f"list of {len(texts)} integer counts, one per text."
+            )
+        raw = np.asarray(list(got))
+        if raw.size and (raw.dtype.kind not in "iu" or (raw < 0).any()):
+            raise NeuroprobeError(
+                f"token counter must return non-negative integer counts; got dtype {raw.dtype} "
+                f"(first values {raw.ravel()[:3].tolist()}). Return len(ids) for each text."
+            )
+        out = raw.astype(np.int64)
         if out.shape != (len(texts),):
             raise NeuroprobeError(
                 f"token counter returned {out.shape[0] if out.ndim else 'a scalar'} counts for "
@@ -398,7 +468,14 @@ def random_word_controls(
     >>> [len(c.split()) for c in ctl]
     [3, 5]
     """
-    lengths = [int(x) for x in lengths]
+    from neuroprobe.core.validation import check_index_list, check_int
+
+    lengths = check_index_list(lengths, "lengths", allow_empty=True, unique=False,
+                               what="token count")
+    seed = check_int(seed, "seed", minimum=0)
+    max_tries = check_int(max_tries, "max_tries", minimum=0)
+    if not lengths:
+        return []
     if any(x < 1 for x in lengths):
         raise NeuroprobeError(
             f"lengths must be >= 1 token; got min {min(lengths)}. Empty prompts cannot be matched."
@@ -438,13 +515,22 @@ def random_word_controls(
 
     result = [build(t) for t in lengths]
     todo = list(range(len(lengths)))
-    for _ in range(max_tries):
+    for attempt in range(max_tries + 1):
         got = count_tokens(tokenizer, [result[i] for i in todo])
         todo = [i for i, g in zip(todo, got, strict=False) if int(g) != lengths[i]]
-        if not todo:
+        if not todo or attempt == max_tries:
             break
         for i in todo:
             result[i] = build(lengths[i])
+    if todo:
+        from neuroprobe.core.validation import warn_degenerate
+
+        warn_degenerate(
+            f"random_word_controls: {len(todo)} of {len(lengths)} control string(s) do not have "
+            f"their target token count after {max_tries} rebuild round(s) (first: index "
+            f"{todo[0]}, target {lengths[todo[0]]}); those controls are not length-matched. "
+            "Pass a larger word list or more max_tries.", stacklevel=3,
+        )
     return result
 
 
@@ -486,6 +572,37 @@ class BlockRun:
     stimulus_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        from neuroprobe.core.validation import check_index_list, check_int
+
+        if not isinstance(self.task, str):
+            raise NeuroprobeError(
+                f"task must be a str; got {type(self.task).__name__} {self.task!r}."
+            )
+        object.__setattr__(self, "run", check_int(self.run, "run", minimum=0))
+        for fname in ("prompts", "conditions"):
+            v = getattr(self, fname)
+            if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+                raise NeuroprobeError(
+                    f"{fname} must be a tuple of strings (one per block); got "
+                    f"{type(v).__name__} {v!r:.40}."
+                )
+            v = tuple(v)
+            bad = [x for x in v if not isinstance(x, str)]
+            if bad:
+                raise NeuroprobeError(
+                    f"{fname} must hold strings; got {type(bad[0]).__name__} {bad[0]!r:.40}."
+                )
+            object.__setattr__(self, fname, v)
+        odd = sorted({c for c in self.conditions if c not in (self.task, CONTROL)})
+        if odd:
+            raise NeuroprobeError(
+                f"conditions of run {self.run} of task {self.task!r} must each be "
+                f"{self.task!r} or {CONTROL!r}; got {odd}."
+            )
+        if self.stimulus_ids is not None:
+            object.__setattr__(self, "stimulus_ids", tuple(check_index_list(
+                self.stimulus_ids, "stimulus_ids", allow_empty=True, unique=False,
+                what="stimulus id")))
         if len(self.prompts) != len(self.conditions):
             raise NeuroprobeError(
                 f"BlockRun needs one condition per prompt; got {len(self.prompts)} prompts "
@@ -520,6 +637,11 @@ class BlockRun:
         >>> r.blocks_of("t"), r.blocks_of(CONTROL)
         ((6,), (7,))
         """
+        if condition not in (self.task, CONTROL):
+            raise NeuroprobeError(
+                f"condition must be {self.task!r} or {CONTROL!r} (the conditions of run "
+                f"{self.run}); got {condition!r}."
+            )
         if self.stimulus_ids is None:
             raise NeuroprobeError(
                 f"run {self.run} of task {self.task!r} has no stimulus_ids; build the runs "
@@ -615,10 +737,11 @@ def make_runs(
     >>> len(runs), runs[0].n_blocks, sorted(set(runs[0].conditions))
     (3, 4, ['control', 't1'])
     """
-    from neuroprobe.core.validation import check_positive_int
+    from neuroprobe.core.validation import check_int, check_positive_int
 
     check_positive_int(n_runs, "n_runs")
     check_positive_int(n_task_blocks, "n_task_blocks")
+    seed = check_int(seed, "seed", minimum=0)
     ps = prompts if isinstance(prompts, PromptSet) else load_prompts(prompts)
     if tasks is not None:
         ps = ps.select(tasks)
@@ -690,6 +813,29 @@ def split_into_runs(
     >>> all(texts[i] == p for r in runs for i, p in zip(r.stimulus_ids, r.prompts))
     True
     """
+    from neuroprobe.core.validation import check_index_list, check_positive_int
+
+    n_runs = check_positive_int(n_runs, "n_runs")
+    n_task_blocks = check_positive_int(n_task_blocks, "n_task_blocks")
+    if not isinstance(rng, np.random.Generator):
+        raise NeuroprobeError(
+            f"rng must be a numpy Generator (np.random.default_rng(seed)); got "
+            f"{type(rng).__name__}."
+        )
+    texts = _text_list(texts, "texts")
+    if not isinstance(pairs, Mapping) or not pairs:
+        raise NeuroprobeError(
+            f"pairs must be a non-empty dict task -> list of (prompt id, control id); got "
+            f"{type(pairs).__name__}."
+        )
+    for task, task_pairs in pairs.items():
+        for pr in task_pairs:
+            if isinstance(pr, (str, bytes)) or not hasattr(pr, "__len__") or len(pr) != 2:
+                raise NeuroprobeError(
+                    f"pairs[{task!r}] must hold (prompt id, control id) pairs; got {pr!r:.40}."
+                )
+            check_index_list(pr, f"pairs[{task!r}] entry", size=len(texts), unique=False,
+                             what="stimulus id")
     need = n_runs * n_task_blocks
     runs = []
     for task, task_pairs in pairs.items():
@@ -743,9 +889,17 @@ def generate_prompts(
     """
     import hashlib
 
-    from neuroprobe.core.validation import check_positive_int
+    from neuroprobe.core.validation import check_int, check_positive_int, check_writable_path
 
     check_positive_int(n, "n")
+    if not isinstance(topic, str) or not topic.strip():
+        raise NeuroprobeError(f"topic must be a non-empty str; got {topic!r}.")
+    seed = check_int(seed, "seed", minimum=0)
+    check_positive_int(max_new_tokens, "max_new_tokens")
+    if max_attempts is not None:
+        check_positive_int(max_attempts, "max_attempts")
+    if cache_dir is not None:
+        check_writable_path(cache_dir, "cache_dir", directory=True)
     name = getattr(getattr(model, "cfg", None), "model_name", type(model).__name__)
     key = hashlib.sha1(f"{name}|{topic}|{n}|{seed}|{max_new_tokens}".encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"prompts-{key}.json" if cache_dir is not None else None
@@ -753,7 +907,10 @@ def generate_prompts(
         return list(json.loads(path.read_text("utf-8"))["prompts"])
     tok = getattr(model, "tokenizer", None)
     if tok is None:
-        raise NeuroprobeError("generate_prompts needs a model with a tokenizer")
+        raise NeuroprobeError(
+            f"model must be a language model with a tokenizer (e.g. npb.load_model("
+            f"'smollm2-135m-instruct')); got {type(model).__name__} without .tokenizer."
+        )
     request = f"Write one short question about {topic}."
     if getattr(tok, "chat_template", None):
         text = tok.apply_chat_template(
@@ -782,6 +939,14 @@ def generate_prompts(
                 if line.endswith("?") and len(line.split()) >= 5 and line not in out:
                     out.append(line)
                     break
+    if len(out) < n:
+        from neuroprobe.core.validation import warn_degenerate
+
+        warn_degenerate(
+            f"generate_prompts: only {len(out)} of {n} prompts about {topic!r} after "
+            f"{attempts} attempts (a reply counts when a line ends in '?' and has >= 5 words); "
+            "raise max_attempts or use an instruction-tuned model.", stacklevel=3,
+        )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"model": name, "topic": topic, "seed": seed,
@@ -807,6 +972,14 @@ def toy_tokenizer(texts: Sequence[str], vocab_size: int = 400) -> Any:
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
+
+    from neuroprobe.core.validation import check_int
+
+    texts = _text_list(texts, "texts")
+    if not any(t.strip() for t in texts):
+        raise NeuroprobeError("texts has no non-empty text to train the tokenizer on.")
+    # 256 byte-level symbols + <bos>, <pad>, <unk>: the smallest vocabulary it can have
+    vocab_size = check_int(vocab_size, "vocab_size", minimum=259)
 
     tk = Tokenizer(models.BPE(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

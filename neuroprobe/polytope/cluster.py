@@ -35,7 +35,15 @@ from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.units import Directions
-from neuroprobe.core.validation import as_tensor, check_finite, check_positive_int
+from neuroprobe.core.validation import (
+    as_tensor,
+    check_bool,
+    check_choice,
+    check_finite,
+    check_int,
+    check_positive_int,
+    warn_degenerate,
+)
 from neuroprobe.polytope.spline import (
     ProbabilisticCodes,
     SplineCodes,
@@ -109,7 +117,16 @@ class Clusters:
         """Adjusted Rand index against reference labels (noise counted as its own label)."""
         from sklearn.metrics import adjusted_rand_score
 
+        if isinstance(reference, Clusters):
+            reference = reference.labels
+        if isinstance(reference, (str, bytes)) or not hasattr(reference, "__len__"):
+            raise NeuroprobeError(
+                f"reference must be a 1-D sequence of labels, one per point; got "
+                f"{type(reference).__name__} {reference!r:.40}."
+            )
         ref = np.asarray(reference)
+        if ref.ndim != 1:
+            raise NeuroprobeError(f"reference must be 1-D; got shape {ref.shape}.")
         if len(ref) != len(self.labels):
             raise NeuroprobeError(
                 f"reference must have one label per point ({len(self.labels)}); got {len(ref)}."
@@ -120,6 +137,13 @@ class Clusters:
         """One row per cluster: ``cluster``, ``size``, ``top`` (indices of the ``k`` most
         confident members) and, with ``examples`` (texts or any per-point objects),
         ``examples`` (those members)."""
+        k = check_positive_int(k, "k")
+        if examples is not None and (isinstance(examples, (str, bytes))
+                                     or not hasattr(examples, "__len__")):
+            raise NeuroprobeError(
+                f"examples must be a sequence with one entry per point (e.g. the texts); got "
+                f"{type(examples).__name__}."
+            )
         if examples is not None and len(examples) != len(self.labels):
             raise NeuroprobeError(
                 f"examples must have one entry per point ({len(self.labels)}); got "
@@ -265,6 +289,16 @@ def hdbscan_clusters(
         min_samples, "min_samples")
     if route not in _ROUTES:
         raise NeuroprobeError(f"route must be one of {_ROUTES}; got {route!r}.")
+    # hdbscan's / scikit-learn's own parameters, checked here so that their raw errors never
+    # reach the user
+    cluster_selection_method = check_choice(cluster_selection_method,
+                                            "cluster_selection_method", ("eom", "leaf"))
+    allow_single_cluster = check_bool(allow_single_cluster, "allow_single_cluster")
+    pca_components = check_positive_int(pca_components, "pca_components")
+    max_precomputed = check_int(max_precomputed, "max_precomputed", minimum=0)
+    n_neighbors = check_positive_int(n_neighbors, "n_neighbors", minimum=2)
+    if not isinstance(metric, str):
+        raise NeuroprobeError(f"metric must be a str; got {type(metric).__name__} {metric!r}.")
     hdb = _HDBSCAN(int(min_cluster_size), min_samples, cluster_selection_method,
                    allow_single_cluster)
     if isinstance(x, ProbabilisticCodes):
@@ -273,11 +307,23 @@ def hdbscan_clusters(
     points = x if is_codes else _dense_points(x)
     metric = _check_metric(metric, is_codes)
     n = len(points)
+    if n >= max(min_cluster_size, 2) and n <= min_samples:
+        raise NeuroprobeError(
+            f"x has {n} points but min_samples={min_samples} needs more than that many "
+            "neighbours for a core point; pass a smaller min_samples or more points."
+        )
     if n < max(min_cluster_size, 2) or n <= min_samples:
         raise NeuroprobeError(
             f"x has {n} points, fewer than min_cluster_size={min_cluster_size} (and "
             f"min_samples={min_samples} needs more than that many): no cluster can form. "
             "Pass more points or a smaller min_cluster_size."
+        )
+    if n and (is_codes and bool((points.packed == points.packed[:1]).all())
+              or not is_codes and bool((points == points[:1]).all())):
+        warn_degenerate(
+            f"hdbscan_clusters: all {n} points are identical ({'codes' if is_codes else 'rows'}"
+            " of x are equal), so there is no structure to cluster: expect one cluster or all "
+            "noise."
         )
     route = _choose_route(route, is_codes, n, max_precomputed)
     if route == "precomputed":
@@ -314,6 +360,11 @@ class _HDBSCAN:
 def _dense_points(x) -> Tensor:
     """Activations as a finite floating ``[n, d]`` tensor."""
     xt = as_tensor(x, "x", ndim=2)
+    if xt.is_complex():
+        raise NeuroprobeError(f"x is complex ({xt.dtype}); pass real activations.")
+    if xt.shape[1] == 0:
+        raise NeuroprobeError(f"x has 0 columns (shape {tuple(xt.shape)}); pass activations "
+                              "of at least one unit.")
     if not xt.is_floating_point():
         xt = xt.float()
     check_finite(xt, "x", axis_name="unit")
@@ -437,9 +488,19 @@ def nmf_directions(
     """
     from sklearn.decomposition import NMF
 
-    xt = as_tensor(x, "x", ndim=2).double()
-    check_finite(xt, "x", axis_name="unit")
+    xt = _dense_points(x).double()
     check_positive_int(n_components, "n_components")
+    if n_components > min(xt.shape):
+        raise NeuroprobeError(
+            f"n_components={n_components} is more than min(n_samples, n_units) = "
+            f"{min(xt.shape)} of x (shape {tuple(xt.shape)}); NMF's nndsvda start needs "
+            f"n_components <= {min(xt.shape)}."
+        )
+    check_positive_int(max_iter, "max_iter")
+    seed = check_int(seed, "seed", minimum=0, maximum=2**32 - 1)
+    if hook is not None and not isinstance(hook, str):
+        raise NeuroprobeError(f"hook must be a str or None; got {type(hook).__name__} {hook!r}.")
+    nonnegative = check_choice(nonnegative, "nonnegative", ("clip", "shift"))
     if hook is None:
         units = getattr(x, "units", None)
         hooks = list(dict.fromkeys(units.hooks)) if units is not None else []
@@ -448,8 +509,13 @@ def nmf_directions(
         xn = xt.clamp(min=0)
     elif nonnegative == "shift":
         xn = xt - xt.min(0).values
-    else:
-        raise NeuroprobeError(f"nonnegative must be 'clip' or 'shift'; got {nonnegative!r}.")
+    if not bool((xn > 0).any()):
+        raise NeuroprobeError(
+            f"x is all zero after nonnegative={nonnegative!r} (it has no positive value"
+            f"{' ' if nonnegative == 'clip' else ' above each unit minimum '}to factorise); "
+            + ("use nonnegative='shift' for activations that are mostly negative."
+               if nonnegative == "clip" else "the activations are constant.")
+        )
     model = NMF(n_components=n_components, init="nndsvda", max_iter=max_iter,
                 random_state=seed)
     model.fit(xn.numpy())
@@ -514,17 +580,36 @@ def direction_cluster_overlap(
     >>> o.table["n_clusters"].tolist(), o.table["purity"].tolist()
     ([1, 1], [1.0, 1.0])
     """
-    xt = as_tensor(x, "x", ndim=2).double()
-    check_finite(xt, "x", axis_name="unit")
+    xt = _dense_points(x).double()
     v = directions.vectors if isinstance(directions, Directions) else as_tensor(
         directions, "directions", ndim=2)
     v = v.double()
+    check_finite(v, "directions", axis_name="direction")
+    zero = torch.nonzero(v.norm(dim=1) == 0).flatten()
+    if zero.numel():
+        raise NeuroprobeError(
+            f"directions {zero[:5].tolist()} are zero vectors: a cosine with them is undefined; "
+            "drop them."
+        )
+    top = check_positive_int(top, "top")
+    if isinstance(labels, Clusters):
+        labels = labels.labels
+    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__"):
+        raise NeuroprobeError(
+            f"labels must be integer cluster labels, one per sample (e.g. Clusters.labels); "
+            f"got {type(labels).__name__} {labels!r:.40}."
+        )
     if v.shape[1] != xt.shape[1]:
         raise NeuroprobeError(
             f"directions have width {v.shape[1]}, activations have {xt.shape[1]} units; they "
             "must come from the same hook."
         )
-    lab = np.asarray(labels)
+    lab = np.asarray(labels.detach().cpu() if isinstance(labels, Tensor) else labels)
+    if lab.ndim != 1 or (lab.size and lab.dtype.kind not in "iu"):
+        raise NeuroprobeError(
+            f"labels must be 1-D integer cluster labels (-1 for noise), e.g. Clusters.labels; "
+            f"got shape {lab.shape}, dtype {lab.dtype}."
+        )
     if len(lab) != xt.shape[0]:
         raise NeuroprobeError(
             f"labels must have one entry per sample ({xt.shape[0]}); got {len(lab)}."

@@ -38,8 +38,16 @@ from torch import Tensor
 
 from neuroprobe.core.engine import frozen_copy, hooked, model_dtype, run_hooks
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import as_tensor, check_finite, check_positive_int
-from neuroprobe.polytope.spline import _is_pre_hook, preactivation_hooks
+from neuroprobe.core.validation import (
+    as_tensor,
+    check_finite,
+    check_int,
+    check_name_list,
+    check_positive_int,
+    check_real,
+    warn_degenerate,
+)
+from neuroprobe.polytope.spline import _forward_failed, _is_pre_hook, preactivation_hooks
 from neuroprobe.testbeds import reinitialize_, untrained_copy  # re-exported (old path)
 
 __all__ = [
@@ -62,6 +70,43 @@ _EPS = 1e-10
 # ------------------------------------------------------------------------------------------
 # the downstream network as a function of the hook's activation
 # ------------------------------------------------------------------------------------------
+def _check_model_hook(model, hook, name: str = "hook") -> str:
+    """``model`` is a HookedRootModule and ``hook`` one of its hooks (close matches named)."""
+    import difflib
+
+    if not hasattr(model, "hook_dict") or not hasattr(model, "hooks"):
+        raise NeuroprobeError(
+            f"model must be a HookedRootModule (with HookPoints); got "
+            f"{type(model).__name__}. Wrap your layers' inputs/outputs in HookPoints."
+        )
+    if not isinstance(hook, str):
+        raise NeuroprobeError(f"{name} must be a hook name (str); got {type(hook).__name__} "
+                              f"{hook!r}.")
+    if hook not in model.hook_dict:
+        close = difflib.get_close_matches(hook, list(model.hook_dict), n=3, cutoff=0.5)
+        raise NeuroprobeError(
+            f"{name}={hook!r} is not a hook of this model"
+            + (f"; did you mean {close}?" if close else ".")
+            + f" Hooks are: {list(model.hook_dict)[:10]}"
+        )
+    return hook
+
+
+def _batch_tensor(x, name: str) -> Tensor:
+    """A batch ``[n >= 1, ...]`` of inputs or activations (not a single unbatched vector)."""
+    t = as_tensor(x, name)
+    if t.ndim < 2:
+        raise NeuroprobeError(
+            f"{name} must be a batch [n, ...] (one row per input / pair); got shape "
+            f"{tuple(t.shape)}. Add the batch axis: {name}[None]."
+        )
+    if t.shape[0] == 0:
+        raise NeuroprobeError(f"{name} is empty (shape {tuple(t.shape)}); pass at least one row.")
+    if t.is_complex():
+        raise NeuroprobeError(f"{name} is complex ({t.dtype}); pass real values.")
+    return t
+
+
 class _Downstream:
     """The network after ``hook`` as a function of ``hook``'s activation ``h [B, D]``.
 
@@ -72,16 +117,8 @@ class _Downstream:
 
     def __init__(self, model, hook: str, carrier: Tensor, code_hooks, dtype, batch_size,
                  position: int | None = None):
-        if not hasattr(model, "hook_dict") or not hasattr(model, "hooks"):
-            raise NeuroprobeError(
-                f"model must be a HookedRootModule (with HookPoints); got "
-                f"{type(model).__name__}. Wrap your layers' inputs/outputs in HookPoints."
-            )
-        if hook not in model.hook_dict:
-            raise NeuroprobeError(
-                f"hook {hook!r} is not a hook of this model; hooks are: "
-                f"{list(model.hook_dict)[:10]}"
-            )
+        _check_model_hook(model, hook)
+        check_positive_int(batch_size, "batch_size")
         self.model = model
         self.hook = hook
         self.carrier = carrier
@@ -90,17 +127,34 @@ class _Downstream:
         order: list[str] = []
         shape: dict[str, tuple] = {}
 
+        full: dict[str, tuple] = {}
+
         def logger(name):  # bind the asked-for name: bridges pass canonical names
             def log(t, hook):
                 order.append(name)
+                full[name] = tuple(t.shape)
                 shape[name] = tuple(t.shape[1:] if position is None else t.shape[2:])
                 return t
 
             return log
 
         names = [hook] + [p for p in pre if p != hook]
-        with hooked(model, [(n, logger(n)) for n in names]) as fwd:
-            fwd.run(self._carrier(torch.zeros(1, dtype=torch.long)))
+        try:
+            with hooked(model, [(n, logger(n)) for n in names]) as fwd:
+                fwd.run(self._carrier(torch.zeros(1, dtype=torch.long)))
+        except RuntimeError as e:
+            raise _forward_failed(model, carrier, "inputs", e) from e
+        if position is not None and hook in full:
+            fs = full[hook]
+            if len(fs) < 3 or not -fs[1] <= position < fs[1]:
+                raise NeuroprobeError(
+                    f"position={position} does not fit hook {hook!r}, whose output has shape "
+                    f"{fs}: position is for language models ([batch, pos, d_model]) and must "
+                    f"be in [-{fs[1] if len(fs) > 1 else 0}, {fs[1] if len(fs) > 1 else 0})."
+                    if len(fs) >= 3 else
+                    f"position={position} is for language models ([batch, pos, d] hook outputs); "
+                    f"hook {hook!r} gives {fs}. Leave position=None."
+                )
         if hook not in order:
             raise NeuroprobeError(f"hook {hook!r} never fired in a forward pass of the model.")
         after = order[order.index(hook) + 1:]
@@ -116,7 +170,7 @@ class _Downstream:
         if code_hooks is None:
             self.code_hooks = list(self.region_hooks)
         else:
-            code_hooks = [code_hooks] if isinstance(code_hooks, str) else list(code_hooks)
+            code_hooks = check_name_list(code_hooks, "code_hooks", what="hook")
             bad = [c for c in code_hooks if c not in self.region_hooks]
             if bad:
                 raise NeuroprobeError(
@@ -231,6 +285,8 @@ def downstream_codes(
     >>> codes.shape
     torch.Size([2, 16])
     """
+    _check_model_hook(model, hook)
+    check_positive_int(batch_size, "batch_size")
     points = as_tensor(points, "points")
     if points.ndim != 2:
         raise NeuroprobeError(
@@ -464,13 +520,26 @@ def activations(model, inputs: Tensor, hook: str, *, position: int | None = None
     >>> activations(ReLUMLP([4, 8, 3]), torch.zeros(2, 4), "blocks.0.mlp.hook_post").shape
     torch.Size([2, 8])
     """
-    if not hasattr(model, "hook_dict") or hook not in model.hook_dict:
-        raise NeuroprobeError(
-            f"hook {hook!r} is not a hook of this model; hooks are: "
-            f"{list(getattr(model, 'hook_dict', {}))[:10]}"
-        )
-    a = run_hooks(model, inputs, [hook], batch_size=batch_size)[hook]
+    _check_model_hook(model, hook)
+    check_positive_int(batch_size, "batch_size")
+    inputs = _batch_tensor(inputs, "inputs")
+    try:
+        # one whole pass on the first input: the hooked passes stop once ``hook`` fired, so
+        # an early hook (``hook_input``) would otherwise hand back inputs the model cannot take
+        with hooked(model, []) as fwd:
+            x1 = inputs[:1]
+            fwd.run(x1.to(model_dtype(model)) if x1.is_floating_point() else x1)
+        a = run_hooks(model, inputs, [hook], batch_size=batch_size)[hook]
+    except RuntimeError as e:
+        raise _forward_failed(model, inputs, "inputs", e) from e
     if position is not None:
+        position = check_int(position, "position")
+        if a.ndim < 3 or not -a.shape[1] <= position < a.shape[1]:
+            raise NeuroprobeError(
+                f"position={position} does not fit hook {hook!r}, whose output has shape "
+                f"{tuple(a.shape)}: position indexes the token axis [batch, pos, d] of a "
+                "language model's hook; leave it None otherwise."
+            )
         a = a[:, position]
     return a.reshape(a.shape[0], -1)
 
@@ -484,8 +553,8 @@ def _check_method(method):
 
 
 def _paths(start, end, f: _Downstream):
-    start = as_tensor(start, "start").to(torch.float64)
-    end = as_tensor(end, "end").to(torch.float64)
+    start = _batch_tensor(start, "start").to(torch.float64)
+    end = _batch_tensor(end, "end").to(torch.float64)
     for nm, x in (("start", start), ("end", end)):
         check_finite(x.reshape(x.shape[0], -1) if x.ndim > 1 else x[None], nm)
     start = start.reshape(start.shape[0], -1)
@@ -566,6 +635,11 @@ def path_density(
     """
     _check_method(method)
     check_positive_int(n_steps, "n_steps")
+    check_positive_int(batch_size, "batch_size")
+    _check_model_hook(model, hook)
+    _batch_tensor(start, "start"), _batch_tensor(end, "end")
+    if position is not None:
+        position = check_int(position, "position")
     if inputs is None:
         if hook != "hook_input":
             raise NeuroprobeError(
@@ -574,7 +648,7 @@ def path_density(
                 "can default to start."
             )
         inputs = start
-    carrier = as_tensor(inputs, "inputs")
+    carrier = _batch_tensor(inputs, "inputs")
     m = _prepare_model(model, method == "exact")
     f = _Downstream(m, hook, carrier, code_hooks, torch.float64, batch_size, position)
     start, end, dist = _paths(start, end, f)
@@ -624,8 +698,24 @@ def endpoint_density(codes_a, codes_b, acts_a, acts_b) -> np.ndarray:
     from neuroprobe.polytope.spline import hamming_distance
 
     h = hamming_distance(codes_a, codes_b)
-    xa = as_tensor(acts_a, "acts_a").double().reshape(len(codes_a), -1)
-    xb = as_tensor(acts_b, "acts_b").double().reshape(len(codes_b), -1)
+    xs = []
+    for nm, acts, codes in (("acts_a", acts_a, codes_a), ("acts_b", acts_b, codes_b)):
+        x = _batch_tensor(acts, nm).double()
+        if x.shape[0] != len(codes):
+            cn = "codes_a" if nm == "acts_a" else "codes_b"
+            raise NeuroprobeError(
+                f"{nm} has {x.shape[0]} rows but {cn} has {len(codes)} codes; pass the "
+                f"activations the codes belong to, one row per code."
+            )
+        x = x.reshape(x.shape[0], -1)
+        check_finite(x, nm)
+        xs.append(x)
+    xa, xb = xs
+    if xa.shape[1] != xb.shape[1]:
+        raise NeuroprobeError(
+            f"acts_a and acts_b have different widths ({xa.shape[1]} vs {xb.shape[1]}); the "
+            "distance needs activations of the same hook."
+        )
     d = (xa - xb).norm(dim=1).numpy()
     if (d == 0).any():
         raise NeuroprobeError(
@@ -786,11 +876,15 @@ def scaling_rays(
     (True, (1, 6))
     """
     _check_method(method)
-    if not (isinstance(k, (int, float)) and k > 1):
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, float, np.integer,
+                                                             np.floating)) or not k > 1:
         raise NeuroprobeError(f"k must be a number > 1 (rays run from 0 to k); got {k!r}.")
+    k = check_real(k, "k (rays run from 0 to k)", minimum=1.0, low_open=True)
     check_positive_int(n_bins, "n_bins")
     check_positive_int(n_grid, "n_grid", minimum=2)
-    carrier = as_tensor(inputs, "inputs")
+    check_positive_int(batch_size, "batch_size")
+    _check_model_hook(model, hook)
+    carrier = _batch_tensor(inputs, "inputs")
     m = _prepare_model(model, method == "exact")
     a = activations(m, carrier, hook, position=position).double()
     check_finite(a, "activations")
@@ -901,10 +995,18 @@ def _summary(intra: PathDensity, inter: PathDensity, n_boot: int, rng) -> dict:
     from scipy.stats import mannwhitneyu
 
     di, de = intra.density, inter.density
-    ratio = de.mean() / di.mean()
+    if di.mean() == 0:
+        warn_degenerate(
+            f"class_density at {intra.hook!r}: no intra-class path crosses a polytope boundary "
+            "(mean intra density 0), so the inter/intra ratio is infinite or undefined; use "
+            "a later hook or more pairs.", stacklevel=4,
+        )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = de.mean() / di.mean()
     bi = rng.integers(0, len(di), (n_boot, len(di)))
     be = rng.integers(0, len(de), (n_boot, len(de)))
-    boots = de[be].mean(1) / di[bi].mean(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boots = de[be].mean(1) / di[bi].mean(1)
     p = float(mannwhitneyu(de, di, alternative="two-sided").pvalue)
     return {
         "intra": float(di.mean()),
@@ -972,14 +1074,34 @@ def class_density(
     """
     _check_method(method)
     check_positive_int(n_pairs, "n_pairs")
-    x = as_tensor(inputs, "inputs")
-    y = np.asarray(labels)
+    check_positive_int(n_steps, "n_steps")
+    check_positive_int(n_boot, "n_boot")
+    check_positive_int(batch_size, "batch_size")
+    seed = check_int(seed, "seed", minimum=0)
+    x = _batch_tensor(inputs, "inputs")
+    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__"):
+        raise NeuroprobeError(
+            f"labels must be a 1-D sequence of class labels, one per input; got "
+            f"{type(labels).__name__} {labels!r:.40}."
+        )
+    y = np.asarray(labels.detach().cpu() if isinstance(labels, Tensor) else labels)
+    if y.ndim != 1:
+        raise NeuroprobeError(f"labels must be 1-D (one class per input); got shape {y.shape}.")
     if len(y) != x.shape[0]:
         raise NeuroprobeError(
             f"labels must have one entry per input ({x.shape[0]}); got {len(y)}."
         )
-    if isinstance(hooks, str):
-        hooks = [hooks]
+    hooks = check_name_list(hooks, "hooks", what="hook")
+    for h in hooks:
+        _check_model_hook(model, h, "hooks entry")
+    if not isinstance(null_model, str) and null_model is not None:
+        if not hasattr(null_model, "hook_dict"):
+            raise NeuroprobeError(
+                f"null_model must be 'reinit', a model, or None; got "
+                f"{type(null_model).__name__}."
+            )
+        for h in hooks:
+            _check_model_hook(null_model, h, "hooks entry (in null_model)")
     rng = np.random.default_rng(seed)
     intra, inter = _sample_pairs(y, n_pairs, rng)
     nets = [("trained", model)]
@@ -1002,6 +1124,12 @@ def class_density(
                 i, j = pr[:, 0], pr[:, 1]
                 d = (a[j] - a[i]).norm(dim=1)
                 keep = (d > 0).numpy()
+                if not keep.any():
+                    raise NeuroprobeError(
+                        f"every {kind}-class pair has identical activations at {hook!r} "
+                        f"(network {net_name!r}): no path to walk. Pass distinct inputs or "
+                        "a later hook."
+                    )
                 i, j = i[keep], j[keep]
                 f = _Downstream(m, hook, x[torch.as_tensor(i)], None, torch.float64,
                                 batch_size)

@@ -37,7 +37,16 @@ from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.hooks import match_hook_names
 from neuroprobe.core.shards import note_batch, union_seen
 from neuroprobe.core.units import UnitIndex
-from neuroprobe.core.validation import as_tensor, check_finite
+from neuroprobe.core.validation import (
+    as_tensor,
+    check_bool,
+    check_finite,
+    check_index_list,
+    check_int,
+    check_name_list,
+    check_positive_int,
+    check_real,
+)
 
 __all__ = [
     "SplineCodes",
@@ -141,14 +150,35 @@ class SplineCodes:
             f"threshold={self.threshold})"
         )
 
+    def _rows(self, rows):
+        """``rows`` checked against ``len(self)``: an int, a slice, a bool mask of length n or
+        integer indices."""
+        n = len(self)
+        if isinstance(rows, slice):
+            return rows
+        if isinstance(rows, (int, np.integer)) and not isinstance(rows, (bool, np.bool_)):
+            if not -n <= int(rows) < n:
+                raise NeuroprobeError(f"rows={int(rows)} is out of range for {n} codes.")
+            return int(rows)
+        arr = rows.detach().cpu().numpy() if isinstance(rows, Tensor) else rows
+        if isinstance(arr, np.ndarray) and arr.dtype == bool:
+            if arr.shape != (n,):
+                raise NeuroprobeError(
+                    f"rows as a boolean mask must have one entry per code ({n}); got shape "
+                    f"{arr.shape}."
+                )
+            return arr
+        return np.asarray(check_index_list(arr, "rows", size=n, unique=False, allow_empty=True,
+                                           what="row"), dtype=np.int64)
+
     def unpack(self, rows=None) -> Bool[Tensor, "n bit"]:
         """The codes as a bool tensor ``[n, n_bits]`` (optionally only ``rows``)."""
-        p = self.packed if rows is None else self.packed[rows]
+        p = self.packed if rows is None else self.packed[self._rows(rows)]
         bits = np.unpackbits(np.atleast_2d(p), axis=1, count=self.n_bits)
         return torch.from_numpy(bits.astype(bool))
 
     def __getitem__(self, rows) -> SplineCodes:
-        p = self.packed[rows]
+        p = self.packed[self._rows(rows)]
         if p.ndim == 1:
             p = p[None]
         return SplineCodes(np.ascontiguousarray(p), self.n_bits, self.threshold, self.units)
@@ -176,8 +206,46 @@ def _popcount_rows(packed: np.ndarray) -> np.ndarray:
     return np.unpackbits(packed, axis=1).sum(axis=1).astype(np.int64)  # pragma: no cover
 
 
+def _input_hint(model) -> str:
+    """What the model's first layer takes, for error messages (empty when unknown)."""
+    sizes = getattr(model, "sizes", None)
+    if isinstance(sizes, (list, tuple)) and sizes and isinstance(sizes[0], int):
+        return f" (this model takes inputs [n, {sizes[0]}])"
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Linear):
+            return f" (its first linear layer takes {mod.in_features} features)"
+        if isinstance(mod, torch.nn.Conv2d):
+            return f" (its first convolution takes {mod.in_channels} channels)"
+    return ""
+
+
+def _forward_failed(model, inputs, name: str, err: Exception) -> NeuroprobeError:
+    """The NeuroprobeError for a forward pass that failed on the given inputs."""
+    shape = tuple(inputs.shape) if hasattr(inputs, "shape") else type(inputs).__name__
+    return NeuroprobeError(
+        f"{name} of shape {shape} do not fit the model: its forward pass failed ({err}). "
+        f"Pass inputs of the model's input shape{_input_hint(model)}."
+    )
+
+
+def _check_code_args(hooks, check_hooks, batch_size, spatial):
+    if hooks is not None:
+        hooks = check_name_list(hooks, "hooks", what="hook name or glob")
+    check_bool(check_hooks, "check_hooks")
+    check_positive_int(batch_size, "batch_size")
+    if spatial is not None and (
+        isinstance(spatial, (str, bytes)) or not hasattr(spatial, "__len__") or len(spatial) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                   for v in spatial)):
+        raise NeuroprobeError(
+            f"spatial must be a (row, column) pair of ints; got {spatial!r}."
+        )
+    return hooks
+
+
 def _preacts_from_source(source, inputs, hooks, check_hooks, batch_size, spatial=None):
     """Pre-activation matrix ``[n, units]`` and its UnitIndex from any supported source."""
+    hooks = _check_code_args(hooks, check_hooks, batch_size, spatial)
     if isinstance(source, torch.nn.Module):
         avail = preactivation_hooks(source)
         names = avail if hooks is None else match_hook_names(list(source.hook_dict), hooks)
@@ -193,7 +261,15 @@ def _preacts_from_source(source, inputs, hooks, check_hooks, batch_size, spatial
                 "for a HookedRootModule, a list of strings for a language model)."
             )
         if isinstance(inputs, Tensor) and not hasattr(source, "tokenizer"):
-            acts = run_hooks(source, inputs, names, batch_size=batch_size)
+            if inputs.ndim < 2 or inputs.shape[0] == 0:
+                raise NeuroprobeError(
+                    f"inputs must be a batch [n >= 1, ...] of inputs; got shape "
+                    f"{tuple(inputs.shape)}. Add the batch axis: inputs[None]."
+                )
+            try:
+                acts = run_hooks(source, inputs, names, batch_size=batch_size)
+            except RuntimeError as e:
+                raise _forward_failed(source, inputs, "inputs", e) from e
             if spatial is not None:
                 acts = {n: _at_position(a, n, spatial) for n, a in acts.items()}
             widths = {n: int(np.prod(acts[n].shape[1:])) for n in names}
@@ -203,6 +279,16 @@ def _preacts_from_source(source, inputs, hooks, check_hooks, batch_size, spatial
             raise NeuroprobeError("spatial=(i, j) is for convolutional HookedRootModules run "
                                   "on a tensor of images; language models have none.")
         from neuroprobe.core.capture import record  # lazily: only language models need it
+
+        if not isinstance(inputs, (str, Tensor)) and hasattr(inputs, "__iter__"):
+            bad = [x for x in inputs if not isinstance(x, (str, Tensor, np.ndarray))
+                   and not (hasattr(x, "__iter__") and not isinstance(x, bytes))]
+            if bad:
+                raise NeuroprobeError(
+                    f"inputs for a language model must be prompts (a list of strings) or "
+                    f"token-id lists / a token tensor [n, pos]; got {type(bad[0]).__name__} "
+                    f"{bad[0]!r:.30} among them. Wrap one prompt's token ids in a list."
+                )
 
         rec = record(source, inputs, hooks=names, batch_size=batch_size)
         return rec.acts, rec.units
@@ -216,6 +302,11 @@ def _preacts_from_source(source, inputs, hooks, check_hooks, batch_size, spatial
         )
     units = getattr(source, "units", None)
     x = as_tensor(source, "x", ndim=2)
+    if x.is_complex():
+        raise NeuroprobeError(f"x is complex ({x.dtype}); pre-activations are real.")
+    if x.shape[1] == 0:
+        raise NeuroprobeError(f"x has 0 unit columns (shape {tuple(x.shape)}); a spline code "
+                              "needs at least one unit.")
     if units is not None:
         names = list(units.hooks) if hooks is None else match_hook_names(units.hooks, hooks)
         _check_pre_hooks(names, [h for h in units.hooks if _is_pre_hook(h)], check_hooks)
@@ -292,8 +383,7 @@ def spline_codes(
     if not x.is_floating_point():
         x = x.float()
     check_finite(x, "pre-activations", axis_name="unit")
-    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        raise NeuroprobeError(f"threshold must be a finite number; got {threshold!r}.")
+    threshold = check_real(threshold, "threshold")
     bits = (x > threshold).cpu().numpy()
     return SplineCodes(np.packbits(bits, axis=1), int(x.shape[1]), float(threshold), units)
 
@@ -396,7 +486,8 @@ def probabilistic_codes(
             f"activation must be one of {_ACTIVATIONS}; got {activation!r}. Use 'silu' for "
             "SiLU/Swish (SmolLM2, Llama), 'gelu' for GELU (GPT-2)."
         )
-    if not isinstance(temperature, (int, float)) or not temperature > 0 \
+    if isinstance(temperature, (bool, np.bool_)) or not isinstance(
+            temperature, (int, float, np.integer, np.floating)) or not temperature > 0 \
             or not math.isfinite(temperature):
         raise NeuroprobeError(
             f"temperature must be a positive finite number; got {temperature!r}. Use a small "
@@ -529,8 +620,7 @@ def _pair_matrix(a, b, block_size, kind) -> np.ndarray:
         _check_pair(a, b)
     elif not isinstance(a, SplineCodes):
         _check_pair(a, a)
-    if not isinstance(block_size, int) or block_size < 8:
-        raise NeuroprobeError(f"block_size must be an int >= 8; got {block_size!r}.")
+    block_size = check_int(block_size, "block_size", minimum=8)
     na = a.n_active.astype(np.float32)
     nb = na if b is None else b.n_active.astype(np.float32)
     out = np.empty((len(a), len(a) if b is None else len(b)), dtype=np.float32)
@@ -633,6 +723,7 @@ def expected_hamming_matrix(p, q=None, *, block_size: int = 2048) -> np.ndarray:
     >>> bool(np.abs(npb.expected_hamming_matrix(soft) - npb.hamming_matrix(hard)).max() < 1e-3)
     True
     """
+    block_size = check_positive_int(block_size, "block_size")
     a = _check_prob(p, "p")
     b = a if q is None else _check_prob(q, "q")
     if a.shape[1] != b.shape[1]:
@@ -669,8 +760,8 @@ class SplineCodeProbe:
     """
 
     def __init__(self, hooks: Sequence[str], threshold: float = 0.0):
-        self.hooks = [hooks] if isinstance(hooks, str) else list(hooks)
-        self.threshold = float(threshold)
+        self.hooks = check_name_list(hooks, "hooks", what="hook name or glob")
+        self.threshold = check_real(threshold, "threshold")
         self._chunks: list[tuple[np.ndarray, np.ndarray]] = []  # (time_index, packed)
         self._n_bits: int | None = None
         self.seen: tuple = ()  # (prompt0, prompt1, time0, time1) ranges, see core.shards
@@ -693,6 +784,15 @@ class SplineCodeProbe:
         self._chunks.append((np.asarray(meta.time_index.cpu()), packed))
 
     def merge(self, other: SplineCodeProbe) -> SplineCodeProbe:
+        if not isinstance(other, SplineCodeProbe):
+            raise NeuroprobeError(
+                f"other must be a SplineCodeProbe; got {type(other).__name__}."
+            )
+        if other.threshold != self.threshold:
+            raise NeuroprobeError(
+                f"cannot merge SplineCodeProbes of thresholds {self.threshold} and "
+                f"{other.threshold}: their bits mean different things."
+            )
         if self._n_bits and other._n_bits and self._n_bits != other._n_bits:
             raise NeuroprobeError(
                 f"cannot merge SplineCodeProbes of {self._n_bits} and {other._n_bits} bits."

@@ -46,7 +46,17 @@ from neuroprobe.core.outofcore import file_backing
 from neuroprobe.core.probes import BatchMeta, RunningCovariance
 from neuroprobe.core.shards import note_batch, union_seen
 from neuroprobe.core.units import Directions, hook_layer
-from neuroprobe.core.validation import as_tensor, check_finite, check_fraction, check_positive_int
+from neuroprobe.core.validation import (
+    as_tensor,
+    check_bool,
+    check_finite,
+    check_fraction,
+    check_int,
+    check_known_keys,
+    check_positive_int,
+    check_real,
+    warn_degenerate,
+)
 from neuroprobe.spectrum.blocked import covariance_from_row_blocks, file_columns
 
 __all__ = [
@@ -167,6 +177,11 @@ class SpectrumProbe(RunningCovariance):
     """
 
     def update(self, acts: dict[str, Tensor], meta: BatchMeta) -> None:
+        if self.hooks[0] not in acts:
+            raise NeuroprobeError(
+                f"SpectrumProbe({self.hooks[0]!r}) got a batch without its hook (hooks in the "
+                f"batch: {list(acts)[:5]}); run it with a stream/record over that hook."
+            )
         x = self.activations(acts)
         if x.is_cuda:
             return super().update(acts, meta)
@@ -228,6 +243,22 @@ def _source_to_matrix(source, hook: str | None, name: str) -> tuple[Tensor, str 
             found_hook = hooks[0] if hooks else None
         return x, found_hook
     return as_tensor(source, name, ndim=2), hook
+
+
+def _check_matrix(x: Tensor, name: str) -> Tensor:
+    """A real, finite ``[T, N>=1]`` matrix (float; bool/int are cast)."""
+    if x.is_complex():
+        raise NeuroprobeError(
+            f"{name} is complex ({x.dtype}); a covariance spectrum needs real activations. "
+            "Pass x.real or x.abs()."
+        )
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()  # bool, int, float16, bfloat16 (numpy has no bfloat16)
+    if x.shape[1] == 0:
+        raise NeuroprobeError(f"{name} has 0 unit columns (shape {tuple(x.shape)}); pass "
+                              "activations of at least one unit.")
+    check_finite(x, name, axis_name="unit column")
+    return x
 
 
 def _auto_stride(n_units: int, max_units: int | None) -> int:
@@ -303,6 +334,13 @@ def eigenspectrum(
         )
     if stride is not None:
         stride = check_positive_int(stride, "stride")
+    if max_units is not None:
+        check_positive_int(max_units, "max_units")
+    if hook is not None and not isinstance(hook, str):
+        raise NeuroprobeError(f"hook must be a hook name (str) or None; got {hook!r}.")
+    oversample = check_int(oversample, "oversample", minimum=0)
+    seed = check_int(seed, "seed", minimum=0)
+    _auto_n_iter(n_iter, 1, (2, 2))  # the same check on every route
 
     if _is_cov_probe(acts):
         return _spectrum_from_probe(acts, max_components, method, max_units, stride)
@@ -311,9 +349,7 @@ def eigenspectrum(
         return _spectrum_of_file(acts, max_components, method, hook, max_units, stride,
                                  chunk_size)
     x, found_hook = _source_to_matrix(acts, hook, "acts")
-    if not x.is_floating_point():
-        x = x.float()
-    check_finite(x, "acts", axis_name="unit column")
+    x = _check_matrix(x, "acts")
     n, width = x.shape
     s = stride or _auto_stride(width, max_units)
     if s > 1:
@@ -333,6 +369,12 @@ def eigenspectrum(
         ev = _top_eigvalsh(cov, k)
     else:
         ev, total = _randomized_eigs(x, k, oversample, n_iter, seed)
+    if total <= 0:
+        warn_degenerate(
+            f"eigenspectrum: acts{f' at {found_hook!r}' if found_hook else ''} are constant "
+            "over its rows (total variance 0): every eigenvalue is 0 and there is no spectrum "
+            "to fit (a dead or constant layer)."
+        )
     return Eigenspectrum(
         eigenvalues=torch.from_numpy(np.clip(ev, 0.0, None)),
         total_variance=max(total, 0.0),
@@ -367,6 +409,12 @@ def _spectrum_of_file(rec, max_components, method, hook, max_units, stride, chun
     cov, _ = covariance_from_row_blocks(rec, cols, chunk_size)
     k = min(max_components, n_units, n - 1)
     ev = _top_eigvalsh(cov, k)
+    if float(np.trace(cov)) <= 0:
+        warn_degenerate(
+            f"eigenspectrum: acts{f' at {found_hook!r}' if found_hook else ''} are constant "
+            "over its rows (total variance 0): every eigenvalue is 0 and there is no spectrum "
+            "to fit (a dead or constant layer)."
+        )
     return Eigenspectrum(eigenvalues=torch.from_numpy(np.clip(ev, 0.0, None)),
                          total_variance=max(float(np.trace(cov)), 0.0), n_samples=int(n),
                          n_units=n_units, method="exact", stride=s, hook=found_hook)
@@ -617,8 +665,61 @@ def _eigenvalues_of(spectrum) -> tuple[np.ndarray, str | None, str]:
         desc = (f"{spectrum.n_components} components (from {spectrum.n_samples} samples of "
                 f"{spectrum.n_units} units)")
         return spectrum.eigenvalues.numpy().astype(np.float64, copy=True), spectrum.hook, desc
-    ev = as_tensor(spectrum, "spectrum", ndim=1).detach().to("cpu", torch.float64).numpy()
+    t = as_tensor(spectrum, "spectrum", ndim=1).detach()
+    if t.is_complex():
+        raise NeuroprobeError(f"spectrum is complex ({t.dtype}); eigenvalues of a covariance "
+                              "are real: pass torch.linalg.eigvalsh's output, largest first.")
+    ev = t.to("cpu", torch.float64).numpy()
     return ev.copy(), None, f"{ev.shape[0]} components"
+
+
+def _check_spectrum_values(ev: np.ndarray) -> tuple[np.ndarray, int]:
+    """Eigenvalues as a covariance spectrum: non-negative (round-off negatives of a
+    numerically singular covariance, above ``-_ZERO_RTOL * max``, are clipped to 0 and
+    counted), sorted largest first.  Returns the clipped copy and how many were clipped."""
+    if not np.isfinite(ev).all():
+        raise NeuroprobeError("spectrum contains NaN or inf; compute it from finite activations.")
+    if ev.size == 0:
+        return ev, 0
+    scale = float(np.abs(ev).max())
+    neg = ev < 0
+    tiny = neg & (ev >= -_ZERO_RTOL * scale)
+    real = np.flatnonzero(neg & ~tiny)
+    if real.size:
+        raise NeuroprobeError(
+            f"spectrum has {real.size} negative eigenvalue(s), at components "
+            f"{(real[:5] + 1).tolist()}{' ...' if real.size > 5 else ''} (1-based; most negative "
+            f"{float(ev.min()):.3g}); a covariance has none. Pass the eigenvalues of a "
+            "covariance (e.g. npb.eigenspectrum(acts)), not of another matrix."
+        )
+    ev = np.where(tiny, 0.0, ev)
+    d = np.diff(ev)
+    tol = 1e-9 * scale
+    if ev.size >= 3 and (d > tol).any():
+        from scipy.stats import rankdata
+
+        # rank correlation of value with component number: -1 for a sorted spectrum, near -1
+        # for a noisy power law, +1 for eigvalsh's ascending order, near 0 for a shuffle
+        r = rankdata(ev)
+        k = np.arange(ev.size, dtype=np.float64)
+        rho = float(np.corrcoef(k, r)[0, 1]) if r.std() > 0 else -1.0
+        if rho > 0:
+            order = ("ascending (smallest eigenvalue first, the order torch.linalg.eigvalsh / "
+                     "numpy.linalg.eigvalsh return)" if not (d < -tol).any() else
+                     f"increasing with component number (rank correlation {rho:+.2f})")
+            raise NeuroprobeError(
+                f"spectrum is {order}; powerlaw_alpha needs the largest eigenvalue first "
+                "(component 1 = element 0). Pass ev.flip(0) / ev[::-1], np.sort(ev)[::-1], "
+                "or npb.eigenspectrum(acts)."
+            )
+        if rho > -0.5:
+            warn_degenerate(
+                f"spectrum is barely ordered largest first (rank correlation of eigenvalue "
+                f"with component number {rho:+.2f}; a sorted spectrum has -1): the power law "
+                "is fitted to the order given. Sort it descending if it is a covariance "
+                "spectrum.", stacklevel=4,
+            )
+    return ev, int(tiny.sum())
 
 
 def powerlaw_alpha(
@@ -678,7 +779,8 @@ def powerlaw_alpha(
     if (
         not isinstance(fr, (tuple, list))
         or len(fr) != 2
-        or not all(isinstance(v, (int, np.integer)) for v in fr)
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                   for v in fr)
         or not 1 <= fr[0] < fr[1]
     ):
         raise NeuroprobeError(
@@ -688,8 +790,10 @@ def powerlaw_alpha(
     lo, hi = int(fr[0]), int(fr[1])
     n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
     confidence = check_fraction(confidence, "confidence")
-    if not np.isfinite(ev).all():
-        raise NeuroprobeError("spectrum contains NaN or inf; compute it from finite activations.")
+    seed = check_int(seed, "seed", minimum=0)
+    # HuberRegressor's own bound: below 1 the loss treats most residuals as outliers
+    epsilon = check_real(epsilon, "epsilon", minimum=1.0)
+    ev, n_clipped = _check_spectrum_values(ev)
     if hi > ev.shape[0]:
         capped = isinstance(spectrum, Eigenspectrum) and spectrum.n_components < min(
             spectrum.n_units, spectrum.n_samples - 1)
@@ -708,10 +812,17 @@ def powerlaw_alpha(
     zero = win <= ev.max() * _ZERO_RTOL  # below float rounding of the covariance: zero
     if zero.any():
         first_zero = lo + int(np.flatnonzero(zero)[0])
+        note = (f" ({n_clipped} tiny negative round-off value(s) of the spectrum were clipped "
+                "to 0)" if n_clipped else "")
         raise NeuroprobeError(
-            f"eigenvalues {first_zero}..{hi} of fit_range=({lo}, {hi}) are zero: the "
+            f"eigenvalues {first_zero}..{hi} of fit_range=({lo}, {hi}) are zero{note}: the "
             f"activations have rank {first_zero - 1}; lower fit_range below component "
             f"{first_zero} or record more varied inputs."
+        )
+    if hi - lo + 1 < 3:
+        warn_degenerate(
+            f"fit_range=({lo}, {hi}) has {hi - lo + 1} components: a line through two points "
+            "fits exactly (r2 = 1, no residual for the bootstrap); widen the window.",
         )
     k = np.arange(lo, hi + 1, dtype=np.float64)
     x = np.log(k)
@@ -787,9 +898,16 @@ def alpha_by_layer(
     >>> df["layer"].tolist()
     [0, 1]
     """
+    allowed = ("max_units", "stride", "chunk_size", "oversample", "n_iter")
+    check_known_keys(spectrum_kwargs, "spectrum_kwargs (extra keyword arguments)", allowed)
+    if method not in FIT_PRESETS:
+        raise NeuroprobeError(f"method must be one of {sorted(FIT_PRESETS)}; got {method!r}.")
     items: list[tuple[str, object]] = []
     if isinstance(source, Mapping):
         items = [(str(h), v) for h, v in source.items()]
+        if hooks is not None:
+            picked = set(match_hook_names([h for h, _ in items], hooks))
+            items = [(h, v) for h, v in items if h in picked]
     elif hasattr(source, "acts") and hasattr(source, "units"):
         all_hooks = list(source.units.hooks)
         if hooks is None:
@@ -798,12 +916,21 @@ def alpha_by_layer(
             picked = set(match_hook_names(all_hooks, hooks))
             chosen = [h for h in all_hooks if h in picked]
         items = [(h, (source, h)) for h in chosen]
-    elif isinstance(source, Sequence) and all(_is_cov_probe(p) for p in source):
+    elif isinstance(source, Sequence) and not isinstance(source, str) and source and all(
+            _is_cov_probe(p) for p in source):
         items = [(p.hooks[0], p) for p in source]
+        if hooks is not None:
+            picked = set(match_hook_names([h for h, _ in items], hooks))
+            items = [(h, v) for h, v in items if h in picked]
     else:
         raise NeuroprobeError(
             f"source must be a Recording, a list of RunningCovariance probes or a dict "
             f"hook -> activations; got {type(source).__name__}."
+        )
+    if not items:
+        raise NeuroprobeError(
+            f"source has no hooks ({type(source).__name__} of length 0); pass a Recording, "
+            "RunningCovariance probes or a dict hook -> activations with at least one hook."
         )
     rows = []
     for h, v in items:
@@ -916,8 +1043,17 @@ def random_projections(
     """
     n = check_positive_int(n, "n")
     dim = check_positive_int(dim, "dim")
+    seed = check_int(seed, "seed", minimum=0)
+    for nm, v in (("hook", hook), ("name", name)):
+        if v is not None and not isinstance(v, str):
+            raise NeuroprobeError(f"{nm} must be a str; got {type(v).__name__} {v!r}.")
     found = None
-    if isinstance(acts, (int, np.integer)) and not isinstance(acts, bool):
+    if isinstance(acts, (float, bool, np.floating, np.bool_)):
+        raise NeuroprobeError(
+            f"acts must be the width (an int) or activations [time, m]; got "
+            f"{type(acts).__name__} {acts!r}."
+        )
+    if isinstance(acts, (int, np.integer)):
         m = int(acts)
     elif _is_cov_probe(acts):
         if acts.mean is None:
@@ -943,6 +1079,13 @@ def _as_curves(z, name: str = "z") -> Tensor:
         raise NeuroprobeError(
             f"{name} must be [time, dim] (one curve) or [time, n_projections, dim]; got shape "
             f"{tuple(t.shape)}. Use RandomProjections.project / .curves to get this shape."
+        )
+    if t.is_complex():
+        raise NeuroprobeError(f"{name} is complex ({t.dtype}); pass real curves.")
+    if 0 in t.shape[1:]:
+        raise NeuroprobeError(
+            f"{name} has shape {tuple(t.shape)}: no projections or no dimensions; pass curves "
+            "[time, n_projections >= 1, dim >= 1]."
         )
     t = t.detach().to(torch.float64)
     check_finite(t, name)
@@ -1028,8 +1171,8 @@ def average_action(z, *, duration: float = 1.0, normalize: bool = False) -> Aver
     1.0
     """
     c = _as_curves(z)
-    if not (isinstance(duration, (int, float)) and duration > 0):
-        raise NeuroprobeError(f"duration must be a positive number; got {duration!r}.")
+    duration = check_real(duration, "duration", minimum=0.0, low_open=True)
+    normalize = check_bool(normalize, "normalize")
     T = c.shape[0]
     if T < 2:
         raise NeuroprobeError(f"z has {T} time point(s); the action needs at least 2.")
