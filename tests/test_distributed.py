@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -55,6 +56,25 @@ def test_max_activating_examples_on_shards_equals_one_pass(native_model, per_tex
     assert (whole.n_texts, whole.n_tokens) == (sharded.n_texts, sharded.n_tokens)
 
 
+def test_alpha_by_layer_streamed_on_shards_equals_the_recording(native_model):
+    prompts = _prompts(20)
+    hooks = "blocks.*.hook_resid_post"
+    rec = npb.record(native_model, prompts, hooks)
+    want = npb.alpha_by_layer(rec, n_boot=10, fit_range=(1, 12))
+    here = npb.alpha_by_layer(native_model, hooks, prompts=prompts, n_boot=10,
+                              fit_range=(1, 12))
+    sharded = npb.alpha_by_layer(dict(NATIVE_CFG), hooks, prompts=prompts, n_boot=10,
+                                 fit_range=(1, 12), client=SerialBackend())
+    for got in (here, sharded):
+        assert got["hook"].tolist() == want["hook"].tolist()
+        np.testing.assert_allclose(got["alpha"], want["alpha"], rtol=1e-8)
+        assert got["n_samples"].tolist() == want["n_samples"].tolist()
+    with pytest.raises(npb.NeuroprobeError, match="needs hooks"):
+        npb.alpha_by_layer(native_model, prompts=prompts)
+    with pytest.raises(npb.NeuroprobeError, match="pass prompts"):
+        npb.alpha_by_layer(rec, client=SerialBackend())
+
+
 def test_loaded_model_refused_on_dask_and_bad_client(native_model):
     with pytest.raises(npb.NeuroprobeError, match="client must be"):
         stream_distributed(native_model, [[1, 2]], _probes(), client="localhost:8786")
@@ -75,6 +95,13 @@ def test_dask_local_cluster_bit_identical_and_survives_a_killed_worker():
         here = npb.max_activating_examples(npb.load_model(dict(NATIVE_CFG)), units, prompts, 3)
         there = npb.max_activating_examples(dict(NATIVE_CFG), units, prompts, 3, client=client)
         pd.testing.assert_frame_equal(here.examples, there.examples)
+        serial_alpha = npb.alpha_by_layer(dict(NATIVE_CFG), "blocks.*.hook_resid_post",
+                                          prompts=prompts, client=SerialBackend(), n_boot=10,
+                                          fit_range=(1, 12))
+        dask_alpha = npb.alpha_by_layer(dict(NATIVE_CFG), "blocks.*.hook_resid_post",
+                                        prompts=prompts, client=client, n_boot=10,
+                                        fit_range=(1, 12))
+        pd.testing.assert_frame_equal(serial_alpha, dask_alpha)
         # again, killing a worker process while it runs a shard
         result, killed = {}, []
 

@@ -867,18 +867,30 @@ def alpha_by_layer(
     method: str = "huber",
     n_boot: int = 1000,
     seed: int = 0,
+    prompts=None,
+    client=None,
     **spectrum_kwargs,
 ) -> pd.DataFrame:
     """Power-law exponent of every hook: one row per hook, sorted by layer.
 
     Parameters
     ----------
-    source : Recording, sequence of RunningCovariance probes, or dict hook -> tensor/probe
-        Where the activations (or their covariances) come from.
+    source : Recording, sequence of RunningCovariance probes, dict hook -> tensor/probe, or a model
+        Where the activations (or their covariances) come from. With ``prompts``: the model
+        to stream them from (a loaded model, or with ``client`` a name / config dict /
+        factory that each worker loads).
     hooks : str or sequence of str, optional
-        Hooks (names or globs) of a Recording to use; all of its hooks by default.
+        Hooks (names or globs) to use; all of the source's hooks by default (required with
+        ``prompts``).
     max_components, fit_range, method, n_boot, seed
         As in :func:`eigenspectrum` and :func:`powerlaw_alpha`.
+    prompts : list of str or token-id lists, optional
+        Stream these through ``source`` (a model) into one ``SpectrumProbe`` per hook, in one
+        pass; nothing but the ``d x d`` covariances is kept.
+    client : dask.distributed.Client, DaskBackend or SerialBackend, optional
+        With ``prompts``: run the pass as shards on workers
+        (:func:`neuroprobe.distributed.stream`); the merged covariances equal the serial
+        ones within float64 rounding.
     **spectrum_kwargs
         More :func:`eigenspectrum` options (``max_units``, ``method`` is the fit's).
 
@@ -903,6 +915,14 @@ def alpha_by_layer(
     if method not in FIT_PRESETS:
         raise NeuroprobeError(f"method must be one of {sorted(FIT_PRESETS)}; got {method!r}.")
     items: list[tuple[str, object]] = []
+    if prompts is not None:
+        source = _stream_spectra(source, prompts, hooks, client)
+        hooks = None
+    elif client is not None:
+        raise NeuroprobeError(
+            "alpha_by_layer(client=...) streams a model over prompts: pass prompts=... (and "
+            "the model as source), or leave client out for a Recording / probes / dict."
+        )
     if isinstance(source, Mapping):
         items = [(str(h), v) for h, v in source.items()]
         if hooks is not None:
@@ -947,6 +967,22 @@ def alpha_by_layer(
             "fit_start", "fit_stop", "n_samples", "n_units"]
     df = df[cols].sort_values("layer", kind="stable").reset_index(drop=True)
     return df
+
+
+def _stream_spectra(model, prompts, hooks, client) -> list:
+    """One SpectrumProbe per hook of ``model`` matching ``hooks``, streamed over ``prompts``
+    (on ``client``'s workers when given)."""
+    from neuroprobe.core.hooks import hook_names
+    from neuroprobe.distributed import local_model
+    from neuroprobe.distributed import stream as stream_on
+
+    if hooks is None:
+        raise NeuroprobeError(
+            "alpha_by_layer(prompts=...) needs hooks=... (names or globs, e.g. "
+            "'blocks.*.hook_resid_post'): which layers' spectra to stream."
+        )
+    names = match_hook_names(hook_names(local_model(model)), hooks)
+    return stream_on(model, prompts, [SpectrumProbe(h) for h in names], client=client)
 
 
 # =========================================================================================
