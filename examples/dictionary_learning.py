@@ -138,6 +138,8 @@ def main(argv=None) -> dict:
         results["bases_seconds"] = time.perf_counter() - t0
         ax = cmp.plot()
         ax.figure.savefig(out / "bases.png", dpi=120, bbox_inches="tight")
+        ax = cmp.plot(metric="coherence")
+        ax.figure.savefig(out / "bases_coherence.png", dpi=120, bbox_inches="tight")
         print(cmp, flush=True)
 
     # 5. dashboard -----------------------------------------------------------------------------
