@@ -24,8 +24,8 @@ number of contexts).  ``coherence_embedding="tokens"`` (default) embeds a contex
 of the token embeddings ``W_E`` over the ``coherence_window`` tokens ending at the unit's
 maximum (centred by the mean embedding of half B's tokens): it is independent of the hook
 and of the basis.  ``"resid"`` embeds a context by the mean of the hooked activations over
-all its tokens (centred by half B's mean): topical rather than lexical, and slightly
-circular (the maximum token is one of the averaged rows).
+all its tokens (centred and scaled per coordinate by half B's context means): topical
+rather than lexical, and slightly circular (the maximum token is one of the averaged rows).
 
 Both scores are averaged over units with bootstrap 95% CIs over units.
 """
@@ -296,7 +296,10 @@ class _Coherence:
             base = self._embed(c, p)
         else:
             ctx_mean = X.double().reshape(n_ctx, per, -1).mean(1).numpy()
-            self.ctx_emb = ctx_mean - ctx_mean[half_b].mean(0)
+            ref = ctx_mean[half_b]
+            # centred and scaled per coordinate: a few high-variance coordinates (massive
+            # activations) would otherwise decide every cosine
+            self.ctx_emb = (ctx_mean - ref.mean(0)) / np.maximum(ref.std(0), 1e-12)
             c = rng.choice(half_b, size=min(self.n_baseline, len(half_b)), replace=False)
             base = self.ctx_emb[c]
         self.baseline = _mean_pairwise_cosine(base)
