@@ -8,13 +8,20 @@ the same inputs with neuroprobe's, printing the largest absolute differences.
 
 Usage::
 
-    python benchmarks/saelens_compat.py [--venv /tmp/saelens-venv] [--sae-lens 6.54.0]
+    python benchmarks/saelens_compat.py [--venv /tmp/saelens-venv] [--sae-lens 6.54.12]
+        [--torch "torch --index-url https://download.pytorch.org/whl/cpu"]
+
+Torch is installed first (``--torch``: pip arguments, e.g. a local CPU wheel), then
+``sae-lens`` with that torch pinned, so that pip does not pull a CUDA build of torch as a
+dependency of ``transformer-lens<4``.  An existing venv in which ``import sae_lens`` works
+is reused.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -37,6 +44,7 @@ for name in ("topk", "l1"):
         f = sae.encode(x)
         xh = sae.decode(f)
     save_file({"f": f.contiguous(), "xh": xh.contiguous()}, d + "/saelens_out.safetensors")
+    sae.save_model(d + "_by_saelens")  # the other direction: SAELens writes, neuroprobe reads
     out[name] = type(sae).__name__
 print(json.dumps(out))
 """
@@ -45,16 +53,31 @@ print(json.dumps(out))
 def main(argv=None) -> dict:
     from safetensors.torch import load_file, save_file
 
+    from neuroprobe.dictionary import load_sae
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--venv", default="/tmp/saelens-venv")
-    ap.add_argument("--sae-lens", default="6.54.0")
+    ap.add_argument("--sae-lens", default="6.54.12")
+    ap.add_argument("--torch", default="torch",
+                    help="pip arguments that install torch in the side venv first")
     a = ap.parse_args(argv)
     venv = Path(a.venv)
     py = venv / "bin" / "python"
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", f"sae-lens=={a.sae_lens}"],
-                       check=True)
+    if subprocess.run([str(py), "-c", "import sae_lens"], capture_output=True).returncode:
+        pip = [str(py), "-m", "pip", "install", "-q"]
+        subprocess.run(pip + shlex.split(a.torch), check=True)
+        tv = subprocess.run([str(py), "-c", "import torch; print(torch.__version__)"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+        pin = venv / "torch-pin.txt"
+        pin.write_text(f"torch=={tv.split('+')[0]}\n")
+        subprocess.run(pip + ["-c", str(pin), f"sae-lens=={a.sae_lens}"], check=True)
+    ver = subprocess.run([str(py), "-c", "import importlib.metadata as m; "
+                          "print(m.version('sae-lens'), m.version('transformer-lens'), "
+                          "m.version('torch'))"], check=True, capture_output=True,
+                         text=True).stdout.split()
+    print(f"side venv {venv}: sae-lens {ver[0]}, transformer-lens {ver[1]}, torch {ver[2]}")
     tmp = Path(tempfile.mkdtemp())
     torch.manual_seed(0)
     x = torch.randn(64, 32) * 3
@@ -69,13 +92,19 @@ def main(argv=None) -> dict:
     r = subprocess.run([str(py), "-c", _CHILD, str(tmp)], check=True, capture_output=True,
                        text=True)
     print("SAELens classes:", r.stdout.strip())
-    report = {}
+    report = {"sae_lens": ver[0], "transformer_lens": ver[1], "torch": ver[2]}
     for name, s in saes.items():
         got = load_file(str(tmp / name / "saelens_out.safetensors"))
         with torch.no_grad():
             f, xh = s.encode(x), s.decode(s.encode(x))
+        back = load_sae(tmp / f"{name}_by_saelens")
+        with torch.no_grad():
+            fb = back.encode(x)
         report[name] = dict(encode_max_abs_diff=float((got["f"] - f).abs().max()),
-                            decode_max_abs_diff=float((got["xh"] - xh).abs().max()))
+                            decode_max_abs_diff=float((got["xh"] - xh).abs().max()),
+                            saelens_l0=float((got["f"] > 0).sum(1).float().mean()),
+                            saelens_max_feature=float(got["f"].max()),
+                            reread_encode_max_abs_diff=float((fb - f).abs().max()))
     print(json.dumps(report, indent=2))
     return report
 

@@ -11,7 +11,8 @@ Steps, all offline, written to ``DIR/results.json`` plus figures and a feature d
 3. Evaluate both on held-out text from the end of the corpus: L0, FVU beside a PCA with L0
    components, CE loss recovered with the reconstruction spliced in, KL, dead fraction.
 4. ``compare_bases``: neurons, PCA, ICA, NMF, k-means, random directions and the TopK SAE's
-   features, scored by n-gram predictability (bootstrap CIs over units).
+   features, scored by n-gram predictability and top-context coherence (bootstrap CIs over
+   units).
 5. Feature dashboards (HTML) of alive TopK-SAE features drawn with the seed.
 
 Usage::
@@ -138,6 +139,8 @@ def main(argv=None) -> dict:
         results["bases_seconds"] = time.perf_counter() - t0
         ax = cmp.plot()
         ax.figure.savefig(out / "bases.png", dpi=120, bbox_inches="tight")
+        ax = cmp.plot(metric="coherence")
+        ax.figure.savefig(out / "bases_coherence.png", dpi=120, bbox_inches="tight")
         print(cmp, flush=True)
 
     # 5. dashboard -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Comparing bases at one hook by how predictable their units are (Klindt, Sanborn et al.).
+"""Comparing bases at one hook by how interpretable their units are (Klindt, Sanborn et al.).
 
 Candidate bases, each with the same number of units: ``neurons`` (the hook's coordinates),
 ``pca``, ``ica``, ``nmf`` (on the activations shifted to be non-negative), ``kmeans``
@@ -13,7 +13,21 @@ give a lookup from the n-grams (1 to 3 tokens) ending at their maximum token to 
 activation; on half B the lookup predicts the activation of every token of the unit's
 top-``n_top`` contexts plus ``n_random`` random contexts (longest matching n-gram, else 0),
 and the score is the Pearson correlation of predicted and true activations pooled over
-those tokens.  Scores are averaged over units with bootstrap 95% CIs over units.
+those tokens.
+
+Second score -- *coherence* of a unit's top contexts against random contexts: on half B,
+each of the unit's top-``n_top`` contexts is embedded by the model itself and the score is
+the mean pairwise cosine similarity of those embeddings minus the mean pairwise cosine
+similarity of random embeddings of the same kind (a constant per comparison, estimated on
+256 random draws from half B; a mean over distinct pairs, so it does not depend on the
+number of contexts).  ``coherence_embedding="tokens"`` (default) embeds a context by the mean
+of the token embeddings ``W_E`` over the ``coherence_window`` tokens ending at the unit's
+maximum (centred by the mean embedding of half B's tokens): it is independent of the hook
+and of the basis.  ``"resid"`` embeds a context by the mean of the hooked activations over
+all its tokens (centred and scaled per coordinate by half B's context means): topical
+rather than lexical, and slightly circular (the maximum token is one of the averaged rows).
+
+Both scores are averaged over units with bootstrap 95% CIs over units.
 """
 
 from __future__ import annotations
@@ -35,19 +49,25 @@ BASES = ("neurons", "pca", "ica", "nmf", "kmeans", "random", "sae")
 
 @dataclass(frozen=True)
 class BasesComparison:
-    """Per-unit predictability scores of several bases at one hook.
+    """Per-unit predictability and coherence scores of several bases at one hook.
 
     Attributes
     ----------
     hook : str
     n_units : int
     scores : DataFrame
-        One row per unit: ``basis``, ``unit``, ``score`` (NaN for a unit that never varies).
+        One row per unit: ``basis``, ``unit``, ``score`` (n-gram predictability) and
+        ``coherence`` (NaN for a unit that never varies).
     summary : DataFrame
-        One row per basis: ``score`` (mean over units), ``ci_low``, ``ci_high`` (bootstrap
-        95%), ``n_scored``; sorted best first.
+        One row per basis: ``score`` (mean predictability over units), ``ci_low``,
+        ``ci_high`` (bootstrap 95%), ``n_scored``; ``coherence``, ``coherence_ci_low``,
+        ``coherence_ci_high``, ``n_coherence``; sorted best first by ``score``.
     n_tokens : int
     seed : int
+    coherence_embedding : str
+        ``"tokens"`` or ``"resid"`` (see the module docstring).
+    coherence_baseline : float
+        Mean pairwise cosine of random embeddings, subtracted from every unit's coherence.
     """
 
     hook: str
@@ -56,6 +76,8 @@ class BasesComparison:
     summary: pd.DataFrame
     n_tokens: int
     seed: int
+    coherence_embedding: str = "tokens"
+    coherence_baseline: float = float("nan")
 
     @property
     def best(self) -> str:
@@ -66,25 +88,37 @@ class BasesComparison:
         return self.summary.copy()
 
     def to_dict(self) -> dict:
-        """``{basis: {score, ci_low, ci_high, n_scored}}``."""
+        """``{basis: {score, ci_low, ci_high, n_scored, coherence, coherence_ci_low,
+        coherence_ci_high, n_coherence}}``."""
         return {b: {k: float(v) for k, v in row.items()}
                 for b, row in self.summary.iterrows()}
 
-    def plot(self, ax=None):
+    def plot(self, ax=None, metric: str = "score"):
+        """Bars with bootstrap 95% CIs of ``metric``: ``"score"`` (predictability) or
+        ``"coherence"``."""
         import matplotlib.pyplot as plt
 
+        from neuroprobe.core.validation import check_choice
+
+        metric = check_choice(metric, "BasesComparison.plot(metric=...)",
+                              ("score", "coherence"))
         if ax is None:
             _, ax = plt.subplots(figsize=(5, 3))
         s = self.summary.iloc[::-1]
-        ax.barh(s.index, s.score, xerr=[s.score - s.ci_low, s.ci_high - s.score],
-                color="#4477aa", capsize=3)
-        ax.set_xlabel("n-gram predictability (Pearson r, mean over units)")
+        lo, hi = ("ci_low", "ci_high") if metric == "score" else (
+            "coherence_ci_low", "coherence_ci_high")
+        v = s[metric]
+        ax.barh(s.index, v, xerr=[(v - s[lo]).fillna(0), (s[hi] - v).fillna(0)],
+                color="#4477aa" if metric == "score" else "#228833", capsize=3)
+        ax.set_xlabel("n-gram predictability (Pearson r, mean over units)" if metric == "score"
+                      else f"coherence of top contexts ({self.coherence_embedding}; "
+                      "cosine minus random)")
         ax.set_title(f"{self.n_units} units per basis at {self.hook}", fontsize=9)
         return ax
 
     def __repr__(self) -> str:
-        rows = ", ".join(f"{b}={r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
-                         for b, r in self.summary.iterrows())
+        rows = ", ".join(f"{b}={r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] "
+                         f"coh={r.coherence:.3f}" for b, r in self.summary.iterrows())
         return f"BasesComparison({self.hook}, n_units={self.n_units}: {rows})"
 
 
@@ -92,8 +126,10 @@ def compare_bases(model, corpus, *, hook: str, sae=None, n_units: int = 576,
                   n_tokens: int = 40_000, context_size: int = 128, skip_contexts: int = 0,
                   bases: tuple[str, ...] | None = None, n_top: int = 20, n_random: int = 20,
                   n_boot: int = 1000, batch_size: int = 16, seed: int = 0,
-                  text_column: str = "text") -> BasesComparison:
-    """Score bases at ``hook`` by n-gram predictability (see the module docstring).
+                  text_column: str = "text", coherence_embedding: str = "tokens",
+                  coherence_window: int = 3) -> BasesComparison:
+    """Score bases at ``hook`` by n-gram predictability and by the coherence of their units'
+    top contexts (see the module docstring).
 
     Parameters
     ----------
@@ -113,6 +149,11 @@ def compare_bases(model, corpus, *, hook: str, sae=None, n_units: int = 576,
         Top and random contexts per unit.
     seed : int
         Fixes the split, the random contexts, the bases' fits and the bootstrap.
+    coherence_embedding : {"tokens", "resid"}
+        How a context is embedded for the coherence score: the mean token embedding of the
+        window ending at the unit's maximum, or the mean hooked activation over the context.
+    coherence_window : int
+        Tokens in that window (``"tokens"`` only).
 
     Examples
     --------
@@ -126,6 +167,8 @@ def compare_bases(model, corpus, *, hook: str, sae=None, n_units: int = 576,
     ...                     n_top=5, n_random=5, n_boot=50)
     >>> sorted(cmp.to_dict())
     ['neurons', 'pca']
+    >>> sorted(cmp.scores.columns)
+    ['basis', 'coherence', 'score', 'unit']
     """
     from neuroprobe.core.capture import record
     from neuroprobe.dictionary.store import _check_context_size, _check_model
@@ -180,16 +223,18 @@ def compare_bases(model, corpus, *, hook: str, sae=None, n_units: int = 576,
     XA = X[torch.as_tensor(rows_a)]
     keys = _ngram_keys(toks, int(getattr(model.cfg, "d_vocab", int(toks.max()) + 1)))
     rand_b = np.sort(rng.choice(half_b, size=min(n_random, len(half_b)), replace=False))
+    coh = _Coherence(model, X, toks, half_b, coherence_embedding, coherence_window, seed)
     scores = []
     for b in bases:
         acts = _unit_activations(b, X, XA, n_units, sae, seed)  # [T, n] numpy float32
         A = acts.reshape(n_ctx, per, -1)
         for u in range(A.shape[2]):
             scores.append((b, u, _predictability(A[:, :, u], keys, half_a, half_b, rand_b,
-                                                 n_top)))
-    df = pd.DataFrame(scores, columns=["basis", "unit", "score"])
+                                                 n_top), coh.score(A[:, :, u], n_top)))
+    df = pd.DataFrame(scores, columns=["basis", "unit", "score", "coherence"])
     summary = _summary(df, n_boot, seed)
-    return BasesComparison(hook, int(n_units), df, summary, int(X.shape[0]), int(seed))
+    return BasesComparison(hook, int(n_units), df, summary, int(X.shape[0]), int(seed),
+                           coh.mode, coh.baseline)
 
 
 def _ngram_keys(toks: np.ndarray, V: int) -> np.ndarray:
@@ -236,6 +281,79 @@ def _predictability(a: np.ndarray, keys: np.ndarray, half_a, half_b, rand_b, n_t
     if pred.std() == 0:
         return 0.0
     return float(np.corrcoef(pred, true)[0, 1])
+
+
+class _Coherence:
+    """The coherence score's embedding space and random baseline (see the module docstring).
+
+    ``score(a, n_top)`` for one unit's activations ``a [n_ctx, per]``: the mean pairwise
+    cosine of the embeddings of its top-``n_top`` contexts of half B minus ``baseline``.
+    """
+
+    n_baseline = 256
+
+    def __init__(self, model, X: torch.Tensor, toks: np.ndarray, half_b: np.ndarray,
+                 mode: str, window: int, seed: int):
+        from neuroprobe.core.validation import check_choice, check_int
+
+        self.mode = check_choice(mode, "compare_bases(coherence_embedding=...)",
+                                 ("tokens", "resid"))
+        self.window = check_int(window, "compare_bases(coherence_window=...)", minimum=1)
+        self.toks = toks
+        self.half_b = half_b
+        n_ctx, per = toks.shape
+        rng = np.random.default_rng([int(seed), 13])  # apart from the split's generator
+        if self.mode == "tokens":
+            W_E = getattr(model, "W_E", None)
+            if W_E is None:
+                raise NeuroprobeError(
+                    "compare_bases(coherence_embedding='tokens') needs the model's token "
+                    f"embedding W_E; {type(model).__name__} has none. Pass "
+                    "coherence_embedding='resid'."
+                )
+            self.W_E = W_E.detach().float().cpu().numpy().astype(np.float64)
+            counts = np.bincount(toks[half_b].reshape(-1),
+                                 minlength=self.W_E.shape[0])[: self.W_E.shape[0]]
+            self.mu = counts @ self.W_E / max(counts.sum(), 1)
+            c = rng.choice(half_b, size=self.n_baseline, replace=True)
+            p = rng.integers(0, per, size=self.n_baseline)
+            base = self._embed(c, p)
+        else:
+            ctx_mean = X.double().reshape(n_ctx, per, -1).mean(1).numpy()
+            ref = ctx_mean[half_b]
+            # centred and scaled per coordinate: a few high-variance coordinates (massive
+            # activations) would otherwise decide every cosine
+            self.ctx_emb = (ctx_mean - ref.mean(0)) / np.maximum(ref.std(0), 1e-12)
+            c = rng.choice(half_b, size=min(self.n_baseline, len(half_b)), replace=False)
+            base = self.ctx_emb[c]
+        self.baseline = _mean_pairwise_cosine(base)
+
+    def _embed(self, c: np.ndarray, p: np.ndarray) -> np.ndarray:
+        if self.mode == "resid":
+            return self.ctx_emb[c]
+        pos = p[:, None] - np.arange(self.window)[::-1][None, :]  # [n, w], ending at p
+        ok = pos >= 0
+        t = self.toks[c[:, None], np.clip(pos, 0, None)]
+        e = (self.W_E[t] - self.mu) * ok[:, :, None]
+        return e.sum(1) / ok.sum(1, keepdims=True)
+
+    def score(self, a: np.ndarray, n_top: int) -> float:
+        ab = a[self.half_b]
+        if n_top < 2 or ab.std() == 0:
+            return float("nan")
+        top = self.half_b[np.argsort(-ab.max(1), kind="stable")[:n_top]]
+        pos = a[top].argmax(1)
+        return _mean_pairwise_cosine(self._embed(top, pos)) - self.baseline
+
+
+def _mean_pairwise_cosine(E: np.ndarray) -> float:
+    """Mean cosine similarity over distinct pairs of rows (a zero row counts as 0)."""
+    n = E.shape[0]
+    if n < 2:
+        return float("nan")
+    U = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+    G = U @ U.T
+    return float((G.sum() - np.trace(G)) / (n * (n - 1)))
 
 
 def _unit_activations(basis: str, X: torch.Tensor, XA: torch.Tensor, n: int, sae,
@@ -313,15 +431,24 @@ def _unit_activations(basis: str, X: torch.Tensor, XA: torch.Tensor, n: int, sae
 
 
 def _summary(df: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    # one generator per metric: adding the coherence column left the predictability CIs
+    # exactly as they were for a seed
     rng = np.random.default_rng(seed)
+    rng_coh = np.random.default_rng([int(seed), 17])
     rows = []
     for b, g in df.groupby("basis", sort=False):
-        s = g.score.dropna().to_numpy()
-        if s.size == 0:
-            rows.append((b, np.nan, np.nan, np.nan, 0))
-            continue
-        boots = s[rng.integers(0, s.size, size=(n_boot, s.size))].mean(1)
-        lo, hi = np.percentile(boots, [2.5, 97.5])
-        rows.append((b, s.mean(), lo, hi, s.size))
-    out = pd.DataFrame(rows, columns=["basis", "score", "ci_low", "ci_high", "n_scored"])
+        rows.append((b, *_boot_mean(g.score.dropna().to_numpy(), n_boot, rng),
+                     *_boot_mean(g.coherence.dropna().to_numpy(), n_boot, rng_coh)))
+    out = pd.DataFrame(rows, columns=["basis", "score", "ci_low", "ci_high", "n_scored",
+                                      "coherence", "coherence_ci_low", "coherence_ci_high",
+                                      "n_coherence"])
     return out.set_index("basis").sort_values("score", ascending=False)
+
+
+def _boot_mean(s: np.ndarray, n_boot: int, rng) -> tuple:
+    """Mean, bootstrap 95% CI over units, count (NaNs and 0 for no scored unit)."""
+    if s.size == 0:
+        return np.nan, np.nan, np.nan, 0
+    boots = s[rng.integers(0, s.size, size=(n_boot, s.size))].mean(1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return s.mean(), lo, hi, s.size
