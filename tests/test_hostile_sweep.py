@@ -631,3 +631,19 @@ def test_sweep_size():
     """The note reports this number; keep the sweep from shrinking unnoticed."""
     assert len(_mutations()) >= 1500
     assert inspect.isfunction(test_hostile_argument_gets_neuroprobe_error_or_an_answer)
+
+
+@pytest.mark.parametrize("call", [
+    lambda p: npb.load_words(p),
+    lambda p: npb.load_prompts(p),
+    lambda p: list(npb.iter_texts(p)),
+    lambda p: list(npb.iter_texts(p.with_suffix(".jsonl"))),
+], ids=["load_words", "load_prompts", "iter_texts-txt", "iter_texts-jsonl"])
+def test_a_binary_file_given_as_text_is_named(tmp_path, call):
+    """A file that is not UTF-8 text (a saved recording, an image) gets a NeuroprobeError
+    naming the file, not a raw UnicodeDecodeError."""
+    path = tmp_path / "data.txt"
+    path.write_bytes(b"\x80\x81\xfe\xff" * 64)
+    path.with_suffix(".jsonl").write_bytes(b"\x80\x81\xfe\xff" * 64)
+    with pytest.raises(NeuroprobeError, match="not UTF-8"):
+        call(path)

@@ -365,3 +365,24 @@ def check_float_dtype(dtype, name: str, *, allow_none: bool = False):
         f"{name} must be a floating-point torch dtype such as torch.float32 or torch.bfloat16; "
         f"got {dtype!r} ({type(dtype).__name__})."
     )
+
+
+def read_text_file(path, name: str, *, what: str = "a UTF-8 text file") -> str:
+    """The text of ``path``; a binary (non-UTF-8) file, a folder or an unreadable file is a
+    NeuroprobeError naming ``name`` and the file, not a raw ``UnicodeDecodeError``."""
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise NeuroprobeError(
+            f"{name}={str(p)!r} is not {what}: byte {e.start} is not UTF-8 (a binary file?). "
+            "Pass a UTF-8 text file."
+        ) from None
+    except IsADirectoryError:
+        raise NeuroprobeError(f"{name}={str(p)!r} is a directory; pass {what}.") from None
+    except FileNotFoundError:
+        raise NeuroprobeError(f"{name}={str(p)!r} does not exist; pass {what}.") from None
+    except PermissionError:
+        raise NeuroprobeError(f"{name}={str(p)!r} is not readable (permission denied).") from None

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import check_bool, check_int
+from neuroprobe.core.validation import check_bool, check_int, read_text_file
 
 __all__ = ["load_default_corpus", "iter_texts", "DEFAULT_CORPUS_PATH"]
 
@@ -135,27 +135,27 @@ def iter_texts(corpus, text_column: str = "text") -> Iterator[str]:
 
 def _read_file(p: Path, text_column: str) -> Iterator[str]:
     if p.suffix in (".jsonl", ".json"):
-        with open(p, encoding="utf-8") as f:
-            for k, line in enumerate(f):
-                if not line.strip():
-                    continue
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise NeuroprobeError(
-                        f"{p} line {k + 1} is not valid JSON ({e.msg}); a .jsonl corpus needs "
-                        "one JSON object per line."
-                    ) from None
-                t = r.get(text_column) if isinstance(r, dict) else r
-                if not isinstance(t, str):
-                    raise NeuroprobeError(
-                        f"{p} line {k + 1} has no string field {text_column!r}; pass "
-                        "text_column=... naming the field that holds the text."
-                    )
-                if t.strip():
-                    yield t
+        lines = read_text_file(p, "corpus", what="a .jsonl corpus").splitlines()
+        for k, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise NeuroprobeError(
+                    f"{p} line {k + 1} is not valid JSON ({e.msg}); a .jsonl corpus needs "
+                    "one JSON object per line."
+                ) from None
+            t = r.get(text_column) if isinstance(r, dict) else r
+            if not isinstance(t, str):
+                raise NeuroprobeError(
+                    f"{p} line {k + 1} has no string field {text_column!r}; pass "
+                    "text_column=... naming the field that holds the text."
+                )
+            if t.strip():
+                yield t
         return
-    text = p.read_text(encoding="utf-8")
+    text = read_text_file(p, "corpus", what="a text corpus")
     for para in text.split("\n\n"):
         if para.strip():
             yield para.strip()

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.validation import read_text_file
 
 __all__ = [
     "TASKS",
@@ -186,7 +187,7 @@ class PromptSet:
 
 
 def _read_file(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "source", what="a JSON / YAML prompt file")
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
@@ -325,7 +326,8 @@ def load_words(source: None | str | os.PathLike | Sequence[str] = None) -> tuple
                 f"{'is a directory' if path.is_dir() else 'does not exist'}; pass a text file "
                 "with one word per line, a list of words, or None for the packaged list."
             )
-        items = path.read_text(encoding="utf-8").splitlines()
+        items = read_text_file(path, "words", what="a word list (one word per line)")
+        items = items.splitlines()
     elif isinstance(source, bytes) or not hasattr(source, "__iter__"):
         raise NeuroprobeError(
             f"words must be None, a word-list file path or a list of strings; got "
