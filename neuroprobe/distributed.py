@@ -210,6 +210,13 @@ def _backend(client):
     return DaskBackend(client)
 
 
+def as_backend(client):
+    """The backend that runs tasks for ``client``: None -> :class:`SerialBackend`, a Dask
+    ``Client`` -> :class:`DaskBackend`, a backend as is. Analyses with ``client=`` map their
+    own shard tasks with its ``map(fn, items)`` (results in item order)."""
+    return _backend(client)
+
+
 def stream_distributed(model, prompts, probes: Sequence[Any], *, client=None,
                        n_shards: int = 8, **stream_kw) -> list:
     """:func:`neuroprobe.stream` over ``n_shards`` shards on a backend; merged probes.

@@ -236,10 +236,12 @@ def _record_stimuli(
     keep_raw: set[int] | None = None,
     chunk: int = 32,
     progress: Callable[[str], None] | None = None,
+    offset: int = 0,
 ) -> tuple[BlockStats, _RawRows | None, UnitIndex]:
     """Record every stimulus once, ``chunk`` stimuli at a time, and reduce each to its
     :class:`~neuroprobe.glm.blocks.BlockStats` (rows, mean, sum of squares about the mean);
-    the rows of the stimuli in ``keep_raw`` are kept as recorded."""
+    the rows of the stimuli in ``keep_raw`` are kept as recorded. ``offset``: the index of
+    ``texts[0]`` in the whole stimulus list (a shard's; it seeds generation)."""
     from neuroprobe.core import capture
 
     means, sss, lengths, raws = [], [], [], []
@@ -253,7 +255,8 @@ def _record_stimuli(
                                  include_bos=include_bos, progress=False)
         else:
             rec = capture.record_generation(model, sub, max_new_tokens=max_new_tokens,
-                                            hooks=list(hooks), seed=seed + c0, progress=False)
+                                            hooks=list(hooks), seed=seed + offset + c0,
+                                            progress=False)
         acts = torch.as_tensor(rec.acts).detach().to("cpu", torch.float32)
         if not bool(torch.isfinite(acts).all()):
             raise NeuroprobeError(
@@ -264,7 +267,7 @@ def _record_stimuli(
         if bool((n == 0).any()):
             bad = c0 + int(torch.nonzero(n == 0)[0])
             raise NeuroprobeError(
-                f"stimulus {bad} ({texts[bad]!r:.60}) produced no time point; with "
+                f"stimulus {offset + bad} ({texts[bad]!r:.60}) produced no time point; with "
                 "include_bos=False a prompt needs at least one real token"
             )
         if keep_raw:  # rows kept as recorded (float32), before they are centred in place
@@ -299,6 +302,44 @@ def _record_stimuli(
     if not isinstance(units, UnitIndex):
         units = UnitIndex.from_units(units)
     return stats, raw, units
+
+
+def _record_piece(first: int, texts: list, spec: Any, kw: dict, keep: list | None):
+    """One shard task: the model that ``spec`` names (loaded once per worker process) records
+    ``texts``, the stimuli ``first, first + 1, ...`` of the whole list."""
+    from neuroprobe.distributed import local_model
+
+    local = {i - first for i in keep if first <= i < first + len(texts)} if keep else None
+    return _record_stimuli(local_model(spec), texts, keep_raw=local, offset=first, **kw)
+
+
+def _record_stimuli_on(client: Any, spec: Any, texts: Sequence[str], *, n_shards: int = 8,
+                       keep_raw: set[int] | None = None, chunk: int = 32,
+                       **kw: Any) -> tuple[BlockStats, _RawRows | None, UnitIndex]:
+    """:func:`_record_stimuli` as shard tasks on ``client``'s workers. Shards are cut at
+    multiples of ``chunk``, so every stimulus is recorded in the same batches as in one
+    process and the joined statistics are the serial ones."""
+    from neuroprobe.distributed import as_backend
+
+    per = chunk * max(1, -(-len(texts) // (chunk * n_shards)))
+    keep = sorted(keep_raw) if keep_raw else None
+    kw = dict(kw, chunk=chunk)
+    items = [(c0, list(texts[c0 : c0 + per]), spec, kw, keep)
+             for c0 in range(0, len(texts), per)]
+    parts = as_backend(client).map(_record_piece, items)
+    stats = BlockStats(np.concatenate([p[0].lengths for p in parts]),
+                       torch.cat([p[0].nm for p in parts]), torch.cat([p[0].q for p in parts]))
+    raw = None
+    if any(p[1] is not None for p in parts):
+        rows, start, n_rows = [], {}, 0
+        for (c0, *_), (_, r, _) in zip(items, parts, strict=True):
+            if r is None:
+                continue
+            start.update({c0 + s: n_rows + b for s, b in r.start.items()})
+            rows.append(r.rows_all)
+            n_rows += r.rows_all.shape[0]
+        raw = _RawRows(torch.cat(rows), start, stats.lengths)
+    return stats, raw, parts[0][2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -963,6 +1004,7 @@ def functional_networks(
     seed: int = 0,
     model_name: str | None = None,
     progress: Callable[[str], None] | None = None,
+    client: Any = None,
 ) -> FunctionalNetworksResult:
     """Functional networks of a model: block-design runs, GLM per unit, overlap, prediction.
 
@@ -1009,6 +1051,12 @@ def functional_networks(
         Tokenizer for length matching (default: ``model.tokenizer``).
     seed : int
         Seeds controls, splits and block order.
+    client : dask.distributed.Client, DaskBackend or SerialBackend, optional
+        Record the stimuli as shard tasks on workers (:mod:`neuroprobe.distributed`);
+        ``model`` is then what each worker loads (a model name, a config dict or a
+        picklable factory; the driver loads it too, for the tokenizer and the analyses).
+        Shards are cut at the recording's own chunks, so the statistics, hence every network
+        and score, are the serial run's.
 
     Returns
     -------
@@ -1030,6 +1078,11 @@ def functional_networks(
     t_start = time_now = _clock()
     seconds: dict[str, float] = {}
     say = progress or (lambda s: None)
+    spec = model
+    if client is not None:
+        from neuroprobe.distributed import local_model
+
+        model = local_model(spec)
     _check_arguments(time_mode=time, alpha=alpha, n_runs=n_runs, n_task_blocks=n_task_blocks,
                      n_splits=n_splits, glm=glm, correction=correction,
                      noise_models=noise_models)
@@ -1063,9 +1116,15 @@ def functional_networks(
         keep_raw = {i for r in splits[0][0] if r.run < noise_runs for i in r.stimulus_ids}
     else:
         keep_raw = None
-    stats, raw, units = _record_stimuli(model, texts, all_hooks, time, include_bos,
-                                        batch_size, max_new_tokens, seed, keep_raw=keep_raw,
-                                        progress=say)
+    if client is None:
+        stats, raw, units = _record_stimuli(model, texts, all_hooks, time, include_bos,
+                                            batch_size, max_new_tokens, seed,
+                                            keep_raw=keep_raw, progress=say)
+    else:
+        stats, raw, units = _record_stimuli_on(
+            client, spec, texts, keep_raw=keep_raw, hooks=all_hooks, time_mode=time,
+            include_bos=include_bos, batch_size=batch_size, max_new_tokens=max_new_tokens,
+            seed=seed)
     seconds["recording"] = _clock() - time_now
     time_now = _clock()
     say(f"recorded {int(stats.lengths.sum())} time points x {len(units)} units")

@@ -290,3 +290,19 @@ def test_generate_prompts_is_seeded_and_cached(tiny, tmp_path):
 
     assert generate_prompts(NoGenerate(), "volcanoes", n=2, seed=1, cache_dir=tmp_path,
                             max_new_tokens=6) == a
+
+
+def test_recording_as_shard_tasks_equals_one_process(tiny, small):
+    """client=: the stimuli are recorded as shard tasks cut at the recording's chunks, so
+    every statistic, network and score is the serial run's (raw rows kept for AR(1) too)."""
+    from neuroprobe.distributed import SerialBackend
+
+    kw = dict(n_runs=3, n_task_blocks=4, n_splits=2, noise_models=("ols", "ar1"))
+    one = functional_networks(tiny, small, **kw).summary()
+    sharded = functional_networks(tiny, small, client=SerialBackend(), **kw).summary()
+    timings = [k for k in one if "second" in k or "time_s" in k]
+    for key in timings:
+        one.pop(key)
+        sharded.pop(key)
+    assert json.dumps(one, sort_keys=True, default=str) == json.dumps(
+        sharded, sort_keys=True, default=str)
