@@ -36,6 +36,7 @@ from torch import Tensor
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.shards import note_batch, union_seen
 from neuroprobe.core.units import Directions, project
+from neuroprobe.core.validation import check_index_list, check_int
 
 __all__ = ["BatchMeta", "Probe", "RunningCovariance", "TopK"]
 
@@ -236,8 +237,12 @@ class TopK:
     hooks: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
+        if isinstance(self.k, (bool, np.bool_)) or not isinstance(self.k, (int, np.integer)) \
+                or self.k < 1:
             raise NeuroprobeError(f"TopK(k=...) must be a positive int; got {self.k!r}")
+        self.k = int(self.k)
+        if self.indices is not None:  # our own list: the user's sequence is never aliased
+            self.indices = check_index_list(self.indices, "TopK(indices=...)")
         hook, self._dirs = hook_and_directions(self.target)
         self.hooks = (hook,)
 
@@ -275,9 +280,12 @@ class TopK:
             pos = torch.cat([self.position, pos])
             ti = torch.cat([self.time_index, ti])
             tok = torch.cat([self.token_ids, tok])
-        # stable ordering: sort by time first, then a stable sort by value (descending)
+        # stable ordering: sort by time first, then a stable sort by value (descending);
+        # NaN ranks last (torch would rank it above every number): a NaN is no top example
         order_t = torch.argsort(ti, dim=0, stable=True)
         vals_t = torch.gather(vals, 0, order_t)
+        if vals_t.is_floating_point():
+            vals_t = torch.nan_to_num(vals_t, nan=float("-inf"))
         order_v = torch.argsort(vals_t, dim=0, descending=True, stable=True)[: self.k]
         order = torch.gather(order_t, 0, order_v)
         self.values = torch.gather(vals, 0, order)
@@ -303,6 +311,8 @@ class TopK:
         """The top-k rows of one unit (column ``unit`` of this probe), best first."""
         if self.values is None:
             raise NeuroprobeError("TopK has seen no data yet; run it through record/stream.")
+        d = int(self.values.shape[1])
+        unit = check_int(unit, "TopK.to_dataframe(unit=...)", minimum=-d, maximum=d - 1)
         return pd.DataFrame(
             {
                 "rank": np.arange(self.values.shape[0]),

@@ -97,7 +97,28 @@ class Directions:
     name: str = "direction"
 
     def __post_init__(self) -> None:
-        v = torch.as_tensor(self.vectors)
+        if not isinstance(self.hook, str) or not self.hook:
+            raise NeuroprobeError(
+                f"Directions(hook=...) must be a hook name (str), e.g. "
+                f"'blocks.0.hook_resid_post'; got {type(self.hook).__name__} {self.hook!r}."
+            )
+        if not isinstance(self.name, str):
+            raise NeuroprobeError(
+                f"Directions(name=...) must be a str label such as 'pca'; got "
+                f"{type(self.name).__name__} {self.name!r}."
+            )
+        try:
+            v = torch.as_tensor(self.vectors)
+        except (TypeError, ValueError, RuntimeError):
+            raise NeuroprobeError(
+                f"Directions(vectors=...) must be a 2-D tensor [n_directions, d]; got "
+                f"{type(self.vectors).__name__} that is not numeric."
+            ) from None
+        if v.dtype == torch.bool or not (v.is_floating_point() or v.dtype in (
+                torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+            raise NeuroprobeError(
+                f"Directions(vectors=...) must hold real numbers; got dtype {v.dtype}."
+            )
         if v.ndim != 2 or v.shape[0] == 0:
             raise NeuroprobeError(
                 f"Directions(vectors=...) must be a non-empty 2-D tensor [n_directions, d]; "
@@ -134,8 +155,12 @@ class Directions:
 
     def subset(self, indices) -> Directions:
         """The directions ``indices`` (row numbers) as a new set of the same kind."""
-        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-        return Directions(self.hook, self.vectors[idx], self.name)
+        from neuroprobe.core.validation import check_index_list
+
+        idx = check_index_list(indices, "Directions.subset(indices=...)",
+                               size=self.n_directions, what="direction")
+        return Directions(self.hook, self.vectors[torch.as_tensor(idx, dtype=torch.long)],
+                          self.name)
 
 
 @dataclass(frozen=True)
@@ -189,8 +214,20 @@ class UnitIndex(Sequence):
     @classmethod
     def from_hooks(cls, widths: dict[str, int]) -> UnitIndex:
         """All coordinates of each hook, in the dict's order."""
+        from neuroprobe.core.validation import check_int
+
+        if not isinstance(widths, dict):
+            raise NeuroprobeError(
+                f"UnitIndex.from_hooks(widths=...) must be a dict {{hook name: width}}; got "
+                f"{type(widths).__name__} {widths!r}."
+            )
         blocks, off = [], 0
         for hook, width in widths.items():
+            if not isinstance(hook, str):
+                raise NeuroprobeError(
+                    f"UnitIndex.from_hooks: hook names must be str; got {hook!r}."
+                )
+            width = check_int(width, f"UnitIndex.from_hooks: the width of {hook!r}", minimum=1)
             blocks.append(UnitBlock(hook, "neuron", np.arange(int(width)), off))
             off += int(width)
         return cls(tuple(blocks))
@@ -226,6 +263,11 @@ class UnitIndex(Sequence):
         if isinstance(j, slice):
             return [self[i] for i in range(*j.indices(len(self)))]
         n = len(self)
+        if isinstance(j, (bool, np.bool_)) or not isinstance(j, (int, np.integer)):
+            raise NeuroprobeError(
+                f"UnitIndex[...] takes a column number (int) or a slice; got "
+                f"{type(j).__name__} {j!r}. Find a unit's column with .column((hook, index))."
+            )
         j = int(j)
         if j < 0:
             j += n
@@ -298,9 +340,12 @@ class UnitIndex(Sequence):
         """
         from fnmatch import fnmatchcase
 
+        from neuroprobe.core.validation import check_int, check_name_list
+
         keep = np.ones(len(self), dtype=bool)
         if hook is not None:
-            pats = [hook] if isinstance(hook, str) else list(hook)
+            pats = check_name_list(hook, "select(hook=...)", what="hook name or pattern",
+                                   allow_empty=True)
             hk = np.zeros(len(self), dtype=bool)
             for b in self.blocks:
                 if any(fnmatchcase(b.label, p) or fnmatchcase(b.hook, p) for p in pats):
@@ -311,8 +356,29 @@ class UnitIndex(Sequence):
                 )
             keep &= hk
         if layer is not None:
-            lays = [layer] if isinstance(layer, (int, np.integer)) else list(layer)
+            if isinstance(layer, (str, bytes)) or not isinstance(layer, (int, np.integer,
+                                                                         Sequence, np.ndarray,
+                                                                         range, Tensor)):
+                raise NeuroprobeError(
+                    f"select(layer=...) must be a layer number (int) or a list of them; got "
+                    f"{type(layer).__name__} {layer!r}."
+                )
+            lays = [layer] if isinstance(layer, (int, np.integer)) else list(
+                layer.tolist() if isinstance(layer, (Tensor, np.ndarray)) else layer)
+            lays = [check_int(v, "select(layer=...)", minimum=-1) for v in lays]
+            present = sorted(set(self.layers.tolist()))
+            missing = [v for v in lays if v not in present]
+            if not lays or missing:
+                raise NeuroprobeError(
+                    f"select(layer={layer!r}) names layer(s) {missing or '[]'} that no unit is "
+                    f"in; the layers present are {present} (-1: hooks outside the blocks)."
+                )
             keep &= np.isin(self.layers, lays)
+        if not keep.any():
+            raise NeuroprobeError(
+                f"select(hook={hook!r}, layer={layer!r}) matches no unit: the hook(s) and "
+                f"layer(s) do not overlap; hooks are: {self.hooks[:12]}"
+            )
         return np.flatnonzero(keep)
 
     def column(self, unit: Unit) -> int:
@@ -329,9 +395,8 @@ class UnitIndex(Sequence):
 
     def subset(self, columns: np.ndarray | Sequence[int] | Tensor) -> UnitIndex:
         """The index of the given columns (in the given order)."""
-        cols = np.asarray(columns.cpu() if isinstance(columns, Tensor) else columns)
-        if cols.dtype == bool:
-            cols = np.flatnonzero(cols)
+        cols = np.asarray(check_columns(columns, len(self), "UnitIndex.subset(columns=...)"),
+                          dtype=np.int64)
         out: list[UnitBlock] = []
         off = 0
         lookup = [(b, b.offset, b.offset + b.size) for b in self.blocks]
@@ -384,6 +449,39 @@ class UnitIndex(Sequence):
             ui = ui.extended(s["hook"], s["kind"], np.asarray(s["indices"], dtype=np.int64),
                              s["name"])
         return ui
+
+
+def check_columns(columns, size: int, name: str, *, unique: bool = True,
+                  what: str = "column") -> list[int]:
+    """Column (or row) numbers from a list of ints or a boolean mask of exactly ``size``.
+
+    Refuses floats, an empty selection, repeats (unless ``unique=False``), out-of-range
+    numbers and a mask of the wrong length (which would silently select the first rows).
+    """
+    from neuroprobe.core.validation import check_index_list
+
+    if isinstance(columns, slice):
+        return list(range(size))[columns] or check_index_list([], name, what=what)
+    arr = None
+    if isinstance(columns, Tensor):
+        arr = columns.detach().cpu().numpy()
+    elif isinstance(columns, np.ndarray):
+        arr = columns
+    elif isinstance(columns, (list, tuple)) and columns and all(
+            isinstance(c, (bool, np.bool_)) for c in columns):
+        arr = np.asarray(columns, dtype=bool)
+    if arr is not None and arr.dtype == bool:
+        if arr.ndim != 1 or arr.shape[0] != size:
+            raise NeuroprobeError(
+                f"{name}: a boolean mask must have one entry per {what} ({size}); got shape "
+                f"{tuple(arr.shape)}."
+            )
+        out = np.flatnonzero(arr).tolist()
+        if not out:
+            raise NeuroprobeError(f"{name}: the boolean mask selects no {what}.")
+        return out
+    return check_index_list(columns if arr is None else arr, name, size=size, unique=unique,
+                            what=what)
 
 
 def _check_unit(u) -> tuple[str, int]:

@@ -184,9 +184,11 @@ def check_index_list(values, name: str, *, size: int | None = None, allow_empty:
     """
     whats = "indices" if what == "index" else f"{what}s"
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        wrap = (f" Wrap a single {what} in a list: [{values!r}]."
+                if isinstance(values, (int, np.integer)) else "")
         raise NeuroprobeError(
             f"{name} must be a list of integer {whats}; got {type(values).__name__} "
-            f"{values!r}. Wrap a single {what} in a list: [{values!r}]."
+            f"{values!r}.{wrap}"
         )
     if isinstance(values, (Tensor, np.ndarray)):
         arr = values.detach().cpu().numpy() if isinstance(values, Tensor) else values
@@ -310,3 +312,22 @@ def warn_if_not_finite(t: Tensor, name: str) -> bool:
         )
         return False
     return True
+
+
+def check_float_dtype(dtype, name: str = "dtype") -> torch.dtype:
+    """A floating torch dtype (``torch.float32`` or its name ``"float32"``); integer and bool
+    dtypes are refused, since storing activations in them truncates every value."""
+    dt = dtype
+    if isinstance(dtype, str):
+        dt = getattr(torch, dtype.replace("torch.", ""), None)
+    if not isinstance(dt, torch.dtype):
+        raise NeuroprobeError(
+            f"{name}={dtype!r} is not a torch dtype; use torch.float32, 'float32', "
+            "torch.bfloat16, ..."
+        )
+    if not dt.is_floating_point:
+        raise NeuroprobeError(
+            f"{name}={dtype!r} is not a floating dtype: values stored as {dt} are truncated "
+            "to whole numbers. Use torch.float32 (or float16 / bfloat16 / float64)."
+        )
+    return dt
