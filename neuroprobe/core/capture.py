@@ -273,7 +273,21 @@ def _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_co
         pos = [_select_positions(t.numel(), positions, i + first_prompt, b and not include_bos)
                for i, (t, b) in enumerate(zip(toks, bos))]
     else:  # a plain HookedRootModule: each input is one time point
-        toks = [torch.as_tensor(x) for x in items]
+        toks = []
+        for i, x in enumerate(items):
+            try:
+                t = torch.as_tensor(x)
+            except (TypeError, ValueError, RuntimeError):
+                raise NeuroprobeError(
+                    f"prompts[{i}] must be a numeric input tensor for this {type(model).__name__}"
+                    f" (one time point each); got {type(x).__name__} {x!r:.60}."
+                ) from None
+            if t.shape != (toks[0].shape if toks else t.shape) or t.dtype == torch.bool:
+                raise NeuroprobeError(
+                    f"prompts[{i}] has shape {tuple(t.shape)} and dtype {t.dtype}; every input "
+                    f"must be numeric and have the shape of prompts[0], {tuple(toks[0].shape)}."
+                )
+            toks.append(t)
         pos = [torch.zeros(1, dtype=torch.long) for _ in toks]
     counts = np.array([p.numel() for p in pos], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
@@ -447,6 +461,21 @@ def _run(
             "them are not meaningful. Check the model's weights or record in float32.",
             stacklevel=4,
         )
+
+
+def _hook_widths(model, reqs: list[HookRequest], plan: _Plan):
+    """:func:`hook_widths` on the first prompt; for a plain HookedRootModule an input its
+    layers cannot take (a wrong width) is named as such, not as a raw matmul error."""
+    try:
+        return hook_widths(model, reqs, plan.tokens[0])
+    except RuntimeError as e:
+        if is_language_model(model):
+            raise
+        raise NeuroprobeError(
+            f"prompts: an input of shape {tuple(plan.tokens[0].shape)} could not be run through "
+            f"this {type(model).__name__} ({str(e).splitlines()[0][:120]}); pass inputs "
+            "[n, ...] of the shape its first layer takes."
+        ) from None
 
 
 def _recorded_columns(req: HookRequest, acts: Tensor) -> Tensor:
@@ -662,7 +691,8 @@ def record(
     probes : sequence of probes
         Streaming probes fed in the same pass (see :mod:`neuroprobe.core.probes`).
     dtype : torch.dtype
-        Storage dtype of ``acts``.
+        Storage dtype of ``acts``: a floating dtype (an integer dtype would truncate every
+        activation and is refused).
     memory_budget : int, optional
         Bytes allowed for ``acts`` in memory (default: half the free memory); above it the
         recording goes to a disk-backed memmap (in ``storage_dir``) with a warning.
@@ -693,12 +723,13 @@ def record(
     plan = _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_column)
     labels = _check_labels(labels, len(plan.tokens))
     lm = is_language_model(model)
-    reqs, widths = hook_widths(model, reqs, plan.tokens[0])
+    reqs, widths = _hook_widths(model, reqs, plan)
     _check_indices(reqs, widths)
     preqs = _probe_requests(model, probes)
     for p, rs in preqs:
-        rs, pw = hook_widths(model, rs, plan.tokens[0])
-        _check_probe_indices(p, pw, rs)
+        if getattr(p, "indices", None) is not None:  # one-token pass only when needed
+            rs, pw = _hook_widths(model, rs, plan)
+            _check_probe_indices(p, pw, rs)
     units, col = _unit_index(reqs, widths)
     buffer, path = _allocate(plan.n_rows, len(units), dtype, memory_budget, storage_dir)
     _run(model, plan, reqs, preqs, buffer=buffer, col_offsets=col,
@@ -825,7 +856,7 @@ def stream(
                  first_prompt=shard.first_prompt)
     preqs = []
     for p, rs in _probe_requests(model, [_ShardView(p, shard) for p in probes]):
-        rs, widths = hook_widths(model, rs, plan.tokens[0])
+        rs, widths = _hook_widths(model, rs, plan)
         _check_indices(rs, widths)
         _check_probe_indices(p, widths, rs)
         preqs.append((p, rs))

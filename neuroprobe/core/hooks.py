@@ -219,7 +219,13 @@ def resolve_hooks(model, hooks: HookSpec | Sequence[HookSpec] | None,
                     f"{_suggest(spec, names)}. List them all with npb.hook_names(model)."
                 )
         elif callable(spec):
-            matched = [n for n in names if spec(n)]
+            try:
+                matched = [n for n in names if spec(n)]
+            except Exception as e:  # noqa: BLE001 -- the user's callable, any error
+                raise NeuroprobeError(
+                    f"{argname}: the callable {spec!r} raised {type(e).__name__} ({e}) on a hook "
+                    "name; it must take a name (str) and return True or False."
+                ) from None
             if not matched:
                 raise NeuroprobeError(f"{argname}: the callable {spec!r} selected no hook.")
             by_canon = {}

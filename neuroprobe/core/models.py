@@ -227,6 +227,8 @@ def check_native_config(cfg: dict) -> None:
         check_real(cfg["eps"], f"{where}['eps']", minimum=0.0, low_open=True)
     if cfg.get("seed") is not None:
         check_int(cfg["seed"], f"{where}['seed']", minimum=0)
+    if cfg.get("device") is not None:
+        resolve_device(cfg["device"])
     if "dtype" in cfg:
         cfg_dt = _resolve_dtype(cfg["dtype"], f"{where}['dtype']")
         if cfg_dt is None:

@@ -78,6 +78,23 @@ class Probe(Protocol):
     def merge(self, other: Probe) -> Probe: ...
 
 
+def _hook_acts(acts, hook: str, probe) -> Tensor:
+    """``acts[hook]`` as a 2-D tensor, or a NeuroprobeError naming what the probe got."""
+    if not isinstance(acts, dict) or hook not in acts:
+        got = sorted(acts)[:6] if isinstance(acts, dict) else type(acts).__name__
+        raise NeuroprobeError(
+            f"{type(probe).__name__}.update(acts=...) needs a dict with the key {hook!r} "
+            f"(its hook); got {got}. record/stream build it for you."
+        )
+    x = acts[hook]
+    if not isinstance(x, Tensor) or x.ndim != 2:
+        raise NeuroprobeError(
+            f"{type(probe).__name__}.update: acts[{hook!r}] must be a [n, d] tensor; got "
+            f"{type(x).__name__}{'' if not isinstance(x, Tensor) else tuple(x.shape)}."
+        )
+    return x
+
+
 def hook_and_directions(target) -> tuple[str, Directions | None]:
     """A probe target as ``(hook name, Directions or None)``.
 
@@ -146,7 +163,7 @@ class RunningCovariance:
     def activations(self, acts: dict[str, Tensor]) -> Float[Tensor, "n d"]:
         """This probe's view of one batch: the hook's output ``[n, d]``, projected on the
         directions when the target is a :class:`Directions` (detached, dtype kept)."""
-        return project(acts[self.hooks[0]], self._dirs).detach()
+        return project(_hook_acts(acts, self.hooks[0], self), self._dirs).detach()
 
     def update(self, acts: dict[str, Tensor], meta: BatchMeta) -> None:
         x = self.activations(acts).to(torch.float64)
@@ -249,7 +266,7 @@ class TopK:
     def activations(self, acts: dict[str, Tensor]) -> Float[Tensor, "n unit"]:
         """The values this probe ranks, for one batch: the hook's output (projected on the
         directions when the target is one), its ``indices`` columns, float32 on the CPU."""
-        x = project(acts[self.hooks[0]], self._dirs).detach().float().cpu()
+        x = project(_hook_acts(acts, self.hooks[0], self), self._dirs).detach().float().cpu()
         if self.indices is not None:
             x = x[:, torch.as_tensor(list(self.indices), dtype=torch.long)]
         return x
@@ -299,6 +316,12 @@ class TopK:
             raise NeuroprobeError(
                 f"can only merge a TopK of the same hook {self.hooks} and k={self.k}; "
                 f"got {other!r}"
+            )
+        if other.indices != self.indices:
+            raise NeuroprobeError(
+                f"can only merge TopK probes that track the same units: indices={self.indices} "
+                f"vs indices={other.indices}; column j of one would be merged with a different "
+                "unit of the other."
             )
         out = TopK(self.target, self.k, self.indices)
         out.seen = union_seen(self.seen, other.seen, repr(self), repr(other))
