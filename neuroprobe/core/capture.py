@@ -202,8 +202,11 @@ def _check_positions(positions) -> None:
             v = getattr(positions, part)
             if v is not None:
                 check_int(v, f"positions=slice(...).{part}")
-        if positions.step == 0:
-            raise NeuroprobeError("positions=slice(...) has step 0; use a step >= 1.")
+        if positions.step is not None and positions.step < 1:
+            raise NeuroprobeError(
+                f"positions=slice(...) has step {positions.step}; use a step >= 1 (rows of a "
+                "recording are time points, in increasing order)."
+            )
     elif not callable(positions):
         raise NeuroprobeError(
             f"positions must be 'all', 'last', a slice or a callable (prompt_index, n_tokens) "
@@ -403,7 +406,7 @@ def _run(
         for r in rs:
             by_canon.setdefault(r.canonical, []).append(("probe", (pi, r.name)))
     state: dict[str, Any] = {}
-    nonfinite: dict[str, str] = {}  # hooks seen with NaN/inf: checked until the first one
+    finite: dict[str, Tensor] = {}  # per hook: every batch so far free of NaN/inf
     names = {r.canonical: r.name for r in reqs}
     for _, rs in probe_reqs:
         for r in rs:
@@ -420,9 +423,7 @@ def _run(
             else:
                 sel = act[state["b"], state["s"]]
             sel = sel.reshape(sel.shape[0], int(np.prod(sel.shape[1:])))
-            if canonical not in nonfinite and sel.is_floating_point() \
-                    and not bool(torch.isfinite(sel).all()):
-                nonfinite[canonical] = names[canonical]
+            _note_finite(finite, canonical, sel)
             for kind, key in consumers:
                 if kind == "rec":
                     v = _recorded_columns(reqs[key], sel)
@@ -452,8 +453,8 @@ def _run(
                                  time_index=batch.dest, token_ids=batch.token_ids)
                 for (probe, _), acts in zip(probe_reqs, state["probe_acts"]):
                     probe.update(acts, meta)
-    if nonfinite:
-        bad = list(nonfinite.values())
+    bad = [names[c] for c, ok in finite.items() if not bool(ok)]
+    if bad:
         warn_degenerate(
             f"{desc}: hook(s) {', '.join(repr(h) for h in bad[:6])}"
             f"{' ...' if len(bad) > 6 else ''} gave NaN or inf activations (NaN weights or an "
@@ -476,6 +477,17 @@ def _hook_widths(model, reqs: list[HookRequest], plan: _Plan):
             f"this {type(model).__name__} ({str(e).splitlines()[0][:120]}); pass inputs "
             "[n, ...] of the shape its first layer takes."
         ) from None
+
+
+def _note_finite(finite: dict[str, Tensor], key: str, x: Tensor) -> None:
+    """AND into ``finite[key]`` whether ``x`` is free of NaN/inf, on ``x``'s device: one
+    reduction per batch (NaN and inf survive a sum; half types are summed in float32), and
+    no device synchronisation until the flags are read once, after the pass."""
+    if not x.is_floating_point() or x.numel() == 0:
+        return
+    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else None
+    ok = torch.isfinite(x.sum(dtype=acc))
+    finite[key] = ok if key not in finite else finite[key] & ok
 
 
 def _recorded_columns(req: HookRequest, acts: Tensor) -> Tensor:

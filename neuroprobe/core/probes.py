@@ -62,6 +62,27 @@ class BatchMeta:
     time_index: Int[Tensor, " n"]
     token_ids: Int[Tensor, " n"] | None = None
 
+    def __post_init__(self) -> None:
+        n = None
+        for name in ("time_index", "prompt_index", "position", "token_ids"):
+            v = getattr(self, name)
+            if v is None and name == "token_ids":
+                continue
+            if not isinstance(v, Tensor) or v.ndim != 1 or v.is_floating_point() \
+                    or v.dtype == torch.bool:
+                raise NeuroprobeError(
+                    f"BatchMeta.{name} must be a 1-D integer tensor; got "
+                    f"{type(v).__name__}{tuple(v.shape) if isinstance(v, Tensor) else ''}"
+                    f"{' ' + str(v.dtype) if isinstance(v, Tensor) else ''}."
+                )
+            if n is None:
+                n = v.shape[0]
+            elif v.shape[0] != n:
+                raise NeuroprobeError(
+                    f"BatchMeta.{name} has {v.shape[0]} rows but time_index has {n}; every "
+                    "field has one entry per row of the batch."
+                )
+
     @property
     def n(self) -> int:
         return int(self.time_index.shape[0])

@@ -128,6 +128,7 @@ CASES = [
     ("pos-empty-slice", _pos(slice(10, 20)), r"positions=slice\(10, 20, None\).*selects no token"),
     ("pos-empty-callable", _pos(lambda i, n: []), r"selects no token in any of the 2 prompt"),
     ("pos-slice-step0", _pos(slice(None, None, 0)), r"positions=slice\(...\) has step 0"),
+    ("pos-slice-reversed", _pos(slice(None, None, -1)), r"positions=slice\(...\) has step -1"),
     ("pos-slice-float", _pos(slice(0.5, 2)), r"positions=slice\(...\).start must be an integer"),
     ("pos-list", _pos([0, 1]), r"positions must be 'all', 'last', a slice or a callable"),
     ("pos-misspelt", _pos("Last"), r"positions='Last'"),
@@ -272,6 +273,11 @@ CASES = [
      r"increasing order"),
     ("shard-neg", lambda c: npb.Shard(-1), r"Shard\(first_prompt=...\)"),
     ("union_seen-int", lambda c: npb.union_seen(5, ()), r"union_seen\(a=...\) must be"),
+    ("batchmeta-float", lambda c: npb.BatchMeta(torch.zeros(2), torch.arange(2), torch.arange(2)),
+     r"BatchMeta.prompt_index must be a 1-D integer tensor"),
+    ("batchmeta-lengths", lambda c: npb.BatchMeta(torch.arange(3), torch.arange(2),
+                                                  torch.arange(2)), r"has 3 rows but time_index"),
+    ("batchmeta-list", lambda c: npb.BatchMeta([0], [0], [0]), r"BatchMeta.time_index must be"),
     ("note_batch-int", lambda c: npb.note_batch((), 5), r"note_batch\(meta=...\) must be"),
     ("topk-update-missing", lambda c: npb.TopK(H).update({"x": torch.zeros(2, 3)},
                                                           npb.BatchMeta(*(torch.arange(2),) * 3)),
@@ -352,6 +358,18 @@ def test_nan_activations_warn_in_stream_and_topk_ranks_nan_last(nan_model):
     top.update({"h": x}, npb.BatchMeta(*(torch.arange(3),) * 3))
     assert top.values.T.tolist() == [[3.0, 2.0], [5.0, 1.0]]
     assert top.time_index.T.tolist() == [[1, 2], [2, 0]]
+
+
+def test_nonfinite_flag_is_one_reduction_per_batch():
+    from neuroprobe.core.capture import _note_finite
+
+    flags: dict = {}
+    _note_finite(flags, "a", torch.ones(3, 2))
+    _note_finite(flags, "b", torch.tensor([[1.0, float("inf")], [float("-inf"), 0.0]]))
+    _note_finite(flags, "c", torch.full((2, 2), 6e4, dtype=torch.float16))  # sum > fp16 max
+    _note_finite(flags, "a", torch.tensor([[float("nan"), 0.0]]))
+    _note_finite(flags, "c", torch.ones(1, 2, dtype=torch.float16))
+    assert {k: bool(v) for k, v in flags.items()} == {"a": False, "b": False, "c": True}
 
 
 def test_finite_model_does_not_warn(ctx):
