@@ -689,7 +689,9 @@ def record(
         Prompts per forward pass (left-padded with an attention mask).
     positions : "all", "last", slice, or callable
         Which token positions to record per prompt; a callable gets
-        ``(prompt_index, n_tokens)`` and returns positions.
+        ``(prompt_index, n_tokens)`` and returns integer positions in ``[0, n_tokens)``,
+        increasing and each once (anything else raises rather than being truncated or
+        reordered).  Positions that select no token in any prompt raise.
     include_bos : bool
         Keep the BOS token's row (it is an attention sink, identical in every prompt; set
         False for time-series analyses).  BOS is the token the model prepends to a string
@@ -699,7 +701,7 @@ def record(
     truncate : bool
         Cut prompts longer than the context instead of raising.
     labels : sequence, optional
-        One label per prompt, carried to every row (``rec.labels``).
+        One label per prompt (a list, not a string), carried to every row (``rec.labels``).
     probes : sequence of probes
         Streaming probes fed in the same pass (see :mod:`neuroprobe.core.probes`).
     dtype : torch.dtype
@@ -714,6 +716,13 @@ def record(
     Returns
     -------
     Recording
+
+    Warns
+    -----
+    NeuroprobeWarning
+        Once per call, naming the hooks, when any activation is NaN or inf (NaN weights, a
+        float16 overflow): they are recorded as they are, and nothing computed from them is
+        meaningful.
 
     Examples
     --------

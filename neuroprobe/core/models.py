@@ -73,7 +73,10 @@ def load_model(
     ----------
     spec : str, dict or nn.Module
         ``"smollm2-135m"`` (offline default), a HuggingFace hub name, a ``boot_native``
-        config dict, or an existing ``TransformerBridge`` / ``HookedRootModule``.
+        config dict, or an existing ``TransformerBridge`` / ``HookedRootModule``.  A dict is
+        checked first (:func:`check_native_config`): unknown or misspelt keys, sizes that are
+        not ints >= 1 and unsupported ``act_fn`` / ``normalization_type`` values raise
+        instead of building TransformerLens's default.
     device : str or torch.device, optional
         ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"`` ...; an unavailable device is an error.
     dtype : torch.dtype or str, optional
@@ -146,7 +149,8 @@ def _pass_through(module: torch.nn.Module, dev, dt) -> torch.nn.Module:
 _NATIVE_REQUIRED = ("n_layers", "d_model", "d_head", "n_ctx", "d_vocab")
 _NATIVE_SIZES = ("n_heads", "d_mlp", "n_key_value_heads", "d_vocab_out", "rotary_dim",
                  "num_experts", "experts_per_token", "window_size", "n_devices")
-#: what the native model supports for its string options (None: any value is refused but None)
+#: the values the native model supports for its string options (the native model reads
+#: normalization_type and positional_embedding_type case-insensitively)
 _NATIVE_CHOICES = {
     "act_fn": ("relu", "gelu", "gelu_new", "silu", "swish", "solu", "solu_ln"),
     "normalization_type": ("LN", "LNPre", "RMS", "RMSPre"),
@@ -218,8 +222,21 @@ def check_native_config(cfg: dict) -> None:
             continue
         check_int(v, f"{where}[{k!r}]", minimum=1)
     for k, choices in _NATIVE_CHOICES.items():
-        if k in cfg and not (k == "normalization_type" and cfg[k] is None):
-            check_choice(cfg[k], f"{where}[{k!r}]", choices)
+        if k not in cfg or (k == "normalization_type" and cfg[k] is None):
+            continue
+        v = cfg[k]
+        if k in ("normalization_type", "positional_embedding_type") and isinstance(v, str):
+            v = {c.lower(): c for c in choices}.get(v.lower(), v)
+        check_choice(v, f"{where}[{k!r}]", choices)
+    pairs = [("rotary_dim", "d_head", "the head size"),
+             ("experts_per_token", "num_experts", "the number of experts"),
+             ("n_key_value_heads", "n_heads", "the number of query heads")]
+    for small, big, what in pairs:
+        if cfg.get(small) is not None and cfg.get(big) is not None and cfg[small] > cfg[big]:
+            raise NeuroprobeError(
+                f"{where}[{small!r}]={cfg[small]} is larger than {big}={cfg[big]} ({what}); "
+                f"use {small} <= {big}."
+            )
     for k in _NATIVE_BOOLS:
         if k in cfg:
             check_bool(cfg[k], f"{where}[{k!r}]")

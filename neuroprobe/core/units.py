@@ -336,7 +336,9 @@ class UnitIndex(Sequence):
     ) -> np.ndarray:
         """Column numbers of the units at the given hook(s) and/or layer(s).
 
-        ``hook`` may be glob patterns (``"blocks.*.mlp.hook_post"``).
+        ``hook`` may be glob patterns (``"blocks.*.mlp.hook_post"``).  A hook, a layer, or a
+        hook-and-layer pair that matches no unit raises (an empty selection is never
+        returned silently).
         """
         from fnmatch import fnmatchcase
 
@@ -452,16 +454,22 @@ class UnitIndex(Sequence):
 
 
 def check_columns(columns, size: int, name: str, *, unique: bool = True,
-                  what: str = "column") -> list[int]:
-    """Column (or row) numbers from a list of ints or a boolean mask of exactly ``size``.
+                  what: str = "column") -> np.ndarray:
+    """Column (or row) numbers, as an int64 array, from a list of ints, an int array or
+    tensor, a slice, or a boolean mask of exactly ``size`` entries.
 
     Refuses floats, an empty selection, repeats (unless ``unique=False``), out-of-range
     numbers and a mask of the wrong length (which would silently select the first rows).
+    Arrays are checked with vectorised numpy operations (no Python loop over the rows).
     """
     from neuroprobe.core.validation import check_index_list
 
+    whats = f"{what}s"
     if isinstance(columns, slice):
-        return list(range(size))[columns] or check_index_list([], name, what=what)
+        out = np.arange(size)[columns]
+        if not out.size:
+            raise NeuroprobeError(f"{name}: the slice {columns!r} selects no {what} of {size}.")
+        return out
     arr = None
     if isinstance(columns, Tensor):
         arr = columns.detach().cpu().numpy()
@@ -470,18 +478,42 @@ def check_columns(columns, size: int, name: str, *, unique: bool = True,
     elif isinstance(columns, (list, tuple)) and columns and all(
             isinstance(c, (bool, np.bool_)) for c in columns):
         arr = np.asarray(columns, dtype=bool)
-    if arr is not None and arr.dtype == bool:
+    if arr is None:
+        return np.asarray(check_index_list(columns, name, size=size, unique=unique, what=what),
+                          dtype=np.int64)
+    if arr.dtype == bool:
         if arr.ndim != 1 or arr.shape[0] != size:
             raise NeuroprobeError(
                 f"{name}: a boolean mask must have one entry per {what} ({size}); got shape "
                 f"{tuple(arr.shape)}."
             )
-        out = np.flatnonzero(arr).tolist()
-        if not out:
+        out = np.flatnonzero(arr)
+        if not out.size:
             raise NeuroprobeError(f"{name}: the boolean mask selects no {what}.")
         return out
-    return check_index_list(columns if arr is None else arr, name, size=size, unique=unique,
-                            what=what)
+    if arr.ndim != 1:
+        raise NeuroprobeError(f"{name} must be 1-D; got shape {tuple(arr.shape)}.")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise NeuroprobeError(
+            f"{name} must hold integer {whats}; got dtype {arr.dtype}. Cast with "
+            ".long() / .astype(int) only if the values are whole numbers."
+        )
+    if not arr.size:
+        raise NeuroprobeError(f"{name} is empty; pass at least one {what}.")
+    out = arr.astype(np.int64, copy=False)
+    bad = out[(out < 0) | (out >= size)]
+    if bad.size:
+        raise NeuroprobeError(
+            f"{name} has {whats} out of range [0, {size}): {bad[:5].tolist()}"
+            f"{' ...' if bad.size > 5 else ''}."
+        )
+    if unique:
+        vals, counts = np.unique(out, return_counts=True)
+        if (counts > 1).any():
+            raise NeuroprobeError(
+                f"{name} repeats {whats} {vals[counts > 1][:5].tolist()}; pass each once."
+            )
+    return out
 
 
 def _check_unit(u) -> tuple[str, int]:

@@ -77,6 +77,9 @@ CASES = [
     ("lm-d_mlp-0", _lm(d_mlp=0), r"\['d_mlp'\] must be an integer"),
     ("lm-norm", _lm(normalization_type="layernorm"), r"\['normalization_type'\] must be one"),
     ("lm-posemb", _lm(positional_embedding_type="alibi"), r"positional_embedding_type"),
+    ("lm-rotary-dim", _lm(positional_embedding_type="rotary", rotary_dim=32),
+     r"\['rotary_dim'\]=32 is larger than d_head=8"),
+    ("lm-experts", _lm(num_experts=2, experts_per_token=3), r"\['experts_per_token'\]=3"),
     ("lm-bool-str", _lm(attn_only="yes"), r"\['attn_only'\] must be True or False"),
     ("lm-eps-neg", _lm(eps=-1.0), r"\['eps'\] must be a finite number in \(0"),
     ("lm-seed-str", _lm(seed="a"), r"\['seed'\] must be an integer"),
@@ -211,6 +214,12 @@ CASES = [
      r"select_time.*boolean mask must have one entry per row \(5\); got shape \(2,\)"),
     ("time-mask-long", lambda c: c["rec"].select_time(torch.ones(9, dtype=torch.bool)),
      r"select_time.*boolean mask"),
+    ("time-np-out", lambda c: c["rec"].select_time(np.array([7])), r"select_time.*\[7\]"),
+    ("time-slice-empty", lambda c: c["rec"].select_time(slice(10, 20)), r"selects no row of 5"),
+    ("units-np-dup", lambda c: c["rec"].select_units(np.array([1, 1])), r"repeats columns \[1\]"),
+    ("units-np-2d", lambda c: c["rec"].select_units(np.zeros((2, 2), int)), r"must be 1-D"),
+    ("units-tensor-float", lambda c: c["rec"].select_units(torch.tensor([1.0])),
+     r"select_units.*dtype float32"),
     ("column_block-float", lambda c: c["rec"].column_block(0.5, 2), r"column_block\(start=..."),
     # ---- Recording constructor -------------------------------------------------------------
     ("Rec-pi-float", _mk_rec(prompt_index=torch.tensor([0.0, 0.0, 1.0])),
@@ -318,7 +327,7 @@ def test_hostile_input_is_refused_with_a_named_argument(ctx, call, match):
 
 def test_sweep_size():
     """The note of issue 16 quotes this count; keep it in step with CASES."""
-    assert len(CASES) == len({c[0] for c in CASES}) >= 150
+    assert len(CASES) == len({c[0] for c in CASES}) >= 180
 
 
 # ---- degenerate science: NaN/inf activations warn once per call, naming the hook ----------
@@ -420,6 +429,7 @@ def test_valid_inputs_keep_working(ctx, tmp_path):
     top = npb.stream(m, P, [npb.TopK(H, k=2, indices=np.array([0, 5]))])[0]
     assert top.values.shape == (2, 2) and top.to_dataframe(np.int64(1)).shape == (2, 6)
     assert npb.load_model(dict(CFG, act_fn="gelu", normalization_type=None)).cfg.act_fn == "gelu"
+    assert npb.load_model(dict(CFG, normalization_type="rms")).cfg.normalization_type == "rms"
     assert check_float_dtype("bfloat16") is torch.bfloat16
 
 
