@@ -950,6 +950,7 @@ def record_generation(
     batch_size = check_positive_int(batch_size, "batch_size")
     d_vocab = int(getattr(model.cfg, "d_vocab", 1 << 62))
     top_k = check_sampling(do_sample, temperature, top_k, d_vocab)
+    do_sample = bool(do_sample)
     seed = check_int(seed, "seed", minimum=0)
     dtype = torch.float32 if dtype is None else check_float_dtype(dtype, "dtype")
     progress = _check_progress(progress)

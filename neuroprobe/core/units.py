@@ -234,12 +234,27 @@ class UnitIndex(Sequence):
 
     @classmethod
     def from_units(cls, units: Sequence[Unit]) -> UnitIndex:
-        """From explicit ``(hook, index)`` pairs; consecutive pairs of one hook share a block."""
+        """From explicit ``(hook, index)`` pairs; consecutive pairs of one hook share a block.
+
+        Each unit may appear once (a repeat would be two columns with one identity)."""
+        if isinstance(units, (str, bytes, dict)) or not hasattr(units, "__iter__"):
+            raise NeuroprobeError(
+                f"UnitIndex.from_units(units=...) must be a list of (hook_name, index) pairs; "
+                f"got {type(units).__name__} {units!r:.80}."
+            )
         blocks: list[UnitBlock] = []
         off = 0
         cur_hook, cur_idx = None, []
+        seen: set[tuple[str, int]] = set()
         for u in units:
             hook, idx = _check_unit(u)
+            if idx < 0 or (hook, idx) in seen:
+                raise NeuroprobeError(
+                    f"UnitIndex.from_units: unit {(hook, idx)!r} "
+                    + ("has a negative index; indices are >= 0." if idx < 0 else
+                       "appears twice; list each unit once.")
+                )
+            seen.add((hook, idx))
             if hook != cur_hook and cur_idx:
                 blocks.append(UnitBlock(cur_hook, "neuron", np.asarray(cur_idx), off))
                 off += len(cur_idx)

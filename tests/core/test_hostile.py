@@ -252,6 +252,10 @@ CASES = [
     ("ui-widths-list", lambda c: npb.UnitIndex.from_hooks(["h"]), r"must be a dict"),
     ("ui-subset-out", lambda c: c["rec"].units.subset([99]), r"subset.*out of range"),
     ("ui-subset-float", lambda c: c["rec"].units.subset([0.5]), r"subset.*integer columns"),
+    ("ui-from-units-dup", lambda c: npb.UnitIndex.from_units([("h", 1), ("h", 1)]),
+     r"unit \('h', 1\) appears twice"),
+    ("ui-from-units-neg", lambda c: npb.UnitIndex.from_units([("h", -1)]), r"negative index"),
+    ("ui-from-units-str", lambda c: npb.UnitIndex.from_units("h"), r"must be a list of"),
     ("ui-getitem-str", lambda c: c["rec"].units["a"], r"UnitIndex\[...\] takes a column"),
     ("dirs-hook-int", lambda c: npb.Directions(5, torch.zeros(1, 3)), r"Directions\(hook=...\)"),
     ("dirs-name-int", lambda c: npb.Directions(H, torch.ones(1, 3), name=5),
@@ -431,6 +435,12 @@ def test_valid_inputs_keep_working(ctx, tmp_path):
     assert npb.load_model(dict(CFG, act_fn="gelu", normalization_type=None)).cfg.act_fn == "gelu"
     assert npb.load_model(dict(CFG, normalization_type="rms")).cfg.normalization_type == "rms"
     assert check_float_dtype("bfloat16") is torch.bfloat16
+
+
+def test_numpy_scalars_are_accepted_by_record_generation(ctx):
+    rec = npb.record_generation(ctx["m"], [[1, 2]], np.int64(2), H, do_sample=np.bool_(True),
+                                temperature=np.float64(0.7), top_k=np.int64(5), seed=np.int64(3))
+    assert rec.n_time == 2
 
 
 def test_load_model_never_mutates_the_config():
