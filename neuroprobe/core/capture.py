@@ -525,6 +525,30 @@ def _check_indices(reqs: list[HookRequest], widths: dict[str, int]) -> None:
             )
 
 
+def _check_no_repeated_units(reqs: list[HookRequest], widths: dict[str, int]) -> None:
+    """Refuse two requests that record the same neuron (``[h, (h, [3])]``): the recording
+    would hold two columns with one identity."""
+    taken: dict[tuple[str, str], tuple[np.ndarray, str]] = {}
+    for r in reqs:
+        if r.directions is not None:
+            continue
+        idx = np.arange(widths[r.canonical]) if r.indices is None else r.indices
+        key = (r.canonical, r.name)
+        for (canon, name), (prev, who) in taken.items():
+            if canon == r.canonical:
+                both = np.intersect1d(prev, idx)
+                if both.size:
+                    raise NeuroprobeError(
+                        f"hooks: neuron(s) {both[:5].tolist()} of {name!r} are requested twice "
+                        f"(by {who} and by {_req_repr(r)}); each unit can be recorded once."
+                    )
+        taken[key] = (idx, _req_repr(r))
+
+
+def _req_repr(r: HookRequest) -> str:
+    return repr(r.name) if r.indices is None else f"({r.name!r}, {r.indices[:4].tolist()}...)"
+
+
 def _unit_index(reqs: list[HookRequest], widths: dict[str, int]) -> tuple[UnitIndex, dict]:
     ui = UnitIndex()
     col: dict[int, int] = {}
@@ -746,6 +770,7 @@ def record(
     lm = is_language_model(model)
     reqs, widths = _hook_widths(model, reqs, plan)
     _check_indices(reqs, widths)
+    _check_no_repeated_units(reqs, widths)
     preqs = _probe_requests(model, probes)
     for p, rs in preqs:
         if getattr(p, "indices", None) is not None:  # one-token pass only when needed

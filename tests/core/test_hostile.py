@@ -102,6 +102,10 @@ CASES = [
     ("rec-idx-nested", lambda c: npb.record(c["m"], P, (H, [[1, 2]])), r"integer neurons"),
     ("rec-idx-float-tensor", lambda c: npb.record(c["m"], P, (H, torch.tensor([1.0]))),
      r"integer neurons; got dtype float32"),
+    ("rec-unit-twice", lambda c: npb.record(c["m"], P, [H, (H, [3])]),
+     r"neuron\(s\) \[3\] of 'blocks.0.mlp.hook_post' are requested twice"),
+    ("rec-unit-twice-subsets", lambda c: npb.record(c["m"], P, [(H, [1, 2]), (H, [2, 5])]),
+     r"neuron\(s\) \[2\] .* requested twice"),
     ("rec-idx-out", lambda c: npb.record(c["m"], P, (H, [99])), r"index 99 is out of range"),
     # ---- record: dtype, sizes, flags --------------------------------------------------------
     ("rec-dtype-int", _rec(dtype=torch.int32), r"dtype=torch.int32 is not a floating dtype"),
@@ -402,6 +406,17 @@ def test_positions_keep_order_of_a_valid_callable_on_dense_batches(ctx):
     assert torch.equal(sub.acts, full.acts[[0, 2, 3, 5]])
 
 
+def test_a_prompt_with_no_selected_token_is_skipped_not_a_reshape_error(ctx):
+    """A batch whose prompts contribute no row (4-D hooks such as attn.hook_z included)."""
+    prompts = [[1, 2, 3], [4], [5, 6, 7]]
+    rec = npb.record(ctx["m"], prompts, ["blocks.0.attn.hook_z", H], batch_size=1,
+                     positions=slice(2, None))
+    assert rec.prompt_index.tolist() == [0, 2] and rec.position.tolist() == [2, 2]
+    (top,) = npb.stream(ctx["m"], prompts, [npb.TopK(H, k=1)], batch_size=1,
+                        positions=slice(2, None))
+    assert set(top.prompt_index.flatten().tolist()) <= {0, 2}
+
+
 def test_select_time_mask_of_right_length_and_slices(ctx):
     rec = ctx["rec"]
     mask = torch.tensor([True, False, True, False, True])
@@ -435,6 +450,12 @@ def test_valid_inputs_keep_working(ctx, tmp_path):
     assert npb.load_model(dict(CFG, act_fn="gelu", normalization_type=None)).cfg.act_fn == "gelu"
     assert npb.load_model(dict(CFG, normalization_type="rms")).cfg.normalization_type == "rms"
     assert check_float_dtype("bfloat16") is torch.bfloat16
+
+
+def test_disjoint_subsets_and_directions_of_one_hook_record_together(ctx):
+    d = npb.Directions(H, torch.eye(2, 32), name="axes")
+    rec = npb.record(ctx["m"], P, [(H, [1, 2]), (H, [5]), d])
+    assert rec.n_units == 5 and rec.units[4] == (H + "@axes", 1)
 
 
 def test_numpy_scalars_are_accepted_by_record_generation(ctx):
