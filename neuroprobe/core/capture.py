@@ -42,7 +42,7 @@ from neuroprobe.core.hooks import (
     hook_names,
     resolve_hooks,
 )
-from neuroprobe.core.probes import BatchMeta
+from neuroprobe.core.probes import BatchMeta, TopK
 from neuroprobe.core.recording import Recording
 from neuroprobe.core.shards import Shard
 from neuroprobe.core.storage import check_memory_budget, memmap_buffer
@@ -607,7 +607,7 @@ def _check_probe_indices(probe, widths: dict[str, int], reqs: list[HookRequest])
     """A probe's ``indices`` (TopK) must lie inside what it watches: the hook's width, or
     the number of directions of its Directions target."""
     inner = probe.probe if isinstance(probe, _ShardView) else probe
-    idx = getattr(inner, "indices", None)
+    idx = inner.indices if isinstance(inner, TopK) else None
     if idx is None or not reqs:
         return
     dirs = getattr(inner, "_dirs", None)
@@ -773,7 +773,7 @@ def record(
     _check_no_repeated_units(reqs, widths)
     preqs = _probe_requests(model, probes)
     for p, rs in preqs:
-        if getattr(p, "indices", None) is not None:  # one-token pass only when needed
+        if isinstance(p, TopK) and p.indices is not None:  # a one-token pass, when needed
             rs, pw = _hook_widths(model, rs, plan)
             _check_probe_indices(p, pw, rs)
     units, col = _unit_index(reqs, widths)
