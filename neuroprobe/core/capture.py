@@ -35,13 +35,28 @@ from neuroprobe.core.engine import (
     stop_layer,
 )
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.hooks import HookRequest, HookSpec, hook_names, resolve_hooks
-from neuroprobe.core.probes import BatchMeta
+from neuroprobe.core.hooks import (
+    HookRequest,
+    HookSpec,
+    check_hooked_model,
+    hook_names,
+    resolve_hooks,
+)
+from neuroprobe.core.probes import BatchMeta, TopK
 from neuroprobe.core.recording import Recording
 from neuroprobe.core.shards import Shard
 from neuroprobe.core.storage import check_memory_budget, memmap_buffer
 from neuroprobe.core.units import UnitIndex, project
-from neuroprobe.core.validation import check_positive_int
+from neuroprobe.core.validation import (
+    check_bool,
+    check_float_dtype,
+    check_index_list,
+    check_int,
+    check_name_list,
+    check_positive_int,
+    check_writable_path,
+    warn_degenerate,
+)
 
 __all__ = ["record", "stream", "record_generation", "hook_names", "tokenize_prompts",
            "shards", "CorpusShard"]
@@ -58,6 +73,11 @@ Prompts = Union[
 
 # ---- inputs ---------------------------------------------------------------------------------
 def _as_prompt_list(prompts, text_column: str) -> list:
+    if not isinstance(text_column, str):
+        raise NeuroprobeError(
+            f"text_column must be a column name (str); got {type(text_column).__name__} "
+            f"{text_column!r}."
+        )
     if prompts is None:
         raise NeuroprobeError("prompts is None; pass a list of strings or token-id sequences.")
     if isinstance(prompts, str):
@@ -98,6 +118,9 @@ def tokenize_prompts(
     >>> [t.tolist() for t in npb.tokenize_prompts(model, [[1, 2, 3], [4, 5]])]
     [[1, 2, 3], [4, 5]]
     """
+    if prepend_bos is not None:
+        prepend_bos = check_bool(prepend_bos, "prepend_bos")
+    truncate = check_bool(truncate, "truncate")
     items = _as_prompt_list(prompts, text_column)
     n_ctx = int(getattr(model.cfg, "n_ctx", 1 << 30))
     d_vocab = int(getattr(model.cfg, "d_vocab", 1 << 62))
@@ -115,7 +138,23 @@ def tokenize_prompts(
                 )
             ids = model.to_tokens(p, prepend_bos=prepend_bos, truncate=False)[0].cpu()
         else:
-            ids = torch.as_tensor(p.tolist() if isinstance(p, Tensor) else list(p))
+            if isinstance(p, (bytes, dict)) or not isinstance(p, (Tensor, np.ndarray, Iterable)):
+                raise NeuroprobeError(
+                    f"prompts[{i}] must be a str or a non-empty 1-D sequence of token ids; "
+                    f"got {type(p).__name__} {p!r}."
+                )
+            try:
+                ids = torch.as_tensor(p.tolist() if isinstance(p, (Tensor, np.ndarray))
+                                      else list(p))
+            except (TypeError, ValueError, RuntimeError):
+                raise NeuroprobeError(
+                    f"prompts[{i}] must be a str or a non-empty 1-D sequence of integer token "
+                    f"ids; got {type(p).__name__} that is not one."
+                ) from None
+            if ids.dtype == torch.bool:
+                raise NeuroprobeError(
+                    f"prompts[{i}] holds booleans, not token ids; pass integer token ids."
+                )
             if ids.ndim != 1 or ids.numel() == 0 or ids.is_floating_point():
                 raise NeuroprobeError(
                     f"prompts[{i}] must be a str or a non-empty 1-D sequence of token ids; "
@@ -150,6 +189,32 @@ def _starts_with_bos(model, prepend_bos: bool | None, items: list,
             for p, t in zip(items, toks)]
 
 
+def _check_positions(positions) -> None:
+    """Refuse a ``positions`` argument before any prompt is tokenized."""
+    if isinstance(positions, str):
+        if positions not in ("all", "last"):
+            raise NeuroprobeError(
+                f"positions={positions!r}; use 'all', 'last', a slice, or a callable "
+                "(prompt_index, n_tokens) -> positions."
+            )
+    elif isinstance(positions, slice):
+        for part in ("start", "stop", "step"):
+            v = getattr(positions, part)
+            if v is not None:
+                check_int(v, f"positions=slice(...).{part}")
+        if positions.step is not None and positions.step < 1:
+            raise NeuroprobeError(
+                f"positions=slice(...) has step {positions.step}; use a step >= 1 (rows of a "
+                "recording are time points, in increasing order)."
+            )
+    elif not callable(positions):
+        raise NeuroprobeError(
+            f"positions must be 'all', 'last', a slice or a callable (prompt_index, n_tokens) "
+            f"-> positions; got {type(positions).__name__} {positions!r}. For fixed positions "
+            f"use positions=lambda i, n: {positions!r}."
+        )
+
+
 def _select_positions(n: int, positions: Positions, prompt_i: int, skip_first: bool) -> Tensor:
     start = 1 if skip_first else 0
     if isinstance(positions, str):
@@ -164,12 +229,23 @@ def _select_positions(n: int, positions: Positions, prompt_i: int, skip_first: b
     if isinstance(positions, slice):
         pos = torch.arange(n)[positions]
     elif callable(positions):
-        pos = torch.as_tensor(list(positions(prompt_i, n)), dtype=torch.long)
-        if pos.numel() and (int(pos.min()) < 0 or int(pos.max()) >= n):
+        try:
+            got = positions(prompt_i, n)
+        except TypeError as e:
             raise NeuroprobeError(
-                f"positions callable returned {pos.tolist()} for prompt {prompt_i} with {n} "
-                "tokens; positions must lie in [0, n_tokens)."
+                f"positions: the callable {positions!r} failed when called as "
+                f"positions(prompt_index={prompt_i}, n_tokens={n}) ({e}); it must take "
+                "(prompt_index, n_tokens) and return token positions."
+            ) from None
+        where = f"positions callable's result for prompt {prompt_i} ({n} tokens)"
+        idx = check_index_list(got, where, size=n, allow_empty=True, what="position")
+        if any(b <= a for a, b in zip(idx, idx[1:])):
+            raise NeuroprobeError(
+                f"{where} is {idx[:8]}{' ...' if len(idx) > 8 else ''}: positions must be in "
+                "increasing order (rows of a recording are time points); return "
+                "sorted(positions)."
             )
+        pos = torch.as_tensor(idx, dtype=torch.long)
     else:
         raise NeuroprobeError(
             f"positions must be 'all', 'last', a slice or a callable; got {positions!r}."
@@ -190,6 +266,8 @@ class _Plan:
 
 def _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_column,
           first_prompt: int = 0) -> _Plan:
+    _check_positions(positions)
+    include_bos = check_bool(include_bos, "include_bos")
     items = _as_prompt_list(prompts, text_column)
     if is_language_model(model):
         toks = tokenize_prompts(model, items, prepend_bos=prepend_bos, truncate=truncate,
@@ -198,10 +276,30 @@ def _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_co
         pos = [_select_positions(t.numel(), positions, i + first_prompt, b and not include_bos)
                for i, (t, b) in enumerate(zip(toks, bos))]
     else:  # a plain HookedRootModule: each input is one time point
-        toks = [torch.as_tensor(x) for x in items]
+        toks = []
+        for i, x in enumerate(items):
+            try:
+                t = torch.as_tensor(x)
+            except (TypeError, ValueError, RuntimeError):
+                raise NeuroprobeError(
+                    f"prompts[{i}] must be a numeric input tensor for this {type(model).__name__}"
+                    f" (one time point each); got {type(x).__name__} {x!r:.60}."
+                ) from None
+            if t.shape != (toks[0].shape if toks else t.shape) or t.dtype == torch.bool:
+                raise NeuroprobeError(
+                    f"prompts[{i}] has shape {tuple(t.shape)} and dtype {t.dtype}; every input "
+                    f"must be numeric and have the shape of prompts[0], {tuple(toks[0].shape)}."
+                )
+            toks.append(t)
         pos = [torch.zeros(1, dtype=torch.long) for _ in toks]
     counts = np.array([p.numel() for p in pos], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    if not counts.sum():
+        raise NeuroprobeError(
+            f"positions={positions!r} (include_bos={include_bos}) selects no token in any of "
+            f"the {len(toks)} prompt(s) (longest: {max(t.numel() for t in toks)} tokens); "
+            "nothing would be recorded. Choose positions inside the prompts."
+        )
     return _Plan(toks, pos, offsets, int(counts.sum()))
 
 
@@ -224,6 +322,8 @@ def _allocate(T: int, N: int, dtype: torch.dtype, budget: int | None,
     budget = int(_available_memory() * 0.5) if budget is None else budget
     if nbytes <= budget:
         return torch.empty((T, N), dtype=dtype), None
+    if storage_dir is not None:
+        storage_dir = str(check_writable_path(storage_dir, "storage_dir", directory=True))
     buf, path = memmap_buffer(T, N, dtype, storage_dir)
     warnings.warn(
         f"record: the recording [{T} x {N}] needs {nbytes / 2**30:.2f} GiB, over the memory "
@@ -306,6 +406,11 @@ def _run(
         for r in rs:
             by_canon.setdefault(r.canonical, []).append(("probe", (pi, r.name)))
     state: dict[str, Any] = {}
+    finite: dict[str, Tensor] = {}  # per hook: every batch so far free of NaN/inf
+    names = {r.canonical: r.name for r in reqs}
+    for _, rs in probe_reqs:
+        for r in rs:
+            names.setdefault(r.canonical, r.name)
 
     def make_hook(canonical: str):
         consumers = by_canon[canonical]
@@ -317,7 +422,8 @@ def _run(
                 sel = act.reshape(act.shape[0] * act.shape[1], *act.shape[2:])
             else:
                 sel = act[state["b"], state["s"]]
-            sel = sel.reshape(sel.shape[0], -1)
+            sel = sel.reshape(sel.shape[0], int(np.prod(sel.shape[1:])))
+            _note_finite(finite, canonical, sel)
             for kind, key in consumers:
                 if kind == "rec":
                     v = _recorded_columns(reqs[key], sel)
@@ -347,6 +453,41 @@ def _run(
                                  time_index=batch.dest, token_ids=batch.token_ids)
                 for (probe, _), acts in zip(probe_reqs, state["probe_acts"]):
                     probe.update(acts, meta)
+    bad = [names[c] for c, ok in finite.items() if not bool(ok)]
+    if bad:
+        warn_degenerate(
+            f"{desc}: hook(s) {', '.join(repr(h) for h in bad[:6])}"
+            f"{' ...' if len(bad) > 6 else ''} gave NaN or inf activations (NaN weights or an "
+            "overflow, e.g. float16); statistics, rankings and top-k examples computed from "
+            "them are not meaningful. Check the model's weights or record in float32.",
+            stacklevel=4,
+        )
+
+
+def _hook_widths(model, reqs: list[HookRequest], plan: _Plan):
+    """:func:`hook_widths` on the first prompt; for a plain HookedRootModule an input its
+    layers cannot take (a wrong width) is named as such, not as a raw matmul error."""
+    try:
+        return hook_widths(model, reqs, plan.tokens[0])
+    except RuntimeError as e:
+        if is_language_model(model):
+            raise
+        raise NeuroprobeError(
+            f"prompts: an input of shape {tuple(plan.tokens[0].shape)} could not be run through "
+            f"this {type(model).__name__} ({str(e).splitlines()[0][:120]}); pass inputs "
+            "[n, ...] of the shape its first layer takes."
+        ) from None
+
+
+def _note_finite(finite: dict[str, Tensor], key: str, x: Tensor) -> None:
+    """AND into ``finite[key]`` whether ``x`` is free of NaN/inf, on ``x``'s device: one
+    reduction per batch (NaN and inf survive a sum; half types are summed in float32), and
+    no device synchronisation until the flags are read once, after the pass."""
+    if not x.is_floating_point() or x.numel() == 0:
+        return
+    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else None
+    ok = torch.isfinite(x.sum(dtype=acc))
+    finite[key] = ok if key not in finite else finite[key] & ok
 
 
 def _recorded_columns(req: HookRequest, acts: Tensor) -> Tensor:
@@ -384,6 +525,30 @@ def _check_indices(reqs: list[HookRequest], widths: dict[str, int]) -> None:
             )
 
 
+def _check_no_repeated_units(reqs: list[HookRequest], widths: dict[str, int]) -> None:
+    """Refuse two requests that record the same neuron (``[h, (h, [3])]``): the recording
+    would hold two columns with one identity."""
+    taken: dict[tuple[str, str], tuple[np.ndarray, str]] = {}
+    for r in reqs:
+        if r.directions is not None:
+            continue
+        idx = np.arange(widths[r.canonical]) if r.indices is None else r.indices
+        key = (r.canonical, r.name)
+        for (canon, name), (prev, who) in taken.items():
+            if canon == r.canonical:
+                both = np.intersect1d(prev, idx)
+                if both.size:
+                    raise NeuroprobeError(
+                        f"hooks: neuron(s) {both[:5].tolist()} of {name!r} are requested twice "
+                        f"(by {who} and by {_req_repr(r)}); each unit can be recorded once."
+                    )
+        taken[key] = (idx, _req_repr(r))
+
+
+def _req_repr(r: HookRequest) -> str:
+    return repr(r.name) if r.indices is None else f"({r.name!r}, {r.indices[:4].tolist()}...)"
+
+
 def _unit_index(reqs: list[HookRequest], widths: dict[str, int]) -> tuple[UnitIndex, dict]:
     ui = UnitIndex()
     col: dict[int, int] = {}
@@ -399,16 +564,63 @@ def _unit_index(reqs: list[HookRequest], widths: dict[str, int]) -> tuple[UnitIn
     return ui, col
 
 
-def _probe_requests(model, probes) -> list[tuple[Any, list[HookRequest]]]:
-    out = []
-    for p in probes:
+def _as_probe_list(probes, name: str = "probes", *, allow_empty: bool = True) -> list:
+    """``probes`` as a list of objects following the Probe protocol, else a NeuroprobeError."""
+    if hasattr(probes, "update") and hasattr(probes, "hooks"):
+        raise NeuroprobeError(
+            f"{name} must be a list of probes; got one {type(probes).__name__}. Wrap it: "
+            f"{name}=[probe]."
+        )
+    if isinstance(probes, (str, bytes, dict)) or not isinstance(probes, Iterable):
+        raise NeuroprobeError(
+            f"{name} must be a list of probes (e.g. [npb.TopK('blocks.0.mlp.hook_post')]); got "
+            f"{type(probes).__name__} {probes!r}."
+        )
+    out = list(probes)
+    for i, p in enumerate(out):
         if not (hasattr(p, "hooks") and hasattr(p, "update")):
             raise NeuroprobeError(
-                f"probes entries must follow the Probe protocol (a .hooks attribute and an "
-                f".update(acts, meta) method); got {type(p).__name__}."
+                f"{name}[{i}] must follow the Probe protocol (a .hooks attribute and an "
+                f".update(acts, meta) method, e.g. npb.TopK or npb.RunningCovariance); got "
+                f"{type(p).__name__} {p!r}."
             )
-        out.append((p, resolve_hooks(model, list(p.hooks), argname=f"{type(p).__name__}.hooks")))
+    if not out and not allow_empty:
+        raise NeuroprobeError(
+            f"stream({name}=...) is empty; pass at least one probe, e.g. "
+            "[npb.TopK('blocks.0.mlp.hook_post')]."
+        )
     return out
+
+
+def _probe_requests(model, probes) -> list[tuple[Any, list[HookRequest]]]:
+    out = []
+    for p in _as_probe_list(probes):
+        inner = p.probe if isinstance(p, _ShardView) else p
+        argname = f"{type(inner).__name__}.hooks"
+        hooks = check_name_list(p.hooks, argname, what="hook name") \
+            if isinstance(p.hooks, str) else p.hooks
+        out.append((p, resolve_hooks(model, hooks, argname=argname)))
+    return out
+
+
+def _check_probe_indices(probe, widths: dict[str, int], reqs: list[HookRequest]) -> None:
+    """A probe's ``indices`` (TopK) must lie inside what it watches: the hook's width, or
+    the number of directions of its Directions target."""
+    inner = probe.probe if isinstance(probe, _ShardView) else probe
+    idx = inner.indices if isinstance(inner, TopK) else None
+    if idx is None or not reqs:
+        return
+    dirs = getattr(inner, "_dirs", None)
+    size = dirs.n_directions if dirs is not None else widths.get(reqs[0].canonical)
+    if size is None:
+        return
+    bad = [int(i) for i in idx if not 0 <= int(i) < size]
+    if bad:
+        what = "directions" if dirs is not None else "neurons"
+        raise NeuroprobeError(
+            f"{type(inner).__name__}(indices=...) has {bad[:5]} out of range: "
+            f"{reqs[0].name!r} has {size} {what} (valid indices 0..{size - 1})."
+        )
 
 
 class _ShardView:
@@ -422,6 +634,40 @@ class _ShardView:
             meta = BatchMeta(meta.prompt_index + self.shard.first_prompt, meta.position,
                              meta.time_index + self.shard.first_time, meta.token_ids)
         self.probe.update(acts, meta)
+
+
+def _check_labels(labels, n_prompts: int) -> list | None:
+    """``labels``: None, or one label per prompt in a list-like (never a string split into
+    characters)."""
+    if labels is None:
+        return None
+    if isinstance(labels, (str, bytes, dict)) or not isinstance(labels, Iterable):
+        raise NeuroprobeError(
+            f"labels must be a list with one label per prompt; got {type(labels).__name__} "
+            f"{labels!r}. For one label for every prompt use labels=[label] * len(prompts)."
+        )
+    labels = list(labels)
+    if len(labels) != n_prompts:
+        raise NeuroprobeError(
+            f"labels has {len(labels)} entries for {n_prompts} prompts; give one "
+            "label per prompt."
+        )
+    return labels
+
+
+def _check_storage_dir(storage_dir) -> None:
+    if storage_dir is not None and not isinstance(storage_dir, (str, os.PathLike)):
+        raise NeuroprobeError(
+            f"storage_dir must be a directory path (str or Path) or None; got "
+            f"{type(storage_dir).__name__} {storage_dir!r}."
+        )
+    if storage_dir is not None and os.path.exists(storage_dir) \
+            and not os.path.isdir(storage_dir):
+        raise NeuroprobeError(f"storage_dir={str(storage_dir)!r} is a file; pass a directory.")
+
+
+def _check_progress(progress) -> bool | None:
+    return None if progress is None else check_bool(progress, "progress")
 
 
 def _model_name(model) -> str:
@@ -467,7 +713,9 @@ def record(
         Prompts per forward pass (left-padded with an attention mask).
     positions : "all", "last", slice, or callable
         Which token positions to record per prompt; a callable gets
-        ``(prompt_index, n_tokens)`` and returns positions.
+        ``(prompt_index, n_tokens)`` and returns integer positions in ``[0, n_tokens)``,
+        increasing and each once (anything else raises rather than being truncated or
+        reordered).  Positions that select no token in any prompt raise.
     include_bos : bool
         Keep the BOS token's row (it is an attention sink, identical in every prompt; set
         False for time-series analyses).  BOS is the token the model prepends to a string
@@ -477,11 +725,12 @@ def record(
     truncate : bool
         Cut prompts longer than the context instead of raising.
     labels : sequence, optional
-        One label per prompt, carried to every row (``rec.labels``).
+        One label per prompt (a list, not a string), carried to every row (``rec.labels``).
     probes : sequence of probes
         Streaming probes fed in the same pass (see :mod:`neuroprobe.core.probes`).
     dtype : torch.dtype
-        Storage dtype of ``acts``.
+        Storage dtype of ``acts``: a floating dtype (an integer dtype would truncate every
+        activation and is refused).
     memory_budget : int, optional
         Bytes allowed for ``acts`` in memory (default: half the free memory); above it the
         recording goes to a disk-backed memmap (in ``storage_dir``) with a warning.
@@ -492,6 +741,13 @@ def record(
     -------
     Recording
 
+    Warns
+    -----
+    NeuroprobeWarning
+        Once per call, naming the hooks, when any activation is NaN or inf (NaN weights, a
+        float16 overflow): they are recorded as they are, and nothing computed from them is
+        meaningful.
+
     Examples
     --------
     >>> import neuroprobe as npb
@@ -501,22 +757,28 @@ def record(
     >>> rec.acts.shape, rec.units[33], rec.prompt_index.tolist()
     (torch.Size([5, 64]), ('blocks.1.mlp.hook_post', 1), [0, 0, 0, 1, 1])
     """
+    check_hooked_model(model)
     batch_size = check_positive_int(batch_size, "batch_size")
+    dtype = torch.float32 if dtype is None else check_float_dtype(dtype, "dtype")
+    check_memory_budget(memory_budget)
+    _check_storage_dir(storage_dir)
+    progress = _check_progress(progress)
+    probes = _as_probe_list(probes)
     reqs = resolve_hooks(model, hooks)
     plan = _plan(model, prompts, positions, include_bos, prepend_bos, truncate, text_column)
-    if labels is not None:
-        labels = list(labels)
-        if len(labels) != len(plan.tokens):
-            raise NeuroprobeError(
-                f"labels has {len(labels)} entries for {len(plan.tokens)} prompts; give one "
-                "label per prompt."
-            )
+    labels = _check_labels(labels, len(plan.tokens))
     lm = is_language_model(model)
-    reqs, widths = hook_widths(model, reqs, plan.tokens[0])
+    reqs, widths = _hook_widths(model, reqs, plan)
     _check_indices(reqs, widths)
+    _check_no_repeated_units(reqs, widths)
+    preqs = _probe_requests(model, probes)
+    for p, rs in preqs:
+        if isinstance(p, TopK) and p.indices is not None:  # a one-token pass, when needed
+            rs, pw = _hook_widths(model, rs, plan)
+            _check_probe_indices(p, pw, rs)
     units, col = _unit_index(reqs, widths)
     buffer, path = _allocate(plan.n_rows, len(units), dtype, memory_budget, storage_dir)
-    _run(model, plan, reqs, _probe_requests(model, probes), buffer=buffer, col_offsets=col,
+    _run(model, plan, reqs, preqs, buffer=buffer, col_offsets=col,
          batch_size=batch_size, progress=progress, desc="record")
     pidx = torch.cat([torch.full((p.numel(),), i, dtype=torch.long)
                       for i, p in enumerate(plan.positions)])
@@ -626,10 +888,10 @@ def stream(
     >>> cov.count, tuple(cov.covariance.shape), tuple(top.values.shape)
     (7, (16, 16), (2, 32))
     """
-    probes = list(probes)
-    if not probes:
-        raise NeuroprobeError("stream(probes=...) is empty; pass at least one probe.")
+    check_hooked_model(model)
+    probes = _as_probe_list(probes, allow_empty=False)
     batch_size = check_positive_int(batch_size, "batch_size")
+    progress = _check_progress(progress)
     shard = Shard() if shard is None else shard
     if not isinstance(shard, Shard):
         raise NeuroprobeError(
@@ -640,8 +902,9 @@ def stream(
                  first_prompt=shard.first_prompt)
     preqs = []
     for p, rs in _probe_requests(model, [_ShardView(p, shard) for p in probes]):
-        rs, widths = hook_widths(model, rs, plan.tokens[0])
+        rs, widths = _hook_widths(model, rs, plan)
         _check_indices(rs, widths)
+        _check_probe_indices(p, widths, rs)
         preqs.append((p, rs))
     _run(model, plan, [], preqs, buffer=None, col_offsets={}, batch_size=batch_size,
          progress=progress, desc="stream")
@@ -702,6 +965,7 @@ def record_generation(
     """
     from neuroprobe.core.generation import check_sampling, eos_token_id, generate_tokens
 
+    check_hooked_model(model)
     if not is_language_model(model):
         raise NeuroprobeError(
             "record_generation needs a language model (a TransformerBridge from "
@@ -711,9 +975,13 @@ def record_generation(
     batch_size = check_positive_int(batch_size, "batch_size")
     d_vocab = int(getattr(model.cfg, "d_vocab", 1 << 62))
     top_k = check_sampling(do_sample, temperature, top_k, d_vocab)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise NeuroprobeError(f"seed must be an int; got {seed!r}.")
+    do_sample = bool(do_sample)
+    seed = check_int(seed, "seed", minimum=0)
+    dtype = torch.float32 if dtype is None else check_float_dtype(dtype, "dtype")
+    progress = _check_progress(progress)
     eos = eos_token_id(model)
+    if stop_at_eos is not None:
+        stop_at_eos = check_bool(stop_at_eos, "stop_at_eos")
     if stop_at_eos is None:
         stop_at_eos = eos is not None
     elif stop_at_eos and eos is None:
@@ -731,11 +999,7 @@ def record_generation(
                 f"prompts[{i}] has {t.numel()} tokens; with max_new_tokens={max_new_tokens} "
                 f"it exceeds the context of {n_ctx}. Lower max_new_tokens or shorten it."
             )
-    if labels is not None and len(list(labels)) != len(toks):
-        raise NeuroprobeError(
-            f"labels has {len(list(labels))} entries for {len(toks)} prompts; give one "
-            "label per prompt."
-        )
+    labels = _check_labels(labels, len(toks))
     reqs = resolve_hooks(model, hooks)  # fail on a bad hook before generating anything
     del reqs
     if progress is None:

@@ -307,6 +307,16 @@ def hooked(model, fwd_hooks: Sequence[FwdHook] = ()) -> Iterator[HookedForward]:
     >>> seen["shape"], fwd.n_forward
     ((2, 3, 16), 1)
     """
+    ok = not isinstance(fwd_hooks, (str, bytes)) and isinstance(fwd_hooks, Iterable)
+    if ok:
+        fwd_hooks = list(fwd_hooks)  # a generator is read once
+        ok = all(isinstance(h, (tuple, list)) and len(h) == 2 and callable(h[1])
+                 for h in fwd_hooks)
+    if not ok:
+        raise NeuroprobeError(
+            "hooked(fwd_hooks=...) must be a list of (hook name, fn(act, hook)) pairs; got "
+            f"{fwd_hooks!r:.120}."
+        )
     names = [name for name, _ in fwd_hooks]
     bad = [n for n in names if not isinstance(n, str)]
     if bad:
@@ -368,6 +378,14 @@ def run_hooks(
     >>> out["blocks.0.mlp.hook_post"].shape
     torch.Size([5, 8])
     """
+    from neuroprobe.core.validation import check_name_list, check_positive_int
+
+    batch_size = check_positive_int(batch_size, "run_hooks(batch_size=...)")
+    hooks = check_name_list(hooks, "run_hooks(hooks=...)", what="hook name")
+    if not isinstance(inputs, Tensor):
+        raise NeuroprobeError(
+            f"run_hooks(inputs=...) must be a tensor [n, ...]; got {type(inputs).__name__}."
+        )
     out: dict[str, list[Tensor]] = {h: [] for h in hooks}
 
     def make(h):

@@ -181,9 +181,14 @@ def generate_tokens(
 
 def check_sampling(do_sample: bool, temperature, top_k, d_vocab: int) -> int | None:
     """Validate sampling arguments; returns ``top_k`` as an int (or None)."""
-    if not isinstance(do_sample, bool):
+    import numbers
+
+    import numpy as np
+
+    if not isinstance(do_sample, (bool, np.bool_)):
         raise NeuroprobeError(f"do_sample must be True or False; got {do_sample!r}.")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+    if isinstance(temperature, (bool, np.bool_)) \
+            or not isinstance(temperature, numbers.Real) \
             or not temperature == temperature or not temperature > 0 \
             or temperature == float("inf"):
         raise NeuroprobeError(
@@ -192,7 +197,8 @@ def check_sampling(do_sample: bool, temperature, top_k, d_vocab: int) -> int | N
         )
     if top_k is None:
         return None
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    if isinstance(top_k, (bool, np.bool_)) or not isinstance(top_k, (int, np.integer)) \
+            or top_k < 1:
         raise NeuroprobeError(
             f"top_k must be None (sample from all tokens) or an int >= 1; got {top_k!r}."
         )
@@ -201,4 +207,4 @@ def check_sampling(do_sample: bool, temperature, top_k, d_vocab: int) -> int | N
             f"top_k={top_k} is larger than the vocabulary ({d_vocab} tokens); pass "
             f"top_k=None to sample from all of them."
         )
-    return top_k
+    return int(top_k)

@@ -10,7 +10,7 @@ canonical name never produce duplicate columns.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Union
@@ -19,6 +19,7 @@ import numpy as np
 
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.units import Directions, hook_layer
+from neuroprobe.core.validation import check_index_list
 
 #: what ``record(hooks=...)`` accepts as one entry
 HookSpec = Union[str, Callable[[str], bool], Directions, tuple]
@@ -65,10 +66,22 @@ def hook_names(model) -> list[str]:
     >>> "blocks.0.hook_resid_post" in npb.hook_names(model)
     True
     """
+    check_hooked_model(model)
     canon = [k for k in model.hook_dict if not _is_gated(model, k)]
     aliases = alias_map(model)
     keep = set(canon)
     return canon + [a for a, c in aliases.items() if c in keep and a not in keep]
+
+
+def check_hooked_model(model, name: str = "model") -> None:
+    """Refuse anything without TransformerLens hook points (None, a string, a plain module)."""
+    if not hasattr(model, "hook_dict"):
+        hint = (" Load it first: model = npb.load_model(" + repr(model) + ")."
+                if isinstance(model, str) else "")
+        raise NeuroprobeError(
+            f"{name} must be a TransformerBridge or HookedRootModule with hook points (from "
+            f"npb.load_model); got {type(model).__name__}.{hint}"
+        )
 
 
 def _ordered(model) -> dict[str, int]:
@@ -129,6 +142,18 @@ def resolve_hooks(model, hooks: HookSpec | Sequence[HookSpec] | None,
         )
     if isinstance(hooks, (str, Directions)) or callable(hooks) or _is_unit_tuple(hooks):
         hooks = [hooks]
+    if not isinstance(hooks, Iterable) or isinstance(hooks, (bytes, dict)):
+        raise NeuroprobeError(
+            f"{argname} must be a hook name, a glob pattern, a callable, a Directions, a "
+            f"(hook, indices) pair, or a list of them; got {type(hooks).__name__} {hooks!r}. "
+            f"E.g. {argname}='blocks.*.hook_resid_post' (see npb.hook_names(model))."
+        )
+    hooks = list(hooks)
+    if not hooks:
+        raise NeuroprobeError(
+            f"{argname} is empty: name at least one hook, e.g. "
+            f"{argname}=['blocks.*.hook_resid_post'] (see npb.hook_names(model))."
+        )
     names = hook_names(model)
     aliases = alias_map(model)
     valid = set(names)
@@ -168,7 +193,11 @@ def resolve_hooks(model, hooks: HookSpec | Sequence[HookSpec] | None,
                     f"{argname}: unknown hook {name!r}; closest valid names: "
                     f"{_suggest(name, names)}"
                 )
-            add(HookRequest(name, canonical(name), indices=np.atleast_1d(np.asarray(idx))))
+            if isinstance(idx, (int, np.integer)) and not isinstance(idx, (bool, np.bool_)):
+                idx = [idx]  # one neuron
+            idx = check_index_list(idx, f"{argname}: the indices of ({name!r}, ...)",
+                                   what="neuron")
+            add(HookRequest(name, canonical(name), indices=np.asarray(idx, dtype=np.int64)))
         elif isinstance(spec, str):
             if any(ch in spec for ch in "*?["):
                 matched = _glob(names, spec)
@@ -190,7 +219,13 @@ def resolve_hooks(model, hooks: HookSpec | Sequence[HookSpec] | None,
                     f"{_suggest(spec, names)}. List them all with npb.hook_names(model)."
                 )
         elif callable(spec):
-            matched = [n for n in names if spec(n)]
+            try:
+                matched = [n for n in names if spec(n)]
+            except Exception as e:  # noqa: BLE001 -- the user's callable, any error
+                raise NeuroprobeError(
+                    f"{argname}: the callable {spec!r} raised {type(e).__name__} ({e}) on a hook "
+                    "name; it must take a name (str) and return True or False."
+                ) from None
             if not matched:
                 raise NeuroprobeError(f"{argname}: the callable {spec!r} selected no hook.")
             by_canon = {}

@@ -26,7 +26,15 @@ from typing import Any
 import torch
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import resolve_device
+from neuroprobe.core.validation import (
+    check_bool,
+    check_choice,
+    check_float_dtype,
+    check_int,
+    check_known_keys,
+    check_real,
+    resolve_device,
+)
 
 __all__ = ["load_model", "OFFLINE_MODELS", "cache_dir"]
 
@@ -65,7 +73,10 @@ def load_model(
     ----------
     spec : str, dict or nn.Module
         ``"smollm2-135m"`` (offline default), a HuggingFace hub name, a ``boot_native``
-        config dict, or an existing ``TransformerBridge`` / ``HookedRootModule``.
+        config dict, or an existing ``TransformerBridge`` / ``HookedRootModule``.  A dict is
+        checked first (:func:`check_native_config`): unknown or misspelt keys, sizes that are
+        not ints >= 1 and unsupported ``act_fn`` / ``normalization_type`` values raise
+        instead of building TransformerLens's default.
     device : str or torch.device, optional
         ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"`` ...; an unavailable device is an error.
     dtype : torch.dtype or str, optional
@@ -106,14 +117,10 @@ def load_model(
 
 
 # ---- helpers --------------------------------------------------------------------------------
-def _resolve_dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype):
-        return getattr(torch, dtype)
-    raise NeuroprobeError(
-        f"dtype={dtype!r} is not a torch dtype; use torch.float32, 'float32', 'bfloat16', ..."
-    )
+def _resolve_dtype(dtype, name: str = "dtype") -> torch.dtype | None:
+    if dtype is None:
+        return None
+    return check_float_dtype(dtype, name)
 
 
 def _freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -138,17 +145,128 @@ def _pass_through(module: torch.nn.Module, dev, dt) -> torch.nn.Module:
     return module
 
 
+#: the sizes a native config needs (required) and may give (optional), each an int >= 1
+_NATIVE_REQUIRED = ("n_layers", "d_model", "d_head", "n_ctx", "d_vocab")
+_NATIVE_SIZES = ("n_heads", "d_mlp", "n_key_value_heads", "d_vocab_out", "rotary_dim",
+                 "num_experts", "experts_per_token", "window_size", "n_devices")
+#: the values the native model supports for its string options (the native model reads
+#: normalization_type and positional_embedding_type case-insensitively)
+_NATIVE_CHOICES = {
+    "act_fn": ("relu", "gelu", "gelu_new", "silu", "swish", "solu", "solu_ln"),
+    "normalization_type": ("LN", "LNPre", "RMS", "RMSPre"),
+    "positional_embedding_type": ("standard", "rotary"),
+    "attention_dir": ("causal", "bidirectional"),
+    "init_mode": ("gpt2", "kaiming_normal", "kaiming_uniform", "xavier_normal",
+                  "xavier_uniform"),
+}
+_NATIVE_BOOLS = ("attn_only", "gated_mlp", "use_attn_result", "use_split_qkv_input",
+                 "default_prepend_bos", "uses_rms_norm", "final_rms", "init_weights",
+                 "use_attn_scale", "use_hook_mlp_in", "use_attn_in", "use_qk_norm",
+                 "use_local_attn", "parallel_attn_mlp", "use_hook_tokens", "post_embedding_ln",
+                 "tie_word_embeddings", "scale_attn_by_inverse_layer_idx")
+
+
+def _native_keys() -> list[str]:
+    """Every key ``TransformerBridge.boot_native`` reads (its config's constructor
+    parameters, parents included); ``from_dict`` silently drops any other key."""
+    import inspect
+
+    from transformer_lens.config import TransformerBridgeConfig
+
+    keys: set[str] = set()
+    for klass in TransformerBridgeConfig.__mro__:
+        try:
+            params = inspect.signature(klass).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        keys.update(p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    return sorted(keys - {"args", "kwargs"})
+
+
+def check_native_config(cfg: dict) -> None:
+    """Refuse a native config that would build a different model than asked (a misspelt key
+    is dropped by TransformerLens without a word) or fail only at the first forward pass.
+
+    Examples
+    --------
+    >>> from neuroprobe.core.models import check_native_config
+    >>> check_native_config(dict(n_layers=1, d_model=16, d_head=8, n_ctx=16, d_vocab=50,
+    ...                          act_fun="gelu"))
+    Traceback (most recent call last):
+    ...
+    neuroprobe.core.errors.NeuroprobeError: load_model(spec=<dict>) has unknown key(s) ...
+    """
+    where = "load_model(spec=<dict>)"
+    known = _native_keys()
+    try:
+        check_known_keys(cfg, where, known)
+    except NeuroprobeError as e:  # keep the hint, not the 90 known keys
+        msg = str(e).split("; known keys:")[0]
+        raise NeuroprobeError(
+            f"{msg}; TransformerLens would silently ignore it and build its default. The "
+            f"keys a native config takes: {', '.join(_NATIVE_REQUIRED)}, n_heads, d_mlp, "
+            "act_fn, normalization_type, positional_embedding_type, seed, ... (see "
+            "transformer_lens.config.TransformerBridgeConfig)."
+        ) from None
+    missing = [k for k in _NATIVE_REQUIRED if k not in cfg]
+    if missing:
+        raise NeuroprobeError(
+            f"{where} is missing {', '.join(missing)}; a minimal config: dict(n_layers=2, "
+            "d_model=64, n_heads=4, d_head=16, d_mlp=256, d_vocab=1000, n_ctx=128, "
+            "act_fn='relu')."
+        )
+    for k in _NATIVE_REQUIRED + _NATIVE_SIZES:
+        v = cfg.get(k)
+        if k not in cfg or (v is None and k not in _NATIVE_REQUIRED + ("n_heads",)) \
+                or (k == "d_vocab_out" and v == -1):
+            continue
+        check_int(v, f"{where}[{k!r}]", minimum=1)
+    for k, choices in _NATIVE_CHOICES.items():
+        if k not in cfg or (k == "normalization_type" and cfg[k] is None):
+            continue
+        v = cfg[k]
+        if k in ("normalization_type", "positional_embedding_type") and isinstance(v, str):
+            v = {c.lower(): c for c in choices}.get(v.lower(), v)
+        check_choice(v, f"{where}[{k!r}]", choices)
+    pairs = [("rotary_dim", "d_head", "the head size"),
+             ("experts_per_token", "num_experts", "the number of experts"),
+             ("n_key_value_heads", "n_heads", "the number of query heads")]
+    for small, big, what in pairs:
+        if cfg.get(small) is not None and cfg.get(big) is not None and cfg[small] > cfg[big]:
+            raise NeuroprobeError(
+                f"{where}[{small!r}]={cfg[small]} is larger than {big}={cfg[big]} ({what}); "
+                f"use {small} <= {big}."
+            )
+    for k in _NATIVE_BOOLS:
+        if k in cfg:
+            check_bool(cfg[k], f"{where}[{k!r}]")
+    if "eps" in cfg:
+        check_real(cfg["eps"], f"{where}['eps']", minimum=0.0, low_open=True)
+    if cfg.get("seed") is not None:
+        check_int(cfg["seed"], f"{where}['seed']", minimum=0)
+    if cfg.get("device") is not None:
+        resolve_device(cfg["device"])
+    if "dtype" in cfg:
+        cfg_dt = _resolve_dtype(cfg["dtype"], f"{where}['dtype']")
+        if cfg_dt is None:
+            raise NeuroprobeError(f"{where}['dtype'] is None; pass a floating dtype or omit it.")
+
+
 def _boot_native(cfg: dict, dev, dt):
     from transformer_lens.model_bridge import TransformerBridge
 
+    check_native_config(cfg)
     cfg = dict(cfg)  # never mutate the user's dict
+    if isinstance(cfg.get("dtype"), str):
+        cfg["dtype"] = _resolve_dtype(cfg["dtype"])
     if dev is not None:
         cfg.setdefault("device", str(dev))
     if dt is not None:
         cfg.setdefault("dtype", dt)
     try:
         model = TransformerBridge.boot_native(cfg)
-    except (TypeError, ValueError, KeyError, AssertionError) as e:
+    except (TypeError, ValueError, KeyError, AssertionError, RuntimeError,
+            ZeroDivisionError, NotImplementedError) as e:
         raise NeuroprobeError(
             f"load_model(spec=<dict>) could not build a native model from {cfg!r}: {e}. "
             "A minimal config: dict(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=256, "

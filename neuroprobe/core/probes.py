@@ -36,6 +36,7 @@ from torch import Tensor
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.shards import note_batch, union_seen
 from neuroprobe.core.units import Directions, project
+from neuroprobe.core.validation import check_index_list, check_int
 
 __all__ = ["BatchMeta", "Probe", "RunningCovariance", "TopK"]
 
@@ -61,6 +62,27 @@ class BatchMeta:
     time_index: Int[Tensor, " n"]
     token_ids: Int[Tensor, " n"] | None = None
 
+    def __post_init__(self) -> None:
+        n = None
+        for name in ("time_index", "prompt_index", "position", "token_ids"):
+            v = getattr(self, name)
+            if v is None and name == "token_ids":
+                continue
+            if not isinstance(v, Tensor) or v.ndim != 1 or v.is_floating_point() \
+                    or v.dtype == torch.bool:
+                raise NeuroprobeError(
+                    f"BatchMeta.{name} must be a 1-D integer tensor; got "
+                    f"{type(v).__name__}{tuple(v.shape) if isinstance(v, Tensor) else ''}"
+                    f"{' ' + str(v.dtype) if isinstance(v, Tensor) else ''}."
+                )
+            if n is None:
+                n = v.shape[0]
+            elif v.shape[0] != n:
+                raise NeuroprobeError(
+                    f"BatchMeta.{name} has {v.shape[0]} rows but time_index has {n}; every "
+                    "field has one entry per row of the batch."
+                )
+
     @property
     def n(self) -> int:
         return int(self.time_index.shape[0])
@@ -75,6 +97,23 @@ class Probe(Protocol):
     def update(self, acts: dict[str, Tensor], meta: BatchMeta) -> None: ...
 
     def merge(self, other: Probe) -> Probe: ...
+
+
+def _hook_acts(acts, hook: str, probe) -> Tensor:
+    """``acts[hook]`` as a 2-D tensor, or a NeuroprobeError naming what the probe got."""
+    if not isinstance(acts, dict) or hook not in acts:
+        got = sorted(acts)[:6] if isinstance(acts, dict) else type(acts).__name__
+        raise NeuroprobeError(
+            f"{type(probe).__name__}.update(acts=...) needs a dict with the key {hook!r} "
+            f"(its hook); got {got}. record/stream build it for you."
+        )
+    x = acts[hook]
+    if not isinstance(x, Tensor) or x.ndim != 2:
+        raise NeuroprobeError(
+            f"{type(probe).__name__}.update: acts[{hook!r}] must be a [n, d] tensor; got "
+            f"{type(x).__name__}{'' if not isinstance(x, Tensor) else tuple(x.shape)}."
+        )
+    return x
 
 
 def hook_and_directions(target) -> tuple[str, Directions | None]:
@@ -145,7 +184,7 @@ class RunningCovariance:
     def activations(self, acts: dict[str, Tensor]) -> Float[Tensor, "n d"]:
         """This probe's view of one batch: the hook's output ``[n, d]``, projected on the
         directions when the target is a :class:`Directions` (detached, dtype kept)."""
-        return project(acts[self.hooks[0]], self._dirs).detach()
+        return project(_hook_acts(acts, self.hooks[0], self), self._dirs).detach()
 
     def update(self, acts: dict[str, Tensor], meta: BatchMeta) -> None:
         x = self.activations(acts).to(torch.float64)
@@ -236,15 +275,19 @@ class TopK:
     hooks: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
+        if isinstance(self.k, (bool, np.bool_)) or not isinstance(self.k, (int, np.integer)) \
+                or self.k < 1:
             raise NeuroprobeError(f"TopK(k=...) must be a positive int; got {self.k!r}")
+        self.k = int(self.k)
+        if self.indices is not None:  # our own list: the user's sequence is never aliased
+            self.indices = check_index_list(self.indices, "TopK(indices=...)")
         hook, self._dirs = hook_and_directions(self.target)
         self.hooks = (hook,)
 
     def activations(self, acts: dict[str, Tensor]) -> Float[Tensor, "n unit"]:
         """The values this probe ranks, for one batch: the hook's output (projected on the
         directions when the target is one), its ``indices`` columns, float32 on the CPU."""
-        x = project(acts[self.hooks[0]], self._dirs).detach().float().cpu()
+        x = project(_hook_acts(acts, self.hooks[0], self), self._dirs).detach().float().cpu()
         if self.indices is not None:
             x = x[:, torch.as_tensor(list(self.indices), dtype=torch.long)]
         return x
@@ -275,9 +318,12 @@ class TopK:
             pos = torch.cat([self.position, pos])
             ti = torch.cat([self.time_index, ti])
             tok = torch.cat([self.token_ids, tok])
-        # stable ordering: sort by time first, then a stable sort by value (descending)
+        # stable ordering: sort by time first, then a stable sort by value (descending);
+        # NaN ranks last (torch would rank it above every number): a NaN is no top example
         order_t = torch.argsort(ti, dim=0, stable=True)
         vals_t = torch.gather(vals, 0, order_t)
+        if vals_t.is_floating_point():
+            vals_t = torch.nan_to_num(vals_t, nan=float("-inf"))
         order_v = torch.argsort(vals_t, dim=0, descending=True, stable=True)[: self.k]
         order = torch.gather(order_t, 0, order_v)
         self.values = torch.gather(vals, 0, order)
@@ -292,6 +338,12 @@ class TopK:
                 f"can only merge a TopK of the same hook {self.hooks} and k={self.k}; "
                 f"got {other!r}"
             )
+        if other.indices != self.indices:
+            raise NeuroprobeError(
+                f"can only merge TopK probes that track the same units: indices={self.indices} "
+                f"vs indices={other.indices}; column j of one would be merged with a different "
+                "unit of the other."
+            )
         out = TopK(self.target, self.k, self.indices)
         out.seen = union_seen(self.seen, other.seen, repr(self), repr(other))
         for p in (self, other):
@@ -303,6 +355,8 @@ class TopK:
         """The top-k rows of one unit (column ``unit`` of this probe), best first."""
         if self.values is None:
             raise NeuroprobeError("TopK has seen no data yet; run it through record/stream.")
+        d = int(self.values.shape[1])
+        unit = check_int(unit, "TopK.to_dataframe(unit=...)", minimum=-d, maximum=d - 1)
         return pd.DataFrame(
             {
                 "rank": np.arange(self.values.shape[0]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,7 +17,8 @@ from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.storage import acts_offset, load_payload, read_columns
-from neuroprobe.core.units import UnitIndex
+from neuroprobe.core.units import UnitIndex, check_columns
+from neuroprobe.core.validation import check_int, check_writable_path
 
 __all__ = ["Recording"]
 
@@ -75,6 +77,21 @@ class Recording:
     storage: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.units, UnitIndex):
+            raise NeuroprobeError(
+                f"Recording.units must be a UnitIndex; got {type(self.units).__name__}. Build "
+                "one with npb.UnitIndex.from_hooks({hook: width}) or .from_units([...])."
+            )
+        if not isinstance(self.acts, Tensor):
+            raise NeuroprobeError(
+                f"Recording.acts must be a torch.Tensor [T, N]; got {type(self.acts).__name__}. "
+                "Convert it with torch.as_tensor(...)."
+            )
+        if not self.acts.is_floating_point():
+            raise NeuroprobeError(
+                f"Recording.acts must be floating point; got dtype {self.acts.dtype}. Cast "
+                "it with .float()."
+            )
         T = self.acts.shape[0]
         if self.acts.ndim != 2 or self.acts.shape[1] != len(self.units):
             raise NeuroprobeError(
@@ -83,14 +100,42 @@ class Recording:
             )
         for name in ("prompt_index", "position", "token_ids"):
             v = getattr(self, name)
-            if v is not None and v.shape != (T,):
+            if v is None and name == "token_ids":
+                continue
+            if not isinstance(v, Tensor):
+                raise NeuroprobeError(
+                    f"Recording.{name} must be a LongTensor of shape ({T},); got "
+                    f"{type(v).__name__}. Convert it with torch.as_tensor(..., dtype=torch.long)."
+                )
+            if v.is_floating_point() or v.is_complex() or v.dtype == torch.bool:
+                raise NeuroprobeError(
+                    f"Recording.{name} must hold integers (a LongTensor); got dtype {v.dtype}."
+                )
+            if v.shape != (T,):
                 raise NeuroprobeError(
                     f"Recording.{name} must have shape ({T},); got {tuple(v.shape)}."
                 )
+            if T and int(v.min()) < 0:
+                raise NeuroprobeError(
+                    f"Recording.{name} has negative entries (min {int(v.min())}); they must be "
+                    ">= 0."
+                )
+        for name in ("tokens", "prompt_labels"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, (str, bytes, dict)) or not hasattr(v, "__len__")):
+                raise NeuroprobeError(
+                    f"Recording.{name} must be a list (or None); got {type(v).__name__} {v!r}."
+                )
         if self.tokens is not None and len(self.tokens) != T:
             raise NeuroprobeError(f"Recording.tokens must have {T} entries; got {len(self.tokens)}")
+        check_int(self.n_prompts, "Recording.n_prompts", minimum=0)
         if not self.n_prompts and T:
             object.__setattr__(self, "n_prompts", int(self.prompt_index.max()) + 1)
+        if T and int(self.prompt_index.max()) >= self.n_prompts:
+            raise NeuroprobeError(
+                f"Recording.prompt_index has {int(self.prompt_index.max())}, but n_prompts is "
+                f"{self.n_prompts}; prompt indices must lie in [0, n_prompts)."
+            )
         if self.prompt_labels is not None and len(self.prompt_labels) != self.n_prompts:
             raise NeuroprobeError(
                 f"prompt_labels has {len(self.prompt_labels)} entries for {self.n_prompts} "
@@ -137,20 +182,20 @@ class Recording:
         return self.select_units(cols)
 
     def select_units(self, columns) -> Recording:
-        """The recording restricted to the given columns (ints or a boolean mask)."""
-        cols = np.asarray(columns.cpu() if isinstance(columns, Tensor) else columns)
-        if cols.dtype == bool:
-            cols = np.flatnonzero(cols)
+        """The recording restricted to the given columns (ints or a boolean mask of length N),
+        in that order; each column at most once."""
+        cols = np.asarray(check_columns(columns, self.n_units, "select_units(columns=...)"),
+                          dtype=np.int64)
         return replace(
             self, acts=self.acts[:, torch.as_tensor(cols, dtype=torch.long)],
             units=self.units.subset(cols), storage=None,
         )
 
     def select_time(self, rows) -> Recording:
-        """The recording restricted to the given rows (ints or a boolean mask), in that order."""
-        r = torch.as_tensor(np.asarray(rows))
-        if r.dtype == torch.bool:
-            r = torch.nonzero(r).flatten()
+        """The recording restricted to the given rows (ints, a slice, or a boolean mask of length
+        T), in that order; each row at most once."""
+        r = torch.as_tensor(check_columns(rows, self.n_time, "select_time(rows=...)",
+                                          what="row"), dtype=torch.long)
         return replace(
             self,
             acts=self.acts[r],
@@ -164,8 +209,19 @@ class Recording:
     @staticmethod
     def concat(recordings: Sequence[Recording]) -> Recording:
         """Join recordings over time (same units); prompt indices are renumbered."""
+        if isinstance(recordings, Recording) or not isinstance(recordings, Sequence) \
+                or isinstance(recordings, str):
+            raise NeuroprobeError(
+                f"Recording.concat takes a list of recordings; got {type(recordings).__name__}."
+            )
         if not recordings:
             raise NeuroprobeError("Recording.concat needs at least one recording.")
+        bad = [i for i, r in enumerate(recordings) if not isinstance(r, Recording)]
+        if bad:
+            raise NeuroprobeError(
+                f"Recording.concat: entry {bad[0]} is a {type(recordings[bad[0]]).__name__}, "
+                "not a Recording."
+            )
         first = recordings[0]
         for i, r in enumerate(recordings[1:], 1):
             if r.units != first.units:
@@ -197,7 +253,7 @@ class Recording:
         Everything round-trips through :meth:`load`: activations (dtype kept), units,
         metadata, tokens and labels.
         """
-        path = Path(path)
+        path = check_writable_path(path, "Recording.save(path=...)")
         meta = {
             "format": _FORMAT,
             "units": self.units.to_state(),
@@ -219,8 +275,13 @@ class Recording:
             "token_ids": self.token_ids,
             "meta": meta_json,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, path)
+        try:
+            torch.save(payload, path)
+        except (OSError, RuntimeError) as e:
+            raise NeuroprobeError(
+                f"Recording.save(path={str(path)!r}) could not write the file ({e}); pass a "
+                "writable file path."
+            ) from None
         return path
 
     @classmethod
@@ -231,6 +292,11 @@ class Recording:
         can be reopened and read in column blocks.  A missing, empty, truncated or foreign
         file raises :class:`NeuroprobeError` naming the file and the problem.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise NeuroprobeError(
+                f"Recording.load(path=...) must be a path (str or Path); got "
+                f"{type(path).__name__}."
+            )
         path = Path(path)
         payload = load_payload(path, _FORMAT)
         meta = payload["meta"]
@@ -270,6 +336,8 @@ class Recording:
         >>> rec.column_block(1, 3).tolist()
         [[1.0, 2.0], [4.0, 5.0]]
         """
+        start = check_int(start, "column_block(start=...)")
+        stop = check_int(stop, "column_block(stop=...)")
         if not (0 <= start <= stop <= self.n_units):
             raise NeuroprobeError(
                 f"column_block(start={start}, stop={stop}) must satisfy 0 <= start <= stop <= "

@@ -99,6 +99,14 @@ def union_seen(a: Seen, b: Seen, who_a: str = "self", who_b: str = "other") -> S
     >>> union_seen(((0, 2, 0, 10),), ((2, 4, 10, 20),))
     ((0, 4, 0, 20),)
     """
+    for arg, v in (("a", a), ("b", b)):
+        ok = isinstance(v, (tuple, list)) and all(
+            isinstance(r, (tuple, list)) and len(r) == 4 for r in v)
+        if not ok:
+            raise NeuroprobeError(
+                f"union_seen({arg}=...) must be a probe's .seen: a tuple of (first_prompt, "
+                f"end_prompt, first_time, end_time) ranges; got {v!r}."
+            )
     hit = _overlap(a, b)
     if hit is not None:
         raise NeuroprobeError(
@@ -122,6 +130,10 @@ def note_batch(seen: Seen, meta, who: str = "probe") -> Seen:
     >>> note_batch((), BatchMeta(torch.tensor([0, 0, 1]), torch.arange(3), torch.arange(3)))
     ((0, 2, 0, 3),)
     """
+    if not all(hasattr(meta, a) for a in ("n", "prompt_index", "time_index")):
+        raise NeuroprobeError(
+            f"note_batch(meta=...) must be a neuroprobe.BatchMeta; got {type(meta).__name__}."
+        )
     if meta.n == 0:
         return seen
     pi, ti = meta.prompt_index, meta.time_index

@@ -97,7 +97,28 @@ class Directions:
     name: str = "direction"
 
     def __post_init__(self) -> None:
-        v = torch.as_tensor(self.vectors)
+        if not isinstance(self.hook, str) or not self.hook:
+            raise NeuroprobeError(
+                f"Directions(hook=...) must be a hook name (str), e.g. "
+                f"'blocks.0.hook_resid_post'; got {type(self.hook).__name__} {self.hook!r}."
+            )
+        if not isinstance(self.name, str):
+            raise NeuroprobeError(
+                f"Directions(name=...) must be a str label such as 'pca'; got "
+                f"{type(self.name).__name__} {self.name!r}."
+            )
+        try:
+            v = torch.as_tensor(self.vectors)
+        except (TypeError, ValueError, RuntimeError):
+            raise NeuroprobeError(
+                f"Directions(vectors=...) must be a 2-D tensor [n_directions, d]; got "
+                f"{type(self.vectors).__name__} that is not numeric."
+            ) from None
+        if v.dtype == torch.bool or not (v.is_floating_point() or v.dtype in (
+                torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+            raise NeuroprobeError(
+                f"Directions(vectors=...) must hold real numbers; got dtype {v.dtype}."
+            )
         if v.ndim != 2 or v.shape[0] == 0:
             raise NeuroprobeError(
                 f"Directions(vectors=...) must be a non-empty 2-D tensor [n_directions, d]; "
@@ -134,8 +155,12 @@ class Directions:
 
     def subset(self, indices) -> Directions:
         """The directions ``indices`` (row numbers) as a new set of the same kind."""
-        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-        return Directions(self.hook, self.vectors[idx], self.name)
+        from neuroprobe.core.validation import check_index_list
+
+        idx = check_index_list(indices, "Directions.subset(indices=...)",
+                               size=self.n_directions, what="direction")
+        return Directions(self.hook, self.vectors[torch.as_tensor(idx, dtype=torch.long)],
+                          self.name)
 
 
 @dataclass(frozen=True)
@@ -189,20 +214,47 @@ class UnitIndex(Sequence):
     @classmethod
     def from_hooks(cls, widths: dict[str, int]) -> UnitIndex:
         """All coordinates of each hook, in the dict's order."""
+        from neuroprobe.core.validation import check_int
+
+        if not isinstance(widths, dict):
+            raise NeuroprobeError(
+                f"UnitIndex.from_hooks(widths=...) must be a dict {{hook name: width}}; got "
+                f"{type(widths).__name__} {widths!r}."
+            )
         blocks, off = [], 0
         for hook, width in widths.items():
+            if not isinstance(hook, str):
+                raise NeuroprobeError(
+                    f"UnitIndex.from_hooks: hook names must be str; got {hook!r}."
+                )
+            width = check_int(width, f"UnitIndex.from_hooks: the width of {hook!r}", minimum=1)
             blocks.append(UnitBlock(hook, "neuron", np.arange(int(width)), off))
             off += int(width)
         return cls(tuple(blocks))
 
     @classmethod
     def from_units(cls, units: Sequence[Unit]) -> UnitIndex:
-        """From explicit ``(hook, index)`` pairs; consecutive pairs of one hook share a block."""
+        """From explicit ``(hook, index)`` pairs; consecutive pairs of one hook share a block.
+
+        Each unit may appear once (a repeat would be two columns with one identity)."""
+        if isinstance(units, (str, bytes, dict)) or not hasattr(units, "__iter__"):
+            raise NeuroprobeError(
+                f"UnitIndex.from_units(units=...) must be a list of (hook_name, index) pairs; "
+                f"got {type(units).__name__} {units!r:.80}."
+            )
         blocks: list[UnitBlock] = []
         off = 0
         cur_hook, cur_idx = None, []
+        seen: set[tuple[str, int]] = set()
         for u in units:
             hook, idx = _check_unit(u)
+            if idx < 0 or (hook, idx) in seen:
+                raise NeuroprobeError(
+                    f"UnitIndex.from_units: unit {(hook, idx)!r} "
+                    + ("has a negative index; indices are >= 0." if idx < 0 else
+                       "appears twice; list each unit once.")
+                )
+            seen.add((hook, idx))
             if hook != cur_hook and cur_idx:
                 blocks.append(UnitBlock(cur_hook, "neuron", np.asarray(cur_idx), off))
                 off += len(cur_idx)
@@ -226,6 +278,11 @@ class UnitIndex(Sequence):
         if isinstance(j, slice):
             return [self[i] for i in range(*j.indices(len(self)))]
         n = len(self)
+        if isinstance(j, (bool, np.bool_)) or not isinstance(j, (int, np.integer)):
+            raise NeuroprobeError(
+                f"UnitIndex[...] takes a column number (int) or a slice; got "
+                f"{type(j).__name__} {j!r}. Find a unit's column with .column((hook, index))."
+            )
         j = int(j)
         if j < 0:
             j += n
@@ -294,13 +351,18 @@ class UnitIndex(Sequence):
     ) -> np.ndarray:
         """Column numbers of the units at the given hook(s) and/or layer(s).
 
-        ``hook`` may be glob patterns (``"blocks.*.mlp.hook_post"``).
+        ``hook`` may be glob patterns (``"blocks.*.mlp.hook_post"``).  A hook, a layer, or a
+        hook-and-layer pair that matches no unit raises (an empty selection is never
+        returned silently).
         """
         from fnmatch import fnmatchcase
 
+        from neuroprobe.core.validation import check_int, check_name_list
+
         keep = np.ones(len(self), dtype=bool)
         if hook is not None:
-            pats = [hook] if isinstance(hook, str) else list(hook)
+            pats = check_name_list(hook, "select(hook=...)", what="hook name or pattern",
+                                   allow_empty=True)
             hk = np.zeros(len(self), dtype=bool)
             for b in self.blocks:
                 if any(fnmatchcase(b.label, p) or fnmatchcase(b.hook, p) for p in pats):
@@ -311,8 +373,29 @@ class UnitIndex(Sequence):
                 )
             keep &= hk
         if layer is not None:
-            lays = [layer] if isinstance(layer, (int, np.integer)) else list(layer)
+            if isinstance(layer, (str, bytes)) or not isinstance(layer, (int, np.integer,
+                                                                         Sequence, np.ndarray,
+                                                                         range, Tensor)):
+                raise NeuroprobeError(
+                    f"select(layer=...) must be a layer number (int) or a list of them; got "
+                    f"{type(layer).__name__} {layer!r}."
+                )
+            lays = [layer] if isinstance(layer, (int, np.integer)) else list(
+                layer.tolist() if isinstance(layer, (Tensor, np.ndarray)) else layer)
+            lays = [check_int(v, "select(layer=...)", minimum=-1) for v in lays]
+            present = sorted(set(self.layers.tolist()))
+            missing = [v for v in lays if v not in present]
+            if not lays or missing:
+                raise NeuroprobeError(
+                    f"select(layer={layer!r}) names layer(s) {missing or '[]'} that no unit is "
+                    f"in; the layers present are {present} (-1: hooks outside the blocks)."
+                )
             keep &= np.isin(self.layers, lays)
+        if not keep.any():
+            raise NeuroprobeError(
+                f"select(hook={hook!r}, layer={layer!r}) matches no unit: the hook(s) and "
+                f"layer(s) do not overlap; hooks are: {self.hooks[:12]}"
+            )
         return np.flatnonzero(keep)
 
     def column(self, unit: Unit) -> int:
@@ -329,9 +412,8 @@ class UnitIndex(Sequence):
 
     def subset(self, columns: np.ndarray | Sequence[int] | Tensor) -> UnitIndex:
         """The index of the given columns (in the given order)."""
-        cols = np.asarray(columns.cpu() if isinstance(columns, Tensor) else columns)
-        if cols.dtype == bool:
-            cols = np.flatnonzero(cols)
+        cols = np.asarray(check_columns(columns, len(self), "UnitIndex.subset(columns=...)"),
+                          dtype=np.int64)
         out: list[UnitBlock] = []
         off = 0
         lookup = [(b, b.offset, b.offset + b.size) for b in self.blocks]
@@ -384,6 +466,69 @@ class UnitIndex(Sequence):
             ui = ui.extended(s["hook"], s["kind"], np.asarray(s["indices"], dtype=np.int64),
                              s["name"])
         return ui
+
+
+def check_columns(columns, size: int, name: str, *, unique: bool = True,
+                  what: str = "column") -> np.ndarray:
+    """Column (or row) numbers, as an int64 array, from a list of ints, an int array or
+    tensor, a slice, or a boolean mask of exactly ``size`` entries.
+
+    Refuses floats, an empty selection, repeats (unless ``unique=False``), out-of-range
+    numbers and a mask of the wrong length (which would silently select the first rows).
+    Arrays are checked with vectorised numpy operations (no Python loop over the rows).
+    """
+    from neuroprobe.core.validation import check_index_list
+
+    whats = f"{what}s"
+    if isinstance(columns, slice):
+        out = np.arange(size)[columns]
+        if not out.size:
+            raise NeuroprobeError(f"{name}: the slice {columns!r} selects no {what} of {size}.")
+        return out
+    arr = None
+    if isinstance(columns, Tensor):
+        arr = columns.detach().cpu().numpy()
+    elif isinstance(columns, np.ndarray):
+        arr = columns
+    elif isinstance(columns, (list, tuple)) and columns and all(
+            isinstance(c, (bool, np.bool_)) for c in columns):
+        arr = np.asarray(columns, dtype=bool)
+    if arr is None:
+        return np.asarray(check_index_list(columns, name, size=size, unique=unique, what=what),
+                          dtype=np.int64)
+    if arr.dtype == bool:
+        if arr.ndim != 1 or arr.shape[0] != size:
+            raise NeuroprobeError(
+                f"{name}: a boolean mask must have one entry per {what} ({size}); got shape "
+                f"{tuple(arr.shape)}."
+            )
+        out = np.flatnonzero(arr)
+        if not out.size:
+            raise NeuroprobeError(f"{name}: the boolean mask selects no {what}.")
+        return out
+    if arr.ndim != 1:
+        raise NeuroprobeError(f"{name} must be 1-D; got shape {tuple(arr.shape)}.")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise NeuroprobeError(
+            f"{name} must hold integer {whats}; got dtype {arr.dtype}. Cast with "
+            ".long() / .astype(int) only if the values are whole numbers."
+        )
+    if not arr.size:
+        raise NeuroprobeError(f"{name} is empty; pass at least one {what}.")
+    out = arr.astype(np.int64, copy=False)
+    bad = out[(out < 0) | (out >= size)]
+    if bad.size:
+        raise NeuroprobeError(
+            f"{name} has {whats} out of range [0, {size}): {bad[:5].tolist()}"
+            f"{' ...' if bad.size > 5 else ''}."
+        )
+    if unique:
+        vals, counts = np.unique(out, return_counts=True)
+        if (counts > 1).any():
+            raise NeuroprobeError(
+                f"{name} repeats {whats} {vals[counts > 1][:5].tolist()}; pass each once."
+            )
+    return out
 
 
 def _check_unit(u) -> tuple[str, int]:

@@ -184,9 +184,11 @@ def check_index_list(values, name: str, *, size: int | None = None, allow_empty:
     """
     whats = "indices" if what == "index" else f"{what}s"
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        wrap = (f" Wrap a single {what} in a list: [{values!r}]."
+                if isinstance(values, (int, np.integer)) else "")
         raise NeuroprobeError(
             f"{name} must be a list of integer {whats}; got {type(values).__name__} "
-            f"{values!r}. Wrap a single {what} in a list: [{values!r}]."
+            f"{values!r}.{wrap}"
         )
     if isinstance(values, (Tensor, np.ndarray)):
         arr = values.detach().cpu().numpy() if isinstance(values, Tensor) else values
@@ -355,18 +357,6 @@ def check_callable(fn, name: str, n_args: int, *, expected: str) -> None:
         ) from None
 
 
-def check_float_dtype(dtype, name: str, *, allow_none: bool = False):
-    """A floating-point ``torch.dtype`` (``torch.float32``, ...); refuses strings and ints."""
-    if dtype is None and allow_none:
-        return None
-    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
-        return dtype
-    raise NeuroprobeError(
-        f"{name} must be a floating-point torch dtype such as torch.float32 or torch.bfloat16; "
-        f"got {dtype!r} ({type(dtype).__name__})."
-    )
-
-
 def read_text_file(path, name: str, *, what: str = "a UTF-8 text file") -> str:
     """The text of ``path``; a binary (non-UTF-8) file, a folder or an unreadable file is a
     NeuroprobeError naming ``name`` and the file, not a raw ``UnicodeDecodeError``."""
@@ -386,3 +376,31 @@ def read_text_file(path, name: str, *, what: str = "a UTF-8 text file") -> str:
         raise NeuroprobeError(f"{name}={str(p)!r} does not exist; pass {what}.") from None
     except PermissionError:
         raise NeuroprobeError(f"{name}={str(p)!r} is not readable (permission denied).") from None
+
+
+def check_float_dtype(dtype, name: str = "dtype", *, allow_none: bool = False,
+                      allow_str: bool = True) -> torch.dtype | None:
+    """A floating torch dtype (``torch.float32``, or its name ``"float32"`` unless
+    ``allow_str=False``); integer and bool dtypes are refused, since storing activations in
+    them truncates every value. ``None`` passes through when ``allow_none``."""
+    if dtype is None and allow_none:
+        return None
+    if not allow_str and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise NeuroprobeError(
+            f"{name} must be a floating-point torch dtype such as torch.float32 or "
+            f"torch.bfloat16; got {dtype!r} ({type(dtype).__name__})."
+        )
+    dt = dtype
+    if isinstance(dtype, str):
+        dt = getattr(torch, dtype.replace("torch.", ""), None)
+    if not isinstance(dt, torch.dtype):
+        raise NeuroprobeError(
+            f"{name}={dtype!r} is not a torch dtype; use torch.float32, 'float32', "
+            "torch.bfloat16, ..."
+        )
+    if not dt.is_floating_point:
+        raise NeuroprobeError(
+            f"{name}={dtype!r} is not a floating dtype: values stored as {dt} are truncated "
+            "to whole numbers. Use torch.float32 (or float16 / bfloat16 / float64)."
+        )
+    return dt

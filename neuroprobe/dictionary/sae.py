@@ -115,7 +115,7 @@ class SAE(nn.Module):
                     f"SAE(k={k}) is larger than d_sae={d_sae}; a TopK SAE keeps k <= d_sae "
                     "features active. Lower k or raise d_sae."
                 )
-        dtype = check_float_dtype(dtype, "dtype")
+        dtype = check_float_dtype(dtype, "dtype", allow_str=False)
         device = resolve_device(device)
         seed = check_int(seed, "seed")
         if hook_name is not None and not isinstance(hook_name, str):
@@ -228,7 +228,7 @@ class SAE(nn.Module):
 
     def to_dtype(self, dtype: torch.dtype) -> SAE:
         """A copy in another dtype (inference in bfloat16/float16 is fine)."""
-        dtype = check_float_dtype(dtype, "dtype")
+        dtype = check_float_dtype(dtype, "dtype", allow_str=False)
         out = self.copy()
         return out.to(dtype=dtype)
 
@@ -396,7 +396,7 @@ def load_sae(path, *, hook_name: str | None = None, device: str | torch.device =
         )
     if hook_name is not None and not isinstance(hook_name, str):
         raise NeuroprobeError(f"hook_name must be a hook name (str) or None; got {hook_name!r}.")
-    dtype = check_float_dtype(dtype, "dtype", allow_none=True)
+    dtype = check_float_dtype(dtype, "dtype", allow_none=True, allow_str=False)
     device = resolve_device(device)
     p = Path(path)
     cfg_path = p / "cfg.json"
