@@ -52,6 +52,7 @@ from neuroprobe.core.validation import (
     check_float_dtype,
     check_index_list,
     check_int,
+    check_model,
     check_name_list,
     check_positive_int,
     check_writable_path,
@@ -118,12 +119,13 @@ def tokenize_prompts(
     >>> [t.tolist() for t in npb.tokenize_prompts(model, [[1, 2, 3], [4, 5]])]
     [[1, 2, 3], [4, 5]]
     """
+    check_model(model)
     if prepend_bos is not None:
         prepend_bos = check_bool(prepend_bos, "prepend_bos")
     truncate = check_bool(truncate, "truncate")
     items = _as_prompt_list(prompts, text_column)
-    n_ctx = int(getattr(model.cfg, "n_ctx", 1 << 30))
-    d_vocab = int(getattr(model.cfg, "d_vocab", 1 << 62))
+    n_ctx = int(getattr(getattr(model, "cfg", None), "n_ctx", None) or 1 << 30)
+    d_vocab = int(getattr(getattr(model, "cfg", None), "d_vocab", None) or 1 << 62)
     out = []
     for i, p in enumerate(items):
         if isinstance(p, str):
