@@ -38,7 +38,7 @@ from neuroprobe.core.validation import (
     check_real,
 )
 from neuroprobe.dictionary.sae import SAE, _check_sae_at_hook
-from neuroprobe.dictionary.store import _check_model, corpus_contexts
+from neuroprobe.dictionary.store import corpus_contexts
 
 __all__ = ["SAEEvaluation", "evaluate_sae", "spliced_losses"]
 
@@ -226,7 +226,11 @@ def spliced_losses(model, contexts: Sequence[Sequence[int]], hook: str, replacem
     """
     from neuroprobe.core.hooks import resolve_hooks
 
-    _check_model(model)
+    if not isinstance(model, torch.nn.Module):
+        raise NeuroprobeError(
+            f"model must be a model (a torch.nn.Module such as npb.load_model(...)); got "
+            f"{type(model).__name__} {str(model)[:40]!r}."
+        )
     p0 = check_int(first_position, "first_position", minimum=0)
     batch_size = check_positive_int(batch_size, "batch_size")
     if not isinstance(hook, str):
