@@ -1,6 +1,9 @@
 """Distributed benchmark: TopK over SmolLM2's MLP neurons, serial vs 1 and 2 Dask workers.
 
-Run:  python benchmarks/distributed.py [--tokens 40000] [--shards 8]
+(Named scale_out.py, not distributed.py: a script of that name would shadow the
+``distributed`` package for ``dask.distributed`` when run from this folder.)
+
+Run:  python benchmarks/scale_out.py [--tokens 40000] [--shards 8]
 
 SmolLM2-135M, TopK (k = 20) over every neuron of ``blocks.{0..5}.mlp.hook_post`` on
 ``--tokens`` tokens of the default corpus (repeated until long enough).  Prints wall times,
