@@ -61,7 +61,7 @@ from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.units import UnitIndex
-from neuroprobe.core.validation import check_fraction, check_positive_int
+from neuroprobe.core.validation import check_choice, check_fraction, check_positive_int
 from neuroprobe.glm import pvalues
 from neuroprobe.glm.blocks import BlockStats, run_cells, task_vs_control, task_vs_other_tasks
 from neuroprobe.glm.design import BlockDesign
@@ -797,6 +797,7 @@ class FunctionalNetworksResult:
     metrics: FunctionalNetworksMetrics = field(repr=False)
     seconds: dict = field(repr=False)
     notes: tuple[str, ...] = ()
+    dissociation: Any = field(default=None, repr=False)
 
     @property
     def n_units(self) -> int:
@@ -844,6 +845,8 @@ class FunctionalNetworksResult:
             "seconds_by_stage": {k: round(float(v), 2) for k, v in self.seconds.items()},
             "notes": list(self.notes),
         }
+        if self.dissociation is not None:
+            out["task_dissociation"] = self.dissociation.summary()
         return _jsonable(out)
 
     def to_dataframe(self) -> pd.DataFrame:
@@ -963,6 +966,8 @@ def functional_networks(
     seed: int = 0,
     model_name: str | None = None,
     progress: Callable[[str], None] | None = None,
+    dissociation: bool = False,
+    dissociation_mode: str = "mean",
 ) -> FunctionalNetworksResult:
     """Functional networks of a model: block-design runs, GLM per unit, overlap, prediction.
 
@@ -1009,6 +1014,15 @@ def functional_networks(
         Tokenizer for length matching (default: ``model.tokenizer``).
     seed : int
         Seeds controls, splits and block order.
+    dissociation : bool
+        The causal test (off by default: it costs about ``5 x 5`` forward passes over the
+        set-B prompts): ablate each task's task-specific template (task - other tasks) and
+        measure the next-token loss on every task's set-B prompts
+        (:func:`neuroprobe.dissociation`); kept as ``result.dissociation``, written to
+        ``results.json`` as ``task_dissociation`` and as a section (with the heatmap) of
+        the HTML report.  Needs set-B prompts and the model's tokenizer.
+    dissociation_mode : {"mean", "zero", "resample"}
+        The ablation (mean and resample: statistics of the packaged corpus).
 
     Returns
     -------
@@ -1033,6 +1047,10 @@ def functional_networks(
     _check_arguments(time_mode=time, alpha=alpha, n_runs=n_runs, n_task_blocks=n_task_blocks,
                      n_splits=n_splits, glm=glm, correction=correction,
                      noise_models=noise_models)
+    if dissociation:
+        from neuroprobe.networks.ablation import MODES
+
+        check_choice(dissociation_mode, "dissociation_mode", MODES)
     tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tok is None:
         raise NeuroprobeError(
@@ -1107,6 +1125,12 @@ def functional_networks(
     metrics = _assemble_metrics(scores, first, core, units, task_names, all_hooks, noise)
     name = model_name or getattr(getattr(model, "cfg", None), "model_name", None) or type(
         model).__name__
+    diss = None
+    if dissociation:
+        time_now = _clock()
+        diss = _task_dissociation(model, stimuli, first.specific_templates, dissociation_mode,
+                                  seed, notes, say)
+        seconds["dissociation"] = _clock() - time_now
     seconds["total_unaccounted"] = max(0.0, _clock() - t_start - sum(seconds.values()))
     return FunctionalNetworksResult(
         model=str(name),
@@ -1132,7 +1156,26 @@ def functional_networks(
         metrics=metrics,
         seconds=seconds,
         notes=tuple(notes),
+        dissociation=diss,
     )
+
+
+def _task_dissociation(model: Any, stimuli: _Stimuli, templates: dict[str, FunctionalNetwork],
+                       mode: str, seed: int, notes: list[str], say: Callable[[str], None]):
+    """Each task-specific template ablated on every task's set-B prompts (or None, with a
+    note, when there is no set B or every template is empty)."""
+    from neuroprobe.networks.ablation import dissociation
+
+    if "B" not in stimuli.pairs:
+        notes.append("dissociation not run: it needs held-out set-B prompts")
+        return None
+    nets = {t: templates[t] for t in stimuli.tasks}
+    if all(n.size == 0 for n in nets.values()):
+        notes.append("dissociation not run: every task-specific template is empty")
+        return None
+    conds = {t: [stimuli.texts[p] for p, _ in stimuli.pairs["B"][t]] for t in stimuli.tasks}
+    say(f"dissociation: {len(nets)} task-specific templates x {len(conds)} set-B prompt sets")
+    return dissociation(model, nets, conds, mode=mode, seed=seed)
 
 
 def _clock() -> float:
