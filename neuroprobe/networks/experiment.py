@@ -1022,7 +1022,8 @@ def functional_networks(
         ``results.json`` as ``task_dissociation`` and as a section (with the heatmap) of
         the HTML report.  Needs set-B prompts and the model's tokenizer.
     dissociation_mode : {"mean", "zero", "resample"}
-        The ablation (mean and resample: statistics of the packaged corpus).
+        The ablation (mean and resample: statistics over the set-A stimuli, task prompts
+        and controls).
 
     Returns
     -------
@@ -1164,7 +1165,7 @@ def _task_dissociation(model: Any, stimuli: _Stimuli, templates: dict[str, Funct
                        mode: str, seed: int, notes: list[str], say: Callable[[str], None]):
     """Each task-specific template ablated on every task's set-B prompts (or None, with a
     note, when there is no set B or every template is empty)."""
-    from neuroprobe.networks.ablation import dissociation
+    from neuroprobe.networks.ablation import ablation_reference, dissociation
 
     if "B" not in stimuli.pairs:
         notes.append("dissociation not run: it needs held-out set-B prompts")
@@ -1175,7 +1176,16 @@ def _task_dissociation(model: Any, stimuli: _Stimuli, templates: dict[str, Funct
         return None
     conds = {t: [stimuli.texts[p] for p, _ in stimuli.pairs["B"][t]] for t in stimuli.tasks}
     say(f"dissociation: {len(nets)} task-specific templates x {len(conds)} set-B prompt sets")
-    return dissociation(model, nets, conds, mode=mode, seed=seed)
+    ref = None
+    if mode != "zero":  # reference statistics: the set-A stimuli (they fit the context)
+        union = None
+        for n in nets.values():
+            union = n if union is None else union | n
+        ref_texts = [stimuli.texts[i] for t in stimuli.tasks for pair in stimuli.pairs["A"][t]
+                     for i in pair]
+        ref = ablation_reference(model, union, ref_texts, seed=seed,
+                                 max_rows=1024 if mode == "resample" else 0)
+    return dissociation(model, nets, conds, mode=mode, reference=ref, seed=seed)
 
 
 def _clock() -> float:

@@ -319,6 +319,10 @@ def test_dissociation_section_on_native_model(tiny, small, tmp_path):
     # off by default: no key, no section
     plain = functional_networks(tiny, small, n_runs=3, n_task_blocks=4, n_splits=1)
     assert plain.dissociation is None and "task_dissociation" not in plain.summary()
+    # mean-ablation takes its reference over the set-A stimuli (they fit the context of 96)
+    mean = functional_networks(tiny, small, n_runs=3, n_task_blocks=4, n_splits=1,
+                               alpha=0.5, correction="none", dissociation=True)
+    assert mean.dissociation.mode == "mean" and mean.dissociation.delta_ce.shape == (3, 3)
     with pytest.raises(NeuroprobeError, match="dissociation_mode must be one of"):
         functional_networks(tiny, small, n_runs=3, n_task_blocks=4, n_splits=1,
                             dissociation=True, dissociation_mode="noise")
