@@ -77,15 +77,18 @@ def main(argv=None) -> None:
           f"{len(held)} sentences: {t_batch:.1f} s (target < 300 s for 100 over 200); "
           f"dCE {eff.delta_ce:.4f} vs random p95 {eff.null_p95:.4f}")
 
+    # the unbatched route: one mask per forward pass over the whole model
     rnd = npb.random_networks(net, args.n_slow, seed=9)
-    groups = ab._groups(model, held)
+    prep = ab._prepare(model, held, 0)
     t0 = time.perf_counter()
     for r in rnd:
-        ab._evaluate(model, groups, len(held), ab._hook_masks(model, [r.mask], net.units),
-                     "mean", ref, True, 0)
+        ab._evaluate(model, prep, ab._hook_masks(model, [r.mask], net.units), "mean", ref,
+                     True, 0)
     t_slow = (time.perf_counter() - t0) / args.n_slow
-    print(f"one mask per forward: {t_slow:.2f} s per ablation -> {t_slow * n_abl:.1f} s for "
-          f"{n_abl}; batched {t_batch / (n_abl + 1):.2f} s per ablation "
+    start = ab._start_layer(model, ab._hook_masks(model, [net.mask], net.units))
+    print(f"one mask per whole forward: {t_slow:.2f} s per ablation -> {t_slow * n_abl:.1f} s "
+          f"for {n_abl}; batched and resumed at block {start}: "
+          f"{t_batch / (n_abl + 1):.2f} s per ablation "
           f"(speed-up {t_slow * (n_abl + 1) / t_batch:.2f}x)")
 
 

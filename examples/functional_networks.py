@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="cpu (default) or cuda")
     ap.add_argument("--noise-runs", type=int, default=1,
                     help="runs per task refitted with the other noise models (default 1)")
+    ap.add_argument("--dissociation", action="store_true",
+                    help="causal test: ablate each task-specific template on every task's "
+                         "set-B prompts (a 5 x 5 matrix in results.json and the report)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         model_name=args.model,
         progress=say,
+        dissociation=args.dissociation,
     )
     out = Path(args.out)
     path = res.save(out, figures=True, report=args.report)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import re
 import time
 from pathlib import Path
@@ -103,6 +104,57 @@ def setting(model, hooks, args, held, rest, out: Path, tag: str) -> tuple[dict, 
     return res, {"network": lang, "reference": ref, "effect": eff}
 
 
+HEADLINE = ("language_mask_size", "language_layers", "language_split_half_dice",
+            "baseline_ce", "language_delta_ce", "language_delta_ce_ci", "random_delta_ce_mean",
+            "random_delta_ce_p95", "language_effect_percentile", "ratio_to_random_p95",
+            "variance_matched_delta_ce_mean", "variance_matched_delta_ce_p95",
+            "variance_matched_percentile", "n_random", "seconds_localize",
+            "seconds_causal_effect")
+
+
+def report_html(model_name: str, results: dict, d, td, keep: dict, out: Path) -> str:
+    """One page: the two unit bases side by side, the two dissociations, the figures."""
+    from neuroprobe.report import _CSS, html_table
+
+    res = results.get("residual_stream", {})
+    rows = {k: (results.get(k), res.get(k, "not run")) for k in HEADLINE}
+    table = ("<table><tr><th></th><th>MLP neurons (blocks.*.mlp.hook_post)</th>"
+             "<th>block outputs (blocks.*.hook_resid_post)</th></tr>"
+             + "".join(f"<tr><th>{k}</th><td>{_cell(a)}</td><td>{_cell(b)}</td></tr>"
+                       for k, (a, b) in rows.items()) + "</table>")
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
+             f"<title>neuroprobe: localizers and causal tests, {model_name}</title>",
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>Localizers and causal tests: {model_name}</h1>",
+             "<p>The Fedorenko et al. 2010 language localizer (240 sentences vs 240 nonword "
+             "lists), top 1% of units by Welch t (last token); mean-ablation (BOS spared) on "
+             f"{results['n_heldout_sentences']} held-out corpus sentences against "
+             f"{results.get('n_random')} layer-matched and as many variance-matched random "
+             "unit sets of the same size.</p>",
+             "<h2>Language network: correlational selection, causal test</h2>", table,
+             dissociation_html(d, [keep["effect"]], "Language vs multiple demand"),
+             dissociation_html(td, title="Task networks on held-out (set-B) prompts"),
+             "<h2>Other numbers</h2>",
+             html_table({k: v for k, v in results.items()
+                         if k not in HEADLINE and not isinstance(v, dict)}),
+             "<h2>Figures</h2>"]
+    parts += [f"<div class='fig'><img alt='{p.stem}' src='{p.name}'/><div class='cap'>"
+              f"{p.stem}</div></div>" for p in sorted(out.glob("*.png"))]
+    return "\n".join(parts + ["</body></html>"])
+
+
+def _cell(v) -> str:
+    import html as _h
+
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list) and len(v) > 8:
+        return _h.escape(f"{v[0]}..{v[-1]} ({len(v)} layers)")
+    if isinstance(v, list):
+        return _h.escape(", ".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in v))
+    return _h.escape(str(v))
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -180,13 +232,10 @@ def main(argv=None) -> dict:
         print("residual:", json.dumps({k: resid[k] for k in ("language_mask_size",
               "language_delta_ce", "random_delta_ce_p95", "language_effect_percentile")}))
     save()
-    html = ["<html><head><meta charset='utf-8'><title>neuroprobe localize + ablate</title>"
-            "</head><body>", f"<h1>Localizers and causal tests: {args.model}</h1>",
-            f"<pre>{json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=1)}</pre>",  # noqa: E501
-            dissociation_html(d, [keep["effect"]], "Language vs multiple demand"),
-            dissociation_html(td, title="Task networks on held-out prompts")]
-    html += [f"<img src='{p.name}'/>" for p in sorted(out.glob("*.png"))]
-    (out / "report.html").write_text("\n".join(html + ["</body></html>"]))
+    with open(out / "objects.pkl", "wb") as f:  # to redraw the report without rerunning
+        pickle.dump({"results": results, "d": d, "td": td,
+                     "effect": keep["effect"]}, f)
+    (out / "report.html").write_text(report_html(args.model, results, d, td, keep, out))
     print(f"wrote {out / 'results.json'} ({results['seconds_total']} s)")
     return results
 

@@ -134,6 +134,18 @@ def write_report(result, out_dir: str | Path, figures: Mapping[str, Path]) -> Pa
     if s["notes"]:
         parts.append("<h2>Notes</h2><ul>" + "".join(
             f"<li>{html.escape(n)}</li>" for n in s["notes"]) + "</ul>")
+    if getattr(result, "dissociation", None) is not None:
+        from neuroprobe.viz.localizers import dissociation_html
+
+        d = result.dissociation
+        parts.append(dissociation_html(
+            d, title="Causal test: task-specific networks ablated on held-out prompts"))
+        parts.append(
+            f"<p class='cap'>Each task-specific template (task - other tasks, first split) is "
+            f"{html.escape(d.mode)}-ablated (BOS spared) and the change in next-token "
+            "cross-entropy (nats) is measured on every task's set-B prompts, which did not "
+            "select the units. A network that matters for its own domain hurts its own "
+            "column most (the diagonal).</p>")
     parts.append("<h2>Figures</h2>")
     for name, path in figures.items():
         data = base64.b64encode(Path(path).read_bytes()).decode()

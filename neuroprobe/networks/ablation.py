@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -410,14 +411,71 @@ def ablate(model, units, *, mode: str = "zero", reference: AblationReference | N
 
 
 # ---- losses ----------------------------------------------------------------------------------
-def _losses(model, ids: Tensor, fwd_hooks: list) -> tuple[Tensor, Tensor]:
-    """Per-row mean next-token cross-entropy and accuracy of ``ids`` ``[B, S]`` (no padding).
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
-    The one place this module runs the model forward."""
-    with hooked(model, fwd_hooks):
-        logits = model(ids)
+
+def _block_list(model):
+    """``(parent, attribute)`` of the wrapped model's module list that holds the bridge's
+    blocks (the list a TransformerBridge's inner model loops over), or None."""
+    inner = getattr(model, "original_model", None)
+    blocks = getattr(model, "blocks", None)
+    if inner is None or blocks is None:
+        return None
+    for name, mod in inner.named_modules():
+        if (isinstance(mod, torch.nn.ModuleList) and len(mod) == len(blocks)
+                and all(a is b for a, b in zip(mod, blocks))):
+            parent_name, _, attr = name.rpartition(".")
+            return (inner.get_submodule(parent_name) if parent_name else inner), attr
+    return None
+
+
+@contextlib.contextmanager
+def _skip_blocks(model, start: int) -> Iterator[None]:
+    """Let a forward with ``start_at_layer=start`` run only blocks ``start..``.
+
+    A TransformerBridge's ``start_at_layer`` still runs blocks ``0..start-1`` and discards
+    their output; here the inner model's block list is cut to ``start..`` for the pass and
+    restored after it (also on errors).  A HookedTransformer skips the blocks itself."""
+    where = _block_list(model) if start else None
+    if where is None:
+        yield
+        return
+    parent, attr = where
+    full = getattr(parent, attr)
+    setattr(parent, attr, torch.nn.ModuleList(list(full)[start:]))
+    try:
+        yield
+    finally:
+        setattr(parent, attr, full)
+
+
+def _start_layer(model, targets_masks) -> int:
+    """The first block any target hook lives in (0 when a hook is outside the blocks, or
+    the model cannot resume a pass from a block's residual input)."""
+    layers = []
+    for t, _ in targets_masks:
+        m = _BLOCK.match(t.canonical)
+        if m is None:
+            return 0
+        layers.append(int(m.group(1)))
+    if not layers or min(layers) == 0:
+        return 0
+    if hasattr(model, "original_model") and _block_list(model) is None:
+        return 0
+    return min(layers)
+
+
+def _losses(model, x: Tensor, tgt: Tensor, fwd_hooks: list, start: int = 0
+            ) -> tuple[Tensor, Tensor]:
+    """Per-row mean next-token cross-entropy and accuracy (no padding).
+
+    ``x`` is token ids ``[B, S]``, or with ``start > 0`` the residual stream entering block
+    ``start`` ``[B, S, d_model]`` (the blocks before it are not run); ``tgt`` ``[B, S]``
+    holds the token ids.  The one place this module runs the model forward."""
+    with hooked(model, fwd_hooks), _skip_blocks(model, start):
+        logits = model(x, start_at_layer=start) if start else model(x)
     lp = logits[:, :-1].float()
-    tgt = ids[:, 1:].to(lp.device)
+    tgt = tgt[:, 1:].to(lp.device)
     ce = torch.nn.functional.cross_entropy(lp.reshape(-1, lp.shape[-1]), tgt.reshape(-1),
                                            reduction="none").view(tgt.shape).mean(1)
     acc = (lp.argmax(-1) == tgt).float().mean(1)
@@ -444,28 +502,93 @@ def _max_rows(model, S: int, budget: int = 256 * 2**20) -> int:
     return max(1, budget // (4 * S * V))
 
 
-def _evaluate(model, groups, n_texts: int, targets_masks, mode, ref, spare_bos, seed,
-              max_per_forward: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """CE and accuracy ``[K, n_texts]`` for K mask sets (``targets_masks``: list of
-    (target, masks [K, d]) ), K masks stacked along the batch."""
-    K = targets_masks[0][1].shape[0] if targets_masks else 1
-    ce = np.zeros((K, n_texts))
-    acc = np.zeros((K, n_texts))
-    for ix, ids in groups:
+def _chunks(model, groups, max_per_forward: int | None):
+    """(group, row offset, rows per forward) of every chunk of texts, in a fixed order."""
+    for g, (ix, ids) in enumerate(groups):
         rows = max_per_forward or _max_rows(model, ids.shape[1])
         nb = max(1, min(len(ix), rows))
         for a in range(0, len(ix), nb):
-            sub = ids[a:a + nb]
-            kk = max(1, rows // sub.shape[0])
-            for k0 in range(0, K, kk):
-                k1 = min(K, k0 + kk)
-                gen = torch.Generator().manual_seed(seed + a + 7919 * k0)
-                hooks = [(t.canonical, _make_hook(t, mode, ref, m[k0:k1], spare_bos, gen,
-                                                  k1 - k0)) for t, m in targets_masks]
-                c, y = _losses(model, sub.repeat(k1 - k0, 1), hooks)
-                c, y = c.view(k1 - k0, -1).numpy(), y.view(k1 - k0, -1).numpy()
-                ce[k0:k1, ix[a:a + nb]] = c
-                acc[k0:k1, ix[a:a + nb]] = y
+            yield g, a, nb, rows
+
+
+@dataclass(eq=False)
+class _Prepared:
+    """Held-out texts ready for many ablated passes: the length groups, the intact losses
+    ``[n_texts]`` and, when ``start > 0``, the residual entering block ``start`` of every
+    group (the ablated passes resume there: the blocks before it are the same in every
+    ablation)."""
+
+    groups: list
+    n: int
+    base_ce: np.ndarray
+    base_acc: np.ndarray
+    start: int = 0
+    resid: list | None = None
+
+
+def _prepare(model, texts: Sequence[str], start: int,
+             max_per_forward: int | None = None) -> _Prepared:
+    """One intact pass over the texts: baseline losses, and the residual at block ``start``
+    (kept only if resuming from it reproduces the intact losses; else ``start`` = 0)."""
+    groups = _groups(model, texts)
+    n = len(texts)
+    base_ce, base_acc = np.zeros(n), np.zeros(n)
+    canon = None
+    if start:
+        try:
+            (r,) = resolve_hooks(model, f"blocks.{start}.hook_resid_pre")
+            canon = r.canonical
+        except NeuroprobeError:
+            start = 0
+    store: list[list[Tensor]] = [[] for _ in groups]
+    for g, a, nb, _ in _chunks(model, groups, max_per_forward):
+        ix, ids = groups[g]
+        sub = ids[a:a + nb]
+        hooks = []
+        if start:
+            def grab(act, hook, g=g):
+                store[g].append(act.detach().clone())
+            hooks = [(canon, grab)]
+        c, y = _losses(model, sub, sub, hooks)
+        base_ce[ix[a:a + nb]] = c.numpy()
+        base_acc[ix[a:a + nb]] = y.numpy()
+    resid = None
+    if start:
+        resid = [torch.cat(s) for s in store]
+        ix, ids = groups[0]
+        k = min(len(ix), 8)
+        try:  # resuming must give the intact losses (else run whole passes)
+            c, _ = _losses(model, resid[0][:k], ids[:k], [], start)
+            ok = np.allclose(c.numpy(), base_ce[ix[:k]], rtol=1e-5, atol=1e-5)
+        except Exception:  # noqa: BLE001 - a model that cannot resume runs whole passes
+            ok = False
+        if not ok:
+            start, resid = 0, None
+    return _Prepared(groups, n, base_ce, base_acc, start, resid)
+
+
+def _evaluate(model, prep: _Prepared, targets_masks, mode, ref, spare_bos, seed,
+              max_per_forward: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """CE and accuracy ``[K, n_texts]`` for K mask sets (``targets_masks``: list of
+    (target, masks [K, d]) ), K masks stacked along the batch: copy k of the texts is
+    ablated with mask k, in passes that resume at block ``prep.start``."""
+    K = targets_masks[0][1].shape[0] if targets_masks else 1
+    ce = np.zeros((K, prep.n))
+    acc = np.zeros((K, prep.n))
+    for g, a, nb, rows in _chunks(model, prep.groups, max_per_forward):
+        ix, ids = prep.groups[g]
+        sub = ids[a:a + nb]
+        x = prep.resid[g][a:a + nb] if prep.start else sub
+        kk = max(1, rows // sub.shape[0])
+        for k0 in range(0, K, kk):
+            k1 = min(K, k0 + kk)
+            gen = torch.Generator().manual_seed(seed + a + 7919 * k0)
+            hooks = [(t.canonical, _make_hook(t, mode, ref, m[k0:k1], spare_bos, gen,
+                                              k1 - k0)) for t, m in targets_masks]
+            reps = (k1 - k0,) + (1,) * (x.ndim - 1)
+            c, y = _losses(model, x.repeat(*reps), sub.repeat(k1 - k0, 1), hooks, prep.start)
+            ce[k0:k1, ix[a:a + nb]] = c.view(k1 - k0, -1).numpy()
+            acc[k0:k1, ix[a:a + nb]] = y.view(k1 - k0, -1).numpy()
     return ce, acc
 
 
@@ -769,19 +892,17 @@ def causal_effect(
         reference = ablation_reference(model, network, seed=seed,
                                        max_rows=1024 if mode == "resample" else 0)
     _check_mode(mode, reference)
-    groups = _groups(model, texts)
-    n = len(texts)
-    base_ce, base_acc = _evaluate(model, groups, n, [], "zero", None, spare_bos, seed,
-                                  max_per_forward)
     sets = [network.mask] + [r.mask for r in random_networks(network, n_random, seed=seed)]
     if variance_null:
         var = reference.unit_variance(network.units)
         sets += [r.mask for r in random_networks(network, n_random, match="variance",
                                                  variance=var, seed=seed + 1)]
-    ce, acc = _evaluate(model, groups, n, _hook_masks(model, sets, network.units), mode,
-                        reference, spare_bos, seed, max_per_forward)
+    tm = _hook_masks(model, sets, network.units)
+    prep = _prepare(model, texts, _start_layer(model, tm), max_per_forward)
+    base_ce = prep.base_ce
+    ce, acc = _evaluate(model, prep, tm, mode, reference, spare_bos, seed, max_per_forward)
     dce = ce - base_ce  # [K, n]
-    dacc = acc - base_acc
+    dacc = acc - prep.base_acc
     lo, hi = _bootstrap(dce[0], n_boot, seed)
     layer = dce[1:1 + n_random].mean(1)
     return CausalEffect(
@@ -939,10 +1060,9 @@ def dissociation(
         texts = list(texts)
         if not texts:
             raise NeuroprobeError(f"condition {c!r} has no texts.")
-        groups = _groups(model, texts)
-        b_ce, b_acc = _evaluate(model, groups, len(texts), [], "zero", None, spare_bos, seed,
-                                max_per_forward)
-        ce, acc = _evaluate(model, groups, len(texts), masks, mode, reference, spare_bos, seed,
+        prep = _prepare(model, texts, _start_layer(model, masks), max_per_forward)
+        b_ce, b_acc = prep.base_ce, prep.base_acc
+        ce, acc = _evaluate(model, prep, masks, mode, reference, spare_bos, seed,
                             max_per_forward)
         dce[:, j] = (ce - b_ce).mean(1)
         dacc[:, j] = (acc - b_acc).mean(1)

@@ -61,7 +61,7 @@ from torch import Tensor
 
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.units import UnitIndex
-from neuroprobe.core.validation import check_fraction, check_positive_int
+from neuroprobe.core.validation import check_choice, check_fraction, check_positive_int
 from neuroprobe.glm import pvalues
 from neuroprobe.glm.blocks import BlockStats, run_cells, task_vs_control, task_vs_other_tasks
 from neuroprobe.glm.design import BlockDesign
@@ -838,6 +838,7 @@ class FunctionalNetworksResult:
     metrics: FunctionalNetworksMetrics = field(repr=False)
     seconds: dict = field(repr=False)
     notes: tuple[str, ...] = ()
+    dissociation: Any = field(default=None, repr=False)
 
     @property
     def n_units(self) -> int:
@@ -885,6 +886,8 @@ class FunctionalNetworksResult:
             "seconds_by_stage": {k: round(float(v), 2) for k, v in self.seconds.items()},
             "notes": list(self.notes),
         }
+        if self.dissociation is not None:
+            out["task_dissociation"] = self.dissociation.summary()
         return _jsonable(out)
 
     def to_dataframe(self) -> pd.DataFrame:
@@ -1005,6 +1008,8 @@ def functional_networks(
     model_name: str | None = None,
     progress: Callable[[str], None] | None = None,
     client: Any = None,
+    dissociation: bool = False,
+    dissociation_mode: str = "mean",
 ) -> FunctionalNetworksResult:
     """Functional networks of a model: block-design runs, GLM per unit, overlap, prediction.
 
@@ -1057,6 +1062,16 @@ def functional_networks(
         picklable factory; the driver loads it too, for the tokenizer and the analyses).
         Shards are cut at the recording's own chunks, so the statistics, hence every network
         and score, are the serial run's.
+    dissociation : bool
+        The causal test (off by default: it costs about ``5 x 5`` forward passes over the
+        set-B prompts): ablate each task's task-specific template (task - other tasks) and
+        measure the next-token loss on every task's set-B prompts
+        (:func:`neuroprobe.dissociation`); kept as ``result.dissociation``, written to
+        ``results.json`` as ``task_dissociation`` and as a section (with the heatmap) of
+        the HTML report.  Needs set-B prompts and the model's tokenizer.
+    dissociation_mode : {"mean", "zero", "resample"}
+        The ablation (mean and resample: statistics over the set-A stimuli, task prompts
+        and controls).
 
     Returns
     -------
@@ -1086,6 +1101,10 @@ def functional_networks(
     _check_arguments(time_mode=time, alpha=alpha, n_runs=n_runs, n_task_blocks=n_task_blocks,
                      n_splits=n_splits, glm=glm, correction=correction,
                      noise_models=noise_models)
+    if dissociation:
+        from neuroprobe.networks.ablation import MODES
+
+        check_choice(dissociation_mode, "dissociation_mode", MODES)
     tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tok is None:
         raise NeuroprobeError(
@@ -1166,6 +1185,12 @@ def functional_networks(
     metrics = _assemble_metrics(scores, first, core, units, task_names, all_hooks, noise)
     name = model_name or getattr(getattr(model, "cfg", None), "model_name", None) or type(
         model).__name__
+    diss = None
+    if dissociation:
+        time_now = _clock()
+        diss = _task_dissociation(model, stimuli, first.specific_templates, dissociation_mode,
+                                  seed, notes, say)
+        seconds["dissociation"] = _clock() - time_now
     seconds["total_unaccounted"] = max(0.0, _clock() - t_start - sum(seconds.values()))
     return FunctionalNetworksResult(
         model=str(name),
@@ -1191,7 +1216,35 @@ def functional_networks(
         metrics=metrics,
         seconds=seconds,
         notes=tuple(notes),
+        dissociation=diss,
     )
+
+
+def _task_dissociation(model: Any, stimuli: _Stimuli, templates: dict[str, FunctionalNetwork],
+                       mode: str, seed: int, notes: list[str], say: Callable[[str], None]):
+    """Each task-specific template ablated on every task's set-B prompts (or None, with a
+    note, when there is no set B or every template is empty)."""
+    from neuroprobe.networks.ablation import ablation_reference, dissociation
+
+    if "B" not in stimuli.pairs:
+        notes.append("dissociation not run: it needs held-out set-B prompts")
+        return None
+    nets = {t: templates[t] for t in stimuli.tasks}
+    if all(n.size == 0 for n in nets.values()):
+        notes.append("dissociation not run: every task-specific template is empty")
+        return None
+    conds = {t: [stimuli.texts[p] for p, _ in stimuli.pairs["B"][t]] for t in stimuli.tasks}
+    say(f"dissociation: {len(nets)} task-specific templates x {len(conds)} set-B prompt sets")
+    ref = None
+    if mode != "zero":  # reference statistics: the set-A stimuli (they fit the context)
+        union = None
+        for n in nets.values():
+            union = n if union is None else union | n
+        ref_texts = [stimuli.texts[i] for t in stimuli.tasks for pair in stimuli.pairs["A"][t]
+                     for i in pair]
+        ref = ablation_reference(model, union, ref_texts, seed=seed,
+                                 max_rows=1024 if mode == "resample" else 0)
+    return dissociation(model, nets, conds, mode=mode, reference=ref, seed=seed)
 
 
 def _clock() -> float:

@@ -211,3 +211,79 @@ def test_bad_input(native_model):
         npb.causal_effect(native_model, net, TEXTS, mode="zero", n_random=2,
                           variance_null=False, localizer=TEXTS[:1])
     assert _no_hooks_left(native_model)
+
+
+def test_resumed_batched_passes_equal_whole_passes(native_model, monkeypatch):
+    """A network in layer 1 only: the ablated passes resume at block 1 from the intact
+    pass's residual (block 0 never runs again) and give the same losses as whole passes
+    with one mask at a time."""
+    import neuroprobe.networks.ablation as ab
+
+    ui = npb.UnitIndex.from_hooks({HOOK: 64, "blocks.1.mlp.hook_post": 64})
+    net = npb.FunctionalNetwork((torch.arange(128) % 7 == 0) & (torch.arange(128) >= 64), ui)
+    ref = npb.ablation_reference(native_model, ui.hooks, TEXTS)
+    texts = TEXTS + [[5, 6, 7], [8, 9, 10, 11]]
+    tm = ab._hook_masks(native_model, [net.mask], ui)
+    assert ab._start_layer(native_model, tm) == 1
+    prep = ab._prepare(native_model, texts, 1, max_per_forward=4)
+    assert prep.start == 1 and prep.resid is not None
+    fired = []
+    canon0 = npb.core.hooks.resolve_hooks(native_model, "blocks.0.hook_resid_post")[0].canonical
+    native_model.add_hook(canon0, lambda act, hook: fired.append(1))
+    try:
+        e = npb.causal_effect(native_model, net, texts, mode="mean", reference=ref,
+                              n_random=5, seed=2, max_per_forward=4)
+        n_fired = len(fired)
+    finally:
+        native_model.reset_hooks()
+    # block 0 ran only in the intact pass (one forward per chunk) and the reference pass
+    assert n_fired <= len(list(ab._chunks(native_model, prep.groups, 4))) + 1
+    base = np.array([float(_ce(native_model, torch.tensor([t]))) for t in texts])
+
+    def slow(n):
+        with npb.ablate(native_model, n, mode="mean", reference=ref):
+            return np.array([float(_ce(native_model, torch.tensor([t]))) for t in texts]) - base
+
+    np.testing.assert_allclose(e.per_text_delta_ce, slow(net), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(e.null_delta_ce,
+                               [slow(r).mean() for r in npb.random_networks(net, 5, seed=2)],
+                               rtol=1e-5, atol=1e-6)
+    # the same numbers when every pass runs the whole model
+    monkeypatch.setattr(ab, "_start_layer", lambda model, tm: 0)
+    whole = npb.causal_effect(native_model, net, texts, mode="mean", reference=ref,
+                              n_random=5, seed=2, max_per_forward=4)
+    np.testing.assert_allclose(e.null_delta_ce, whole.null_delta_ce, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(e.variance_null_delta_ce, whole.variance_null_delta_ce,
+                               rtol=1e-5, atol=1e-6)
+    assert _no_hooks_left(native_model)
+
+
+def test_resumed_passes_on_smollm2(smollm2, monkeypatch):
+    """SmolLM2 (a TransformerBridge over HF Llama): resuming at the first ablated block
+    equals whole passes, and ablating one mask at a time."""
+    import neuroprobe.networks.ablation as ab
+
+    hooks = {f"blocks.{i}.mlp.hook_post": 1536 for i in (10, 20)}
+    ui = npb.UnitIndex.from_hooks(hooks)
+    g = torch.Generator().manual_seed(0)
+    net = npb.FunctionalNetwork(torch.rand(len(ui), generator=g) < 0.01, ui)
+    texts = ["The cat sat on the mat today.", "A quiet river ran past the old mill.",
+             "She wrote three letters before noon.", "Rain fell on the dry hills."]
+    ref = npb.ablation_reference(smollm2, net, texts[::-1], max_rows=0)
+    tm = ab._hook_masks(smollm2, [net.mask], ui)
+    assert ab._start_layer(smollm2, tm) == 10
+    assert ab._prepare(smollm2, texts, 10).start == 10
+    e = npb.causal_effect(smollm2, net, texts, mode="mean", reference=ref, n_random=3,
+                          variance_null=False, seed=1)
+    rnd = npb.random_networks(net, 3, seed=1)
+    one = [npb.causal_effect(smollm2, r, texts, mode="mean", reference=ref, n_random=0,
+                             variance_null=False).delta_ce for r in rnd]
+    np.testing.assert_allclose(e.null_delta_ce, one, rtol=1e-4, atol=1e-5)
+    monkeypatch.setattr(ab, "_start_layer", lambda model, tm: 0)
+    whole = npb.causal_effect(smollm2, net, texts, mode="mean", reference=ref, n_random=3,
+                              variance_null=False, seed=1)
+    np.testing.assert_allclose(e.per_text_delta_ce, whole.per_text_delta_ce, rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(e.null_delta_ce, whole.null_delta_ce, rtol=1e-4, atol=1e-5)
+    assert all(len(hp.fwd_hooks) == 0 for hp in smollm2.hook_dict.values())
+    assert len(ab._block_list(smollm2)[0].layers) == 30

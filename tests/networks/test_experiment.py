@@ -306,3 +306,37 @@ def test_recording_as_shard_tasks_equals_one_process(tiny, small):
         sharded.pop(key)
     assert json.dumps(one, sort_keys=True, default=str) == json.dumps(
         sharded, sort_keys=True, default=str)
+def test_dissociation_section_on_native_model(tiny, small, tmp_path):
+    """dissociation=True: each task-specific template ablated on every task's set-B
+    prompts, equal to npb.dissociation called by hand; in results.json and the report."""
+    import neuroprobe as npb
+
+    res = functional_networks(tiny, small, n_runs=3, n_task_blocks=4, n_splits=1,
+                              alpha=0.5, correction="none", dissociation=True,
+                              dissociation_mode="zero")
+    d = res.dissociation
+    assert d is not None and d.delta_ce.shape == (3, 3)
+    assert d.networks == TASKS3 and d.conditions == TASKS3
+    assert any(res.specific_templates[t].size for t in TASKS3)
+    b = load_prompts(split="B", tasks=TASKS3)
+    want = npb.dissociation(tiny, {t: res.specific_templates[t] for t in TASKS3},
+                            {t: list(b[t][:8]) for t in TASKS3}, mode="zero")
+    np.testing.assert_allclose(d.delta_ce, want.delta_ce, rtol=1e-5, atol=1e-6)
+    assert np.abs(d.delta_ce).max() > 0
+    path = res.save(tmp_path, report=True)
+    s = json.loads((tmp_path / "results.json").read_text())
+    assert s["task_dissociation"]["networks"] == list(TASKS3)
+    assert np.array(s["task_dissociation"]["delta_ce"]).shape == (3, 3)
+    assert "diagonal_wins" in s["task_dissociation"]
+    html = path.read_text()
+    assert "Causal test: task-specific networks" in html and "dissociation heatmap" in html
+    # off by default: no key, no section
+    plain = functional_networks(tiny, small, n_runs=3, n_task_blocks=4, n_splits=1)
+    assert plain.dissociation is None and "task_dissociation" not in plain.summary()
+    # mean-ablation takes its reference over the set-A stimuli (they fit the context of 96)
+    mean = functional_networks(tiny, small, n_runs=3, n_task_blocks=4, n_splits=1,
+                               alpha=0.5, correction="none", dissociation=True)
+    assert mean.dissociation.mode == "mean" and mean.dissociation.delta_ce.shape == (3, 3)
+    with pytest.raises(NeuroprobeError, match="dissociation_mode must be one of"):
+        functional_networks(tiny, small, n_runs=3, n_task_blocks=4, n_splits=1,
+                            dissociation=True, dissociation_mode="noise")
