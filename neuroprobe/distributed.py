@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -77,9 +78,36 @@ def local_model(spec):
     return _load(spec) if _is_spec(spec) else spec
 
 
+_HEAP_TUNED: list[bool] = []
+
+
+def driver_like_heap() -> None:
+    """Give this (worker) process the heap behaviour of a plain Python process.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; setting it also fixes
+    glibc's mmap threshold at 128 KiB, so every activation tensor of a forward pass is
+    mmapped and page-faulted afresh instead of reused from the heap. Here: allocations up to
+    32 MiB come from the heap (glibc's own ceiling for its dynamic threshold) and free memory
+    is returned to the system above 256 MiB. Once per process; a no-op off glibc."""
+    if _HEAP_TUNED:
+        return
+    _HEAP_TUNED.append(True)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 << 20)
+        libc.mallopt(m_trim_threshold, 256 << 20)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
 def _shard_task(piece: CorpusShard, spec, probes: list, kw: dict, threads: int) -> list:
     stream = capture.stream
 
+    if os.environ.get("NEUROPROBE_KEEP_WORKER_HEAP") != "1":
+        driver_like_heap()
     torch.set_num_threads(threads)  # same float arithmetic as the driver's serial run
     model = spec if not _is_spec(spec) else _load(spec)
     return stream(model, piece.prompts, copy.deepcopy(probes), shard=piece.shard, **kw)

@@ -48,6 +48,13 @@ from neuroprobe.core.errors import NeuroprobeError, NeuroprobeWarning
 from neuroprobe.core.hooks import resolve_hooks
 from neuroprobe.core.probes import BatchMeta
 from neuroprobe.core.units import Directions, UnitIndex
+from neuroprobe.core.validation import (
+    check_bool,
+    check_int,
+    check_model,
+    check_positive_int,
+    check_seed,
+)
 from neuroprobe.networks.sets import FunctionalNetwork
 
 __all__ = [
@@ -245,6 +252,17 @@ def _default_reference_texts() -> list[str]:
             if line.strip()]
 
 
+def _text_list(texts, name: str = "texts") -> list:
+    """``texts`` as a list of prompts (strings or token-id lists), named when it is not one."""
+    if isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__") or isinstance(
+            texts, dict):
+        raise NeuroprobeError(
+            f"{name} must be a list of texts (strings or token-id lists); got "
+            f"{type(texts).__name__} {str(texts)[:40]!r}. Wrap a single text in a list."
+        )
+    return list(texts)
+
+
 def ablation_reference(model, hooks, texts: Sequence[str] | None = None, *,
                        max_rows: int = 2048, include_bos: bool = False, batch_size: int = 16,
                        seed: int = 0) -> AblationReference:
@@ -276,11 +294,16 @@ def ablation_reference(model, hooks, texts: Sequence[str] | None = None, *,
     >>> ref.n_tokens, tuple(ref.mean["blocks.0.mlp.hook_post"].shape)
     (6, (32,))
     """
+    check_model(model)
+    max_rows = check_int(max_rows, "max_rows", minimum=0)
+    include_bos = check_bool(include_bos, "include_bos")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    seed = check_seed(seed)
     if isinstance(hooks, (FunctionalNetwork, Directions)):
         names = [t.name for t in _targets(model, hooks)]
     else:
         names = [r.name for r in resolve_hooks(model, hooks)]
-    texts = _default_reference_texts() if texts is None else list(texts)
+    texts = _default_reference_texts() if texts is None else _text_list(texts)
     if not texts:
         raise NeuroprobeError("texts is empty; give reference texts (or None for the default).")
     probe = _Moments(names, max_rows, seed)
@@ -647,6 +670,15 @@ def random_networks(network: FunctionalNetwork, n: int, *, match: str = "layer",
     >>> [x.size for x in r], [int(x.mask[:10].sum()) for x in r]
     ([3, 3], [3, 3])
     """
+    if not isinstance(network, FunctionalNetwork):
+        raise NeuroprobeError(
+            f"network must be a FunctionalNetwork (e.g. from npb.localize); got "
+            f"{type(network).__name__}."
+        )
+    n = check_int(n, "n", minimum=0)
+    seed = check_seed(seed)
+    n_bins = check_positive_int(n_bins, "n_bins")
+    exclude_network = check_bool(exclude_network, "exclude_network")
     if network.units is None:
         raise NeuroprobeError("random_networks needs a network with a unit index (units=...).")
     if match not in ("layer", "variance"):
@@ -883,7 +915,15 @@ def causal_effect(
         )
     if network.size == 0:
         raise NeuroprobeError(f"network {network.name!r} is empty: nothing to ablate.")
-    texts = list(texts)
+    check_model(model)
+    n_random = check_int(n_random, "n_random", minimum=0)
+    n_boot = check_positive_int(n_boot, "n_boot")
+    seed = check_seed(seed)
+    variance_null = check_bool(variance_null, "variance_null")
+    spare_bos = check_bool(spare_bos, "spare_bos")
+    if max_per_forward is not None:
+        max_per_forward = check_positive_int(max_per_forward, "max_per_forward")
+    texts = _text_list(texts)
     if len(texts) < 2:
         raise NeuroprobeError(f"texts has {len(texts)} entries; give at least 2 held-out texts.")
     _warn_overlap(texts, localizer)
@@ -1033,6 +1073,17 @@ def dissociation(
     >>> d.delta_ce.shape
     (2, 2)
     """
+    from collections.abc import Mapping
+
+    check_model(model)
+    for arg, val, what in (("networks", networks, "name -> FunctionalNetwork"),
+                           ("conditions", conditions, "name -> list of texts")):
+        if not isinstance(val, Mapping):
+            raise NeuroprobeError(
+                f"{arg} must be a dict {what}; got {type(val).__name__} {str(val)[:40]!r}."
+            )
+    conditions = {str(k): _text_list(v, f"conditions[{k!r}]") for k, v in conditions.items()}
+    seed = check_seed(seed)
     if not networks or not conditions:
         raise NeuroprobeError("networks and conditions must both be non-empty dicts.")
     nets = list(networks.values())

@@ -307,8 +307,9 @@ def _record_stimuli(
 def _record_piece(first: int, texts: list, spec: Any, kw: dict, keep: list | None):
     """One shard task: the model that ``spec`` names (loaded once per worker process) records
     ``texts``, the stimuli ``first, first + 1, ...`` of the whole list."""
-    from neuroprobe.distributed import local_model
+    from neuroprobe.distributed import driver_like_heap, local_model
 
+    driver_like_heap()
     local = {i - first for i in keep if first <= i < first + len(texts)} if keep else None
     return _record_stimuli(local_model(spec), texts, keep_raw=local, offset=first, **kw)
 

@@ -48,6 +48,7 @@ from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.hooks import resolve_hooks
 from neuroprobe.core.probes import BatchMeta
 from neuroprobe.core.units import UnitIndex
+from neuroprobe.core.validation import check_bool, check_seed
 from neuroprobe.networks.sets import FunctionalNetwork, dice
 
 __all__ = [
@@ -220,8 +221,10 @@ def multiple_demand_stimuli(n: int = 100, seed: int = 0, *, answers: bool = True
     >>> list(s.conditions), len(s.conditions["hard"])
     (['hard', 'easy'], 3)
     """
-    if not isinstance(n, int) or n < 2:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
         raise NeuroprobeError(f"n must be an int >= 2 (problems per condition); got {n!r}.")
+    seed = check_seed(seed)
+    answers = check_bool(answers, "answers")
     rng = random.Random(seed)
     hard, easy = [], []
     while len(hard) < n:
@@ -642,8 +645,15 @@ def split_half_reliability(
     >>> npb.split_half_reliability(v, n_splits=20, top_percent=5).mean
     1.0
     """
-    if not isinstance(n_splits, int) or n_splits < 1:
+    if not isinstance(values, LocalizerValues):
+        raise NeuroprobeError(
+            f"values must be LocalizerValues (from npb.localizer_values); got "
+            f"{type(values).__name__} {str(values)[:40]!r}."
+        )
+    if not isinstance(n_splits, int) or isinstance(n_splits, bool) or n_splits < 1:
         raise NeuroprobeError(f"n_splits must be a positive int; got {n_splits!r}.")
+    seed = check_seed(seed)
+    absolute = check_bool(absolute, "absolute")
     ra, rb = values._rows(values.target), values._rows(values.baseline)
     if min(len(ra), len(rb)) < 4:
         raise NeuroprobeError(
