@@ -3,6 +3,7 @@ also when a worker process is killed mid-job."""
 
 import os
 import signal
+import tempfile
 import threading
 import time
 
@@ -75,6 +76,27 @@ def test_alpha_by_layer_streamed_on_shards_equals_the_recording(native_model):
         npb.alpha_by_layer(rec, client=SerialBackend())
 
 
+def _store_arrays(store):
+    return [np.load(store.path / f"acts_{j}.npy") for j in range(len(store.hooks))]
+
+
+@pytest.mark.parametrize("exclude_first", [True, False])
+def test_harvest_as_shard_tasks_equals_one_process(native_model, tmp_path, exclude_first):
+    from neuroprobe.dictionary import harvest
+
+    g = torch.Generator().manual_seed(1)
+    corpus = [torch.randint(1, 100, (90,), generator=g).tolist() for _ in range(6)]
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"]
+    one = harvest(native_model, corpus, hooks, path=tmp_path / "one", context_size=16,
+                  exclude_first=exclude_first, seed=3)
+    sharded = harvest(dict(NATIVE_CFG), corpus, hooks, path=tmp_path / "sharded",
+                      context_size=16, exclude_first=exclude_first, seed=3,
+                      client=SerialBackend(), n_shards=5)
+    assert (one.n_tokens, one.widths) == (sharded.n_tokens, sharded.widths)
+    for a, b in zip(_store_arrays(one), _store_arrays(sharded), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_loaded_model_refused_on_dask_and_bad_client(native_model):
     with pytest.raises(npb.NeuroprobeError, match="client must be"):
         stream_distributed(native_model, [[1, 2]], _probes(), client="localhost:8786")
@@ -102,6 +124,16 @@ def test_dask_local_cluster_bit_identical_and_survives_a_killed_worker():
                                         prompts=prompts, client=client, n_boot=10,
                                         fit_range=(1, 12))
         pd.testing.assert_frame_equal(serial_alpha, dask_alpha)
+        from neuroprobe.dictionary import harvest
+
+        with tempfile.TemporaryDirectory() as d:
+            kw = dict(context_size=8, seed=1)
+            here_store = harvest(npb.load_model(dict(NATIVE_CFG)), prompts, HOOK,
+                                 path=f"{d}/here", **kw)
+            dask_store = harvest(dict(NATIVE_CFG), prompts, HOOK, path=f"{d}/dask",
+                                 client=client, **kw)
+            for a, b in zip(_store_arrays(here_store), _store_arrays(dask_store), strict=True):
+                np.testing.assert_array_equal(a, b)
         # again, killing a worker process while it runs a shard
         result, killed = {}, []
 

@@ -347,10 +347,42 @@ class _StoreWriter:
         raise NeuroprobeError("an activation-store writer cannot be merged.")
 
 
+def _harvest_shard(piece, spec, hooks: list, out: str, n_rows: int, seed: int, bf16: bool,
+                   kw: dict) -> dict:
+    """One shard task: open the store's files for writing, stream the shard's contexts into
+    them at their shuffled positions, return the NaN/inf counts per hook."""
+    from neuroprobe.core.capture import stream
+    from neuroprobe.distributed import driver_like_heap, local_model
+
+    driver_like_heap()
+    arrays = [np.load(Path(out) / f"acts_{j}.npy", mmap_mode="r+") for j in range(len(hooks))]
+    perm = np.random.default_rng(seed).permutation(n_rows)
+    writer = _StoreWriter(hooks, arrays, perm, bf16)
+    stream(local_model(spec), piece.prompts, [writer], shard=piece.shard, **kw)
+    for a in arrays:
+        a.flush()
+    return writer.n_bad
+
+
+def _harvest_on(client, spec, model, ctxs, hooks, out, n_rows, seed, bf16, n_shards,
+                **kw) -> dict:
+    """The harvest as shard tasks (contiguous pieces of the contexts with their global row
+    offsets, so every row lands where the one-process harvest puts it)."""
+    from neuroprobe.core.capture import shards
+    from neuroprobe.distributed import as_backend
+
+    pieces = shards(model, ctxs, min(n_shards, len(ctxs)), positions=kw["positions"],
+                    include_bos=kw["include_bos"])
+    parts = as_backend(client).map(
+        _harvest_shard, [(p, spec, list(hooks), str(out), n_rows, seed, bf16, kw)
+                         for p in pieces])
+    return {h: sum(int(p[h]) for p in parts) for h in hooks}
+
+
 def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | None = None,
             context_size: int = 128, batch_size: int = 16, dtype: str = "float16",
             exclude_first: bool = True, seed: int = 0, progress: bool | None = None,
-            text_column: str = "text") -> ActivationStore:
+            text_column: str = "text", client=None, n_shards: int = 8) -> ActivationStore:
     """Harvest hook outputs over a corpus into an on-disk, shuffled :class:`ActivationStore`.
 
     Parameters
@@ -371,6 +403,13 @@ def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | 
         Leave position 0 (BOS / attention sink) out (default True).
     seed : int
         Seed of the shuffle.
+    client : dask.distributed.Client, DaskBackend or SerialBackend, optional
+        Harvest as ``n_shards`` shard tasks on workers that share ``path`` (one machine, or
+        a shared filesystem): each worker loads ``model`` (then a name, a config dict or a
+        picklable factory) once and writes its shard's rows at their shuffled positions in
+        the same files. The store equals the one-process harvest.
+    n_shards : int
+        Shards with a ``client``.
 
     Examples
     --------
@@ -387,7 +426,12 @@ def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | 
     import time
 
     from neuroprobe.core.capture import stream
+    from neuroprobe.distributed import local_model
 
+    spec = model
+    if client is not None:  # the driver reads the corpus and plans; workers run the model
+        model = local_model(spec)
+        n_shards = check_positive_int(n_shards, "n_shards")
     if not isinstance(dtype, str) or dtype not in _STORE_DTYPES:
         raise NeuroprobeError(f"harvest(dtype={dtype!r}); use one of {_STORE_DTYPES}.")
     context_size = _check_context_size(model, context_size)
@@ -411,17 +455,25 @@ def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | 
     arrays = [np.lib.format.open_memmap(out / f"acts_{j}.npy", mode="w+",
                                         dtype=np.uint16 if dtype == "bfloat16" else np.float16,
                                         shape=(n_rows, w)) for j, w in enumerate(widths)]
-    perm = np.random.default_rng(seed).permutation(n_rows)
-    writer = _StoreWriter(hooks, arrays, perm, dtype == "bfloat16")
+    positions = slice(1, None) if exclude_first else "all"
     t0 = time.perf_counter()
-    stream(model, ctxs, [writer], batch_size=batch_size,
-           positions=slice(1, None) if exclude_first else "all", include_bos=True,
-           progress=progress)
+    if client is None:
+        perm = np.random.default_rng(seed).permutation(n_rows)
+        writer = _StoreWriter(hooks, arrays, perm, dtype == "bfloat16")
+        stream(model, ctxs, [writer], batch_size=batch_size, positions=positions,
+               include_bos=True, progress=progress)
+        n_bad = writer.n_bad
+    else:
+        for a in arrays:
+            a.flush()
+        n_bad = _harvest_on(client, spec, model, ctxs, hooks, out, n_rows, seed,
+                            dtype == "bfloat16", n_shards, batch_size=batch_size,
+                            positions=positions, include_bos=True)
     secs = time.perf_counter() - t0
     for a in arrays:
         a.flush()
     for h in hooks:
-        _warn_store_not_finite(writer.n_bad[h], h, dtype)
+        _warn_store_not_finite(n_bad[h], h, dtype)
     meta = dict(model_name=str(getattr(model.cfg, "model_name", "")),
                 context_size=int(context_size), exclude_first=bool(exclude_first),
                 seed=int(seed), n_contexts=len(ctxs), seconds=secs,
