@@ -23,6 +23,7 @@ from torch import Tensor
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.validation import check_fraction, check_int
 from neuroprobe.glm import pvalues as pv
+from neuroprobe.glm.contrast_grammar import parse_linear, parse_number
 from neuroprobe.glm.permutation import max_t_p
 
 __all__ = ["ContrastResult"]
@@ -32,20 +33,6 @@ CORRECTIONS: tuple[str, ...] = (*pv.CORRECTIONS, "max_t")
 
 _NUM = re.compile(r"\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?")
 _WORD = re.compile(r"[^\s+\-*/]+")
-
-
-def parse_number(text: str, expr: str) -> float:
-    """A number of a contrast string, refused when float64 cannot hold it (``1e400``
-    overflows to inf, ``1e-400`` underflows to 0)."""
-    v = float(text)
-    if not np.isfinite(v) or (v == 0 and any(ch in "123456789" for ch in
-                                             text.lower().split("e")[0])):
-        raise NeuroprobeError(
-            f"contrast {expr!r}: the number {text!r} is outside float64's range (it "
-            f"{'overflows to inf' if not np.isfinite(v) else 'underflows to 0'}); scale the "
-            "weights to moderate numbers -- t, p and z do not depend on the scale."
-        )
-    return v
 
 
 def parse_expression(expr: str, columns: Sequence[str]) -> np.ndarray:
@@ -149,8 +136,6 @@ def _parse(expr: str, columns: Sequence[str]) -> np.ndarray:
     try:
         w = parse_expression(expr, columns)
     except NeuroprobeError as first:
-        from neuroprobe.glm.contrast_grammar import parse_linear
-
         try:
             w = parse_linear(expr, columns)
         except NeuroprobeError as second:

@@ -22,6 +22,20 @@ import numpy as np
 
 from neuroprobe.core.errors import NeuroprobeError
 
+
+def parse_number(text: str, expr: str) -> float:
+    """A number of a contrast string, refused when float64 cannot hold it (``1e400``
+    overflows to inf, ``1e-400`` underflows to 0)."""
+    v = float(text)
+    if not np.isfinite(v) or (v == 0 and any(ch in "123456789" for ch in
+                                             text.lower().split("e")[0])):
+        raise NeuroprobeError(
+            f"contrast {expr!r}: the number {text!r} is outside float64's range (it "
+            f"{'overflows to inf' if not np.isfinite(v) else 'underflows to 0'}); scale the "
+            "weights to moderate numbers -- t, p and z do not depend on the scale."
+        )
+    return v
+
 _NUM = re.compile(r"\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?")
 
 
@@ -103,7 +117,6 @@ class _Parser:
             return w, 0.0
         m = _NUM.match(self.s, self.i)
         if m is not None:
-            from neuroprobe.glm.contrast import parse_number
 
             self.i = m.end()
             return np.zeros(self.P), parse_number(m.group(0), self.s)
