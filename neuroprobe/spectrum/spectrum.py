@@ -219,28 +219,11 @@ def _is_cov_probe(x) -> bool:
 
 def _source_to_matrix(source, hook: str | None, name: str) -> tuple[Tensor, str | None]:
     """``[T, N]`` tensor (no copy when possible) and the hook it came from."""
-    found_hook = None
     if hasattr(source, "acts") and hasattr(source, "units") and not isinstance(source, Tensor):
-        units = source.units
-        hooks = list(units.hooks)
-        if hook is not None:
-            cols = units.select(hook=hook)
-            matched = units.subset(cols).hooks
-            if len(matched) > 1:
-                raise NeuroprobeError(
-                    f"hook={hook!r} matches {len(matched)} hooks of the recording "
-                    f"({matched[:4]}); a spectrum is per layer: name one exact hook."
-                )
-            x = as_tensor(source.acts, name, ndim=2)[:, torch.as_tensor(cols, dtype=torch.long)]
-            found_hook = matched[0]
-        else:
-            if len(hooks) > 1:
-                raise NeuroprobeError(
-                    f"{name} is a Recording of {len(hooks)} hooks ({hooks[:4]}...); a spectrum "
-                    f"is per layer: pass hook='{hooks[0]}' (or use alpha_by_layer for all)."
-                )
-            x = as_tensor(source.acts, name, ndim=2)
-            found_hook = hooks[0] if hooks else None
+        cols, found_hook = file_columns(source, hook, name)
+        x = as_tensor(source.acts, name, ndim=2)
+        if cols is not None:
+            x = x[:, torch.as_tensor(cols, dtype=torch.long)]
         return x, found_hook
     return as_tensor(source, name, ndim=2), hook
 
@@ -346,8 +329,11 @@ def eigenspectrum(
         return _spectrum_from_probe(acts, max_components, method, max_units, stride)
 
     if file_backing(acts) is not None and method != "randomized":
-        return _spectrum_of_file(acts, max_components, method, hook, max_units, stride,
-                                 chunk_size)
+        cols, found_hook = file_columns(acts, hook)
+        width = acts.n_units if cols is None else len(cols)
+        s = stride or _auto_stride(width, max_units)
+        if method == "exact" or -(-width // s) <= EXACT_MAX_WIDTH:
+            return _spectrum_of_file(acts, cols, found_hook, s, max_components, chunk_size)
     x, found_hook = _source_to_matrix(acts, hook, "acts")
     x = _check_matrix(x, "acts")
     n, width = x.shape
@@ -369,6 +355,12 @@ def eigenspectrum(
         ev = _top_eigvalsh(cov, k)
     else:
         ev, total = _randomized_eigs(x, k, oversample, n_iter, seed)
+    return _spectrum_result(ev, total, n, n_units, route, s, found_hook)
+
+
+def _spectrum_result(ev: np.ndarray, total: float, n: int, n_units: int, route: str, s: int,
+                     found_hook: str | None) -> Eigenspectrum:
+    """The Eigenspectrum of the top eigenvalues ``ev`` (a constant layer warns)."""
     if total <= 0:
         warn_degenerate(
             f"eigenspectrum: acts{f' at {found_hook!r}' if found_hook else ''} are constant "
@@ -386,14 +378,10 @@ def eigenspectrum(
     )
 
 
-def _spectrum_of_file(rec, max_components, method, hook, max_units, stride, chunk_size
-                      ) -> Eigenspectrum:
+def _spectrum_of_file(rec, cols: np.ndarray | None, found_hook: str | None, s: int,
+                      max_components: int, chunk_size: int | None) -> Eigenspectrum:
     """The exact route on a file-backed Recording: row blocks read from the file (resident
-    memory: one block and the covariance); "auto" keeps it exact up to EXACT_MAX_WIDTH units
-    and beyond that reads the whole recording for the randomized route."""
-    cols, found_hook = file_columns(rec, hook)
-    width = rec.n_units if cols is None else len(cols)
-    s = stride or _auto_stride(width, max_units)
+    memory: one block and the covariance). ``cols``: the hook's columns (None: all)."""
     if s > 1:
         cols = (np.arange(rec.n_units) if cols is None else cols)[::s]
     n_units = rec.n_units if cols is None else len(cols)
@@ -402,22 +390,9 @@ def _spectrum_of_file(rec, max_components, method, hook, max_units, stride, chun
         raise NeuroprobeError(
             f"acts has {n} row(s); a covariance needs at least 2 samples (time points)."
         )
-    if method == "auto" and n_units > EXACT_MAX_WIDTH:
-        x, _ = _source_to_matrix(rec, hook, "acts")
-        return eigenspectrum(x[:, ::s] if s > 1 else x, max_components, method="randomized",
-                             hook=found_hook, chunk_size=chunk_size)
     cov, _ = covariance_from_row_blocks(rec, cols, chunk_size)
-    k = min(max_components, n_units, n - 1)
-    ev = _top_eigvalsh(cov, k)
-    if float(np.trace(cov)) <= 0:
-        warn_degenerate(
-            f"eigenspectrum: acts{f' at {found_hook!r}' if found_hook else ''} are constant "
-            "over its rows (total variance 0): every eigenvalue is 0 and there is no spectrum "
-            "to fit (a dead or constant layer)."
-        )
-    return Eigenspectrum(eigenvalues=torch.from_numpy(np.clip(ev, 0.0, None)),
-                         total_variance=max(float(np.trace(cov)), 0.0), n_samples=int(n),
-                         n_units=n_units, method="exact", stride=s, hook=found_hook)
+    ev = _top_eigvalsh(cov, min(max_components, n_units, n - 1))
+    return _spectrum_result(ev, float(np.trace(cov)), n, n_units, "exact", s, found_hook)
 
 
 def _spectrum_from_probe(probe, max_components, method, max_units, stride) -> Eigenspectrum:
