@@ -44,6 +44,7 @@ __all__ = [
     "forward",
     "frozen_copy",
     "hook_shapes",
+    "hook_width",
     "hook_widths",
     "hooked",
     "is_language_model",
@@ -484,3 +485,19 @@ def hook_widths(model, reqs: Sequence[HookRequest], example: Shaped[Tensor, "...
             "activations; choose hooks like 'blocks.*.hook_resid_post'."
         )
     return kept, widths
+
+
+def hook_width(model, canonical: str) -> int:
+    """Width of the hook's per-token output, from one tiny forward pass."""
+    shape = hook_shapes(model, [canonical], torch.zeros((1, 1), dtype=torch.long)).get(canonical)
+    if shape is None:
+        raise NeuroprobeError(
+            f"hook {canonical!r} did not fire in a forward pass; a unit must sit at a hook "
+            "that every forward pass reaches."
+        )
+    if len(shape) != 3:
+        raise NeuroprobeError(
+            f"hook {canonical!r} gives shape {shape}, not [batch, pos, d]; a unit must "
+            "be one coordinate of a per-token hook (e.g. blocks.3.mlp.hook_post)."
+        )
+    return int(shape[-1])

@@ -540,9 +540,9 @@ def _load_sparsify(p: Path, cfg: dict, cfg_path: Path) -> SAE:
 def _check_sae_at_hook(model, sae, hook, *, argname: str = "hook") -> str:
     """``sae`` is an SAE whose ``d_in`` is the width of ``hook`` (a hook name of ``model``;
     the SAE's own hook when None); warns when its weights are not finite.  Returns the hook."""
+    from neuroprobe.core.engine import hook_width
     from neuroprobe.core.hooks import resolve_hooks
     from neuroprobe.core.validation import warn_if_not_finite
-    from neuroprobe.mae.reader import _hook_width
 
     if not isinstance(sae, SAE):
         raise NeuroprobeError(
@@ -559,7 +559,7 @@ def _check_sae_at_hook(model, sae, hook, *, argname: str = "hook") -> str:
     req = resolve_hooks(model, [hook], argname=argname)
     if len(req) != 1:
         raise NeuroprobeError(f"{argname}={hook!r} must name exactly one hook point.")
-    width = _hook_width(model, req[0].canonical)
+    width = hook_width(model, req[0].canonical)
     if width != sae.d_in:
         raise NeuroprobeError(
             f"the SAE has d_in={sae.d_in}, but hook {hook!r} has width {width}; use the SAE "

@@ -21,7 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from neuroprobe.core.engine import (
-    hook_shapes,
+    hook_width,
     hooked,
     is_language_model,
     pad_left,
@@ -33,22 +33,6 @@ from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.units import Directions
 
 __all__ = ["UnitSpec", "UnitReader", "resolve_unit"]
-
-
-def _hook_width(model, canonical: str) -> int:
-    """Width of the hook's per-token output, from one tiny forward pass."""
-    shape = hook_shapes(model, [canonical], torch.zeros((1, 1), dtype=torch.long)).get(canonical)
-    if shape is None:
-        raise NeuroprobeError(
-            f"hook {canonical!r} did not fire in a forward pass; a unit must sit at a hook "
-            "that every forward pass reaches."
-        )
-    if len(shape) != 3:
-        raise NeuroprobeError(
-            f"hook {canonical!r} gives shape {shape}, not [batch, pos, d]; a unit must "
-            "be one coordinate of a per-token hook (e.g. blocks.3.mlp.hook_post)."
-        )
-    return int(shape[-1])
 
 
 @dataclass(frozen=True)
@@ -110,7 +94,7 @@ def resolve_unit(model, unit) -> UnitSpec:
             "minimal activating examples need a language model with tokens (a "
             "TransformerBridge); got a model without to_tokens/cfg."
         )
-    width = _hook_width(model, req.canonical)
+    width = hook_width(model, req.canonical)
     stop = stop_layer(model, [req.canonical])
     if direction is not None:
         if direction.width != width:
