@@ -56,6 +56,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--architectures", default="topk,l1")
     ap.add_argument("--lr-l1", type=float, default=None)
     ap.add_argument("--lr-topk", type=float, default=None)
+    ap.add_argument("--lr-decay", type=float, default=0.2,
+                    help="fraction of final steps with a linear learning-rate decay to 0")
+    ap.add_argument("--batch-size-l1", type=int, default=None,
+                    help="tokens per step of the L1 SAE (default --batch-size)")
+    ap.add_argument("--epochs-l1", type=float, default=None,
+                    help="epochs of the L1 SAE (default --epochs)")
     ap.add_argument("--dash-tokens", type=int, default=20_000)
     ap.add_argument("--dash-features", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0)
@@ -89,11 +95,14 @@ def main(argv=None) -> dict:
     # 2-3. train and evaluate ---------------------------------------------------------------
     archs: dict[str, dict] = {}
     saes = {}
-    n_steps = max(1, int(a.epochs * store.n_tokens // a.batch_size))
     for arch in a.architectures.split(","):
+        bs = (a.batch_size_l1 or a.batch_size) if arch == "l1" else a.batch_size
+        epochs = (a.epochs_l1 or a.epochs) if arch == "l1" else a.epochs
+        n_steps = max(1, int(epochs * store.n_tokens // bs))
         sae = train_sae_on_store(store, hook=a.hook, d_sae=a.d_sae, architecture=arch, k=a.k,
-                                 l1_coefficient=a.l1_coefficient, batch_size=a.batch_size,
+                                 l1_coefficient=a.l1_coefficient, batch_size=bs,
                                  lr=a.lr_l1 if arch == "l1" else a.lr_topk,
+                                 lr_decay=a.lr_decay,
                                  n_steps=n_steps, seed=a.seed, progress=True,
                                  checkpoint_dir=out / f"ckpt_{arch}", checkpoint_every=50)
         sae.save(out / f"sae_{arch}", format="saelens")
@@ -117,7 +126,7 @@ def main(argv=None) -> dict:
             n_eval_tokens=d["n_tokens"], n_ce_tokens=d["n_ce_tokens"],
             train_tokens_per_s=tr["tokens_per_s"], train_steps=tr["steps"],
             train_tokens=tr["tokens"], l1_coefficient=tr["l1_coefficient"],
-            k=sae.k, lr=tr["lr"])
+            batch_size=tr["batch_size"], k=sae.k, lr=tr["lr"], lr_decay=tr["lr_decay"])
         saes[arch] = sae
     results = dict(
         model=a.model, hook=a.hook, d_in=store.widths[0], d_sae=a.d_sae,

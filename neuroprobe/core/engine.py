@@ -18,7 +18,10 @@ place for those rules:
   :func:`hook_shapes` and :func:`hook_widths` from a one-token pass;
 * running hooks: :func:`hooked` attaches hooks for a series of passes under
   ``torch.no_grad()`` and removes them on exit, also after an exception; :func:`forward`
-  and :func:`run_hooks` are the one-off passes built on it.
+  and :func:`run_hooks` are the one-off passes built on it;
+* where to start: :func:`resume_forward` runs a pass from the residual stream entering a
+  block, skipping the blocks before it (a TransformerBridge's own ``start_at_layer`` still
+  runs them and throws their output away).
 
 The engine knows nothing of what the hooks do with the activations: capture writes them into
 its preallocated buffer, the MAE reader keeps one unit, polytope replaces a hook's output.
@@ -54,6 +57,7 @@ __all__ = [
     "pad_left",
     "pad_token_id",
     "resolve_hooks",
+    "resume_forward",
     "run_hooks",
     "stop_layer",
 ]
@@ -501,3 +505,73 @@ def hook_width(model, canonical: str) -> int:
             "be one coordinate of a per-token hook (e.g. blocks.3.mlp.hook_post)."
         )
     return int(shape[-1])
+
+
+def block_list(model) -> tuple[torch.nn.Module, str] | None:
+    """``(parent, attribute)`` of the wrapped model's module list that holds a
+    TransformerBridge's blocks (the list its inner model loops over); None for a model
+    without one (a HookedTransformer skips blocks itself)."""
+    inner = getattr(model, "original_model", None)
+    blocks = getattr(model, "blocks", None)
+    if inner is None or blocks is None:
+        return None
+    for name, mod in inner.named_modules():
+        if (isinstance(mod, torch.nn.ModuleList) and len(mod) == len(blocks)
+                and all(a is b for a, b in zip(mod, blocks))):
+            parent_name, _, attr = name.rpartition(".")
+            return (inner.get_submodule(parent_name) if parent_name else inner), attr
+    return None
+
+
+def can_resume(model) -> bool:
+    """Whether :func:`resume_forward` can skip the blocks before its start on ``model``."""
+    if not hasattr(model, "original_model"):
+        return hasattr(model, "blocks")
+    return block_list(model) is not None
+
+
+@contextmanager
+def _only_blocks_from(model, start: int) -> Iterator[None]:
+    """Cut a TransformerBridge's inner block list to ``start..`` for the ``with`` block and
+    restore it after (also on errors)."""
+    where = block_list(model) if start else None
+    if where is None:
+        yield
+        return
+    parent, attr = where
+    full = getattr(parent, attr)
+    setattr(parent, attr, torch.nn.ModuleList(list(full)[start:]))
+    try:
+        yield
+    finally:
+        setattr(parent, attr, full)
+
+
+def resume_forward(model, x: Shaped[Tensor, "batch ..."], start: int) -> Tensor:
+    """A forward pass from block ``start`` on; returns the model's output (logits).
+
+    ``x`` is token ids ``[batch, pos]`` when ``start == 0``, else the residual stream
+    entering block ``start`` ``[batch, pos, d_model]`` (what ``blocks.{start}.hook_resid_pre``
+    sees); blocks ``0..start-1`` are not run.  Hooks attached with :func:`hooked` fire as
+    usual in the blocks that run.  Check :func:`can_resume` first: on a model whose block
+    list is not found the earlier blocks would run on the residual as if it were tokens.
+
+    Examples
+    --------
+    >>> import torch, neuroprobe as npb
+    >>> from neuroprobe.core.engine import hooked, resume_forward
+    >>> model = npb.load_model(dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
+    >>> ids = torch.tensor([[1, 2, 3]])
+    >>> grab = {}
+    >>> with hooked(model, [("blocks.1.hook_resid_pre",
+    ...                      lambda a, hook: grab.setdefault("r", a.clone()))]) as fwd:
+    ...     full = fwd.run(ids)
+    >>> with torch.no_grad():
+    ...     part = resume_forward(model, grab["r"], 1)
+    >>> bool(torch.allclose(full, part, atol=1e-5))
+    True
+    """
+    x = x.to(model_device(model))
+    with torch.no_grad(), _only_blocks_from(model, start):
+        return model(x, start_at_layer=start) if start else model(x)

@@ -20,6 +20,7 @@ fitted on the same evaluation tokens (which favours PCA).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from neuroprobe.core.engine import hooked
+from neuroprobe.core.engine import can_resume, hooked, resume_forward
 from neuroprobe.core.errors import NeuroprobeError
 from neuroprobe.core.validation import (
     check_bool,
@@ -235,8 +236,9 @@ def spliced_losses(model, contexts: Sequence[Sequence[int]], hook: str, replacem
     batch_size = check_positive_int(batch_size, "batch_size")
     if not isinstance(hook, str):
         raise NeuroprobeError(f"hook must be one hook name (str); got {hook!r}.")
+    canonical = hook
     if hasattr(model, "hook_dict"):  # a hooked model: unknown names named with close matches
-        resolve_hooks(model, [hook], argname="hook")
+        canonical = resolve_hooks(model, [hook], argname="hook")[0].canonical
     if not isinstance(replacements, dict):
         raise NeuroprobeError(
             f"replacements must be a dict name -> callable [n, d] -> [n, d] (or None); got "
@@ -273,13 +275,23 @@ def spliced_losses(model, contexts: Sequence[Sequence[int]], hook: str, replacem
     ce = {n: 0.0 for n in names}
     kl = {n: 0.0 for n in names}
     count = 0
+    start = _resume_block(model, canonical)
     for s in range(0, ids_all.shape[0], batch_size):
         ids = ids_all[s:s + batch_size].to(dev)
         tgt = ids[:, p0 + 1:]
+        if start is not None:  # the clean pass keeps the hook's output; the others resume
+            clean_logits, act = _run_keeping(model, ids, hook)
+            if s == 0 and not torch.allclose(resume_forward(model, act, start), clean_logits,
+                                             rtol=1e-4, atol=1e-4):
+                start = None  # this model does not resume from its residual: whole passes
         clean_lp = None
         for name in names:
             fn = replacements.get(name)
-            logits = _run_spliced(model, ids, hook, fn, p0)
+            if start is not None:
+                logits = clean_logits if fn is None else resume_forward(
+                    model, _replaced(act, fn, p0, hook), start)
+            else:
+                logits = _run_spliced(model, ids, hook, fn, p0)
             lp = torch.log_softmax(logits[:, p0:-1].double(), -1)
             ce[name] += float(-lp.gather(-1, tgt[..., None]).sum())
             if clean_lp is None:
@@ -291,23 +303,61 @@ def spliced_losses(model, contexts: Sequence[Sequence[int]], hook: str, replacem
             "kl": {n: v / count for n, v in kl.items()}}
 
 
+#: a block's residual input / output: TransformerLens names and a TransformerBridge's canonical ones
+_RESID = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_post|in|out)$")
+
+
+def _resume_block(model, hook: str) -> int | None:
+    """The block a pass can resume at with ``hook``'s (replaced) output as its residual
+    input: ``L + 1`` for ``blocks.L.hook_resid_post``, ``L`` for ``blocks.L.hook_resid_pre``
+    (L > 0); None for other hooks, the last block's output, or a model that cannot resume."""
+    m = _RESID.match(hook)
+    n_layers = getattr(getattr(model, "cfg", None), "n_layers", None)
+    if m is None or n_layers is None or not can_resume(model):
+        return None
+    start = int(m.group(1)) + (1 if m.group(2) in ("resid_post", "out") else 0)
+    return start if 0 < start < int(n_layers) else None
+
+
+def _run_keeping(model, ids: Tensor, hook: str) -> tuple[Tensor, Tensor]:
+    """The clean logits and ``hook``'s output on the same pass."""
+    kept = {}
+
+    def keep(act: Tensor, hook=None) -> None:
+        kept["act"] = act.detach().clone()
+
+    with hooked(model, [(hook, keep)]) as fwd:
+        logits = fwd.run(ids)
+    if "act" not in kept:
+        raise NeuroprobeError(
+            f"hook {hook!r} did not fire on a forward pass; splice at a hook of this model "
+            "(see npb.hook_names(model))."
+        )
+    return logits, kept["act"]
+
+
+def _replaced(act: Tensor, fn, p0: int, hook) -> Tensor:
+    """``act`` with positions ``p0:`` replaced by ``fn`` of them (rows of ``[n, d]``)."""
+    out = act.clone()
+    x = act[:, p0:]
+    flat = x.reshape(-1, x.shape[-1])
+    y = fn(flat)
+    if not isinstance(y, Tensor) or tuple(y.shape) != tuple(flat.shape):
+        raise NeuroprobeError(
+            f"a replacement at {hook.name if hasattr(hook, 'name') else hook} must "
+            f"return a tensor of its input's shape {tuple(flat.shape)}; got "
+            f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}."
+        )
+    out[:, p0:] = y.reshape(x.shape).to(act.dtype)
+    return out
+
+
 def _run_spliced(model, ids: Tensor, hook: str, fn, p0: int) -> Tensor:
     fired = {"n": 0}
 
     def splice(act: Tensor, hook=None) -> Tensor:
         fired["n"] += 1
-        out = act.clone()
-        x = act[:, p0:]
-        flat = x.reshape(-1, x.shape[-1])
-        y = fn(flat)
-        if not isinstance(y, Tensor) or tuple(y.shape) != tuple(flat.shape):
-            raise NeuroprobeError(
-                f"a replacement at {hook.name if hasattr(hook, 'name') else 'the hook'} must "
-                f"return a tensor of its input's shape {tuple(flat.shape)}; got "
-                f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}."
-            )
-        out[:, p0:] = y.reshape(x.shape).to(act.dtype)
-        return out
+        return _replaced(act, fn, p0, hook)
 
     with torch.no_grad():
         if fn is None:

@@ -120,7 +120,7 @@ def train_sae_on_store(store: ActivationStore, *, hook: str, d_sae: int,
                        architecture: str = "topk", k: int = 32, batch_size: int = 4096,
                        n_steps: int | None = None, lr: float | None = None,
                        l1_coefficient: float = 5.0, resample_at: tuple[float, ...] = (0.25, 0.5),
-                       seed: int = 0, device: str | None = None,
+                       lr_decay: float = 0.0, seed: int = 0, device: str | None = None,
                        train_tokens: tuple[int, int] | None = None,
                        checkpoint_dir=None, checkpoint_every: int = 100,
                        progress: bool | None = None,
@@ -142,6 +142,10 @@ def train_sae_on_store(store: ActivationStore, *, hook: str, d_sae: int,
         ``lambda`` of the L1 SAE.
     resample_at : tuple of float
         Fractions of ``n_steps`` at which dead L1 features are resampled (``()``: never).
+    lr_decay : float
+        Fraction of the final steps over which the learning rate decays linearly to zero
+        (SAELens's ``lr_decay_steps``; the April-2024 recipe decays over the last 20%:
+        ``0.2``); ``0`` keeps it constant.
     seed : int
     device : str, optional
         ``"cuda"`` when available unless given.
@@ -189,6 +193,7 @@ def train_sae_on_store(store: ActivationStore, *, hook: str, d_sae: int,
     if lr is not None:
         lr = check_real(lr, "lr", minimum=0, low_open=True)
     l1_coefficient = check_real(l1_coefficient, "l1_coefficient", minimum=0)
+    lr_decay = check_real(lr_decay, "lr_decay", minimum=0, maximum=1)
     if isinstance(resample_at, (str, bytes)) or not hasattr(resample_at, "__iter__"):
         raise NeuroprobeError(
             f"resample_at must be a tuple of fractions of n_steps, e.g. (0.25, 0.5) or (); got "
@@ -259,17 +264,18 @@ def train_sae_on_store(store: ActivationStore, *, hook: str, d_sae: int,
     resample_steps = sorted({int(f * n_steps) for f in resample_at if 0 < f < 1}) \
         if architecture == "l1" else []
     step, prior_secs = 0, 0.0
+    decay_steps = int(round(lr_decay * n_steps))
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
     if ckpt is not None and ckpt.exists():
         st = torch.load(ckpt, map_location=device, weights_only=False)
         _check_resume(st, dict(architecture=architecture, d_sae=d_sae, hook=hook, seed=seed,
-                               batch_size=batch_size, n_steps=n_steps), ckpt)
+                               batch_size=batch_size, n_steps=n_steps, lr_decay=lr_decay), ckpt)
         sae.load_state_dict(st["sae"])
         opt.load_state_dict(st["opt"])
         fired, step, scale = st["fired"].to(device), int(st["step"]), float(st["scale"])
         prior_secs = float(st.get("seconds", 0.0))
     settings = dict(architecture=architecture, d_sae=d_sae, hook=hook, seed=seed,
-                    batch_size=batch_size, n_steps=n_steps)
+                    batch_size=batch_size, n_steps=n_steps, lr_decay=lr_decay)
 
     # ---- the loop ----------------------------------------------------------------------------
     try:
@@ -297,6 +303,9 @@ def train_sae_on_store(store: ActivationStore, *, hook: str, d_sae: int,
                 f"{r0 + b * batch_size}..{r0 + (b + 1) * batch_size - 1} (step {step}); an SAE "
                 "cannot be trained on them. Check the model, or harvest in bfloat16."
             )
+        if decay_steps:
+            for group in opt.param_groups:
+                group["lr"] = lr * min(1.0, (n_steps - step) / decay_steps)
         if step in resample_steps:
             _resample(sae, opt, ~fired, store, hook, r0, n_rows, scale, seed, step, device)
             fired.zero_()
@@ -331,6 +340,7 @@ def train_sae_on_store(store: ActivationStore, *, hook: str, d_sae: int,
     out = sae.fold_input_scale(scale)
     out.metadata["training"] = dict(
         steps=n_steps, batch_size=batch_size, tokens=n_steps * batch_size, lr=lr,
+        lr_decay=lr_decay,
         l1_coefficient=l1_coefficient if architecture == "l1" else None, seed=seed,
         input_scale=scale, final_loss=loss_val,
         tokens_per_s=n_steps * batch_size / secs if secs > 0 else None)
@@ -440,7 +450,7 @@ def _resample(sae: SAE, opt, dead: torch.Tensor, store: ActivationStore, hook: s
 
 
 def _check_resume(st: dict, settings: dict, path: Path) -> None:
-    old = st.get("settings", {})
+    old = {"lr_decay": 0.0, **st.get("settings", {})}  # checkpoints from before lr_decay
     diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
     if diff:
         raise NeuroprobeError(

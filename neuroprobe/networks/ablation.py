@@ -43,7 +43,7 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from neuroprobe.core.capture import stream, tokenize_prompts
-from neuroprobe.core.engine import hooked
+from neuroprobe.core.engine import can_resume, hooked, resume_forward
 from neuroprobe.core.errors import NeuroprobeError, NeuroprobeWarning
 from neuroprobe.core.hooks import resolve_hooks
 from neuroprobe.core.probes import BatchMeta
@@ -437,41 +437,6 @@ def ablate(model, units, *, mode: str = "zero", reference: AblationReference | N
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
-def _block_list(model):
-    """``(parent, attribute)`` of the wrapped model's module list that holds the bridge's
-    blocks (the list a TransformerBridge's inner model loops over), or None."""
-    inner = getattr(model, "original_model", None)
-    blocks = getattr(model, "blocks", None)
-    if inner is None or blocks is None:
-        return None
-    for name, mod in inner.named_modules():
-        if (isinstance(mod, torch.nn.ModuleList) and len(mod) == len(blocks)
-                and all(a is b for a, b in zip(mod, blocks))):
-            parent_name, _, attr = name.rpartition(".")
-            return (inner.get_submodule(parent_name) if parent_name else inner), attr
-    return None
-
-
-@contextlib.contextmanager
-def _skip_blocks(model, start: int) -> Iterator[None]:
-    """Let a forward with ``start_at_layer=start`` run only blocks ``start..``.
-
-    A TransformerBridge's ``start_at_layer`` still runs blocks ``0..start-1`` and discards
-    their output; here the inner model's block list is cut to ``start..`` for the pass and
-    restored after it (also on errors).  A HookedTransformer skips the blocks itself."""
-    where = _block_list(model) if start else None
-    if where is None:
-        yield
-        return
-    parent, attr = where
-    full = getattr(parent, attr)
-    setattr(parent, attr, torch.nn.ModuleList(list(full)[start:]))
-    try:
-        yield
-    finally:
-        setattr(parent, attr, full)
-
-
 def _start_layer(model, targets_masks) -> int:
     """The first block any target hook lives in (0 when a hook is outside the blocks, or
     the model cannot resume a pass from a block's residual input)."""
@@ -483,7 +448,7 @@ def _start_layer(model, targets_masks) -> int:
         layers.append(int(m.group(1)))
     if not layers or min(layers) == 0:
         return 0
-    if hasattr(model, "original_model") and _block_list(model) is None:
+    if not can_resume(model):
         return 0
     return min(layers)
 
@@ -495,8 +460,8 @@ def _losses(model, x: Tensor, tgt: Tensor, fwd_hooks: list, start: int = 0
     ``x`` is token ids ``[B, S]``, or with ``start > 0`` the residual stream entering block
     ``start`` ``[B, S, d_model]`` (the blocks before it are not run); ``tgt`` ``[B, S]``
     holds the token ids.  The one place this module runs the model forward."""
-    with hooked(model, fwd_hooks), _skip_blocks(model, start):
-        logits = model(x, start_at_layer=start) if start else model(x)
+    with hooked(model, fwd_hooks):
+        logits = resume_forward(model, x, start)
     lp = logits[:, :-1].float()
     tgt = tgt[:, 1:].to(lp.device)
     ce = torch.nn.functional.cross_entropy(lp.reshape(-1, lp.shape[-1]), tgt.reshape(-1),

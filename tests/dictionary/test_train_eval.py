@@ -158,3 +158,42 @@ def test_evaluate_metrics_against_direct_computation(native_model, corpus):
     assert counts.sum() == int((ev.feature_density > 0).sum())
     assert 0 <= ev.dead_fraction <= 1 and np.isfinite(ev.ce_loss_recovered)
     ev.plot()
+
+
+def test_spliced_losses_resume_after_the_hook_and_equal_whole_passes(native_model, corpus,
+                                                                     monkeypatch):
+    """At ``blocks.0.hook_resid_post`` the replaced passes start at block 1 (block 0 runs
+    only in the clean pass), and give the numbers of whole spliced passes."""
+    from neuroprobe.dictionary import evaluate as ev_mod
+
+    sae = SAE(32, 64, "topk", k=6, hook_name=HOOK, seed=2)
+    ctxs = npb.dictionary.corpus_contexts(native_model, corpus, n_tokens=None, context_size=20)
+    reps = {"sae": sae, "zero": torch.zeros_like}
+    calls = {"n": 0}
+
+    def count(mod, inp, out):
+        calls["n"] += 1
+
+    h = native_model.blocks[0].register_forward_hook(count)
+    try:
+        resumed = spliced_losses(native_model, ctxs, HOOK, reps, batch_size=4)
+    finally:
+        h.remove()
+    n_batches = -(-len(ctxs) // 4)
+    assert calls["n"] == n_batches  # block 0: the clean pass only
+    monkeypatch.setattr(ev_mod, "_resume_block", lambda model, hook: None)
+    whole = spliced_losses(native_model, ctxs, HOOK, reps, batch_size=4)
+    for key in ("ce", "kl"):
+        for name in ("clean", "sae", "zero"):
+            assert resumed[key][name] == pytest.approx(whole[key][name], rel=1e-6, abs=1e-9)
+    assert len(native_model.blocks) == 2
+
+
+def test_resume_block_only_for_residual_hooks(native_model):
+    from neuroprobe.dictionary.evaluate import _resume_block
+
+    assert _resume_block(native_model, "blocks.0.hook_resid_post") == 1
+    assert _resume_block(native_model, "blocks.1.hook_resid_pre") == 1
+    assert _resume_block(native_model, "blocks.1.hook_resid_post") is None  # last block
+    assert _resume_block(native_model, "blocks.0.hook_mlp_out") is None
+    assert _resume_block(native_model, "blocks.0.hook_resid_pre") is None

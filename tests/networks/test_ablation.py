@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import neuroprobe as npb
+from neuroprobe.core.engine import block_list
 
 HOOK = "blocks.0.mlp.hook_post"
 TEXTS = [[1, 5, 9, 13, 17, 21], [2, 4, 6, 8, 10, 12], [3, 7, 11, 15, 19, 23],
@@ -286,4 +287,4 @@ def test_resumed_passes_on_smollm2(smollm2, monkeypatch):
                                atol=1e-5)
     np.testing.assert_allclose(e.null_delta_ce, whole.null_delta_ce, rtol=1e-4, atol=1e-5)
     assert all(len(hp.fwd_hooks) == 0 for hp in smollm2.hook_dict.values())
-    assert len(ab._block_list(smollm2)[0].layers) == 30
+    assert len(block_list(smollm2)[0].layers) == 30
