@@ -11,7 +11,12 @@ The downstream metrics run the whole model with the reconstruction spliced into 
 (the SAELens formula): ``CE loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean)``
 with the zero-ablation baseline, and ``KL(p_clean || p_sae)`` per token.  Positions that the
 harvest leaves out (position 0, the attention sink, by default) are left as they are, and
-the loss is averaged over the predictions made at the spliced positions.
+the loss is averaged over the predictions made at the spliced positions.  At a block's
+residual output (``blocks.L.hook_resid_post``, the usual SAE site) the clean pass keeps the
+hook's output and each replaced pass resumes at block ``L + 1`` from the replaced residual
+(:func:`~neuroprobe.core.engine.resume_forward`), so blocks ``0..L`` run once per batch
+instead of once per replacement; the first batch checks that resuming reproduces the clean
+logits, else whole spliced passes run.
 
 Every number has a PCA counterpart with as many components as the SAE's (rounded) L0,
 fitted on the same evaluation tokens (which favours PCA).
@@ -389,7 +394,8 @@ def evaluate_sae(sae: SAE, model, corpus, *, hook: str | None = None, n_tokens: 
     n_tokens : int
         Evaluation tokens for the reconstruction metrics.
     ce_tokens : int, optional
-        Tokens for the spliced losses (default ``n_tokens``; each costs four full forwards).
+        Tokens for the spliced losses (default ``n_tokens``; a clean pass and three
+        replaced ones, resumed after the hook when it is a block's residual output).
     skip_contexts : int
         Leave out the first contexts of the corpus (e.g. those used for training).
 

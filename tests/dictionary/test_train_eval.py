@@ -70,11 +70,11 @@ def _store(tmp_path, n=3000, d=12, seed=0):
     return ActivationStore.from_arrays(tmp_path, {"h": torch.randn(n, d, generator=g) * 3})
 
 
-@pytest.mark.parametrize("arch", ["topk", "l1"])
-def test_training_is_deterministic_and_resumes_exactly(tmp_path, arch):
+@pytest.mark.parametrize("arch,lr_decay", [("topk", 0.0), ("l1", 0.0), ("l1", 0.4)])
+def test_training_is_deterministic_and_resumes_exactly(tmp_path, arch, lr_decay):
     st = _store(tmp_path / "s")
     kw = dict(hook="h", d_sae=24, architecture=arch, k=3, batch_size=256, n_steps=14,
-              resample_at=(0.5,), seed=3)
+              resample_at=(0.5,), seed=3, lr_decay=lr_decay)
     a = train_sae_on_store(st, **kw)
     b = train_sae_on_store(st, **kw)
     assert all(torch.equal(getattr(a, n), getattr(b, n)) for n in ("W_enc", "W_dec", "b_enc"))
@@ -94,6 +94,25 @@ def test_training_is_deterministic_and_resumes_exactly(tmp_path, arch):
         assert torch.equal(getattr(a, n), getattr(c, n)), n
     with pytest.raises(NeuroprobeError, match="other settings"):
         train_sae_on_store(st, **{**kw, "d_sae": 30}, checkpoint_dir=tmp_path / "ck")
+
+
+def test_lr_decay_is_linear_to_zero_over_the_final_steps(tmp_path, monkeypatch):
+    st = _store(tmp_path)
+    seen = []
+    step = torch.optim.Adam.step
+
+    def record(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", record)
+    sae = train_sae_on_store(st, hook="h", d_sae=24, architecture="l1", batch_size=256,
+                             n_steps=10, lr=0.01, lr_decay=0.4)
+    # 4 decay steps: steps 0..6 at lr (step 6 at 4/4), then 3/4, 2/4, 1/4 (linear decay)
+    assert seen == pytest.approx([0.01] * 7 + [0.0075, 0.005, 0.0025])
+    assert sae.metadata["training"]["lr_decay"] == 0.4
+    with pytest.raises(NeuroprobeError, match="lr_decay"):
+        train_sae_on_store(st, hook="h", d_sae=24, batch_size=256, lr_decay=1.5)
 
 
 def test_training_bad_input(tmp_path):
