@@ -112,7 +112,7 @@ def test_lr_decay_is_linear_to_zero_over_the_final_steps(tmp_path, monkeypatch):
     assert seen == pytest.approx([0.01] * 7 + [0.0075, 0.005, 0.0025])
     assert sae.metadata["training"]["lr_decay"] == 0.4
     with pytest.raises(NeuroprobeError, match="lr_decay"):
-        train_sae_on_store(st, hook="h", d_sae=24, batch_size=256, lr_decay=1.5)
+        train_sae_on_store(st, hook="h", d_sae=24, k=3, batch_size=256, lr_decay=1.5)
 
 
 def test_training_bad_input(tmp_path):
