@@ -80,7 +80,13 @@ def plot_stat_map(con, units=None, ax=None, *, vmax: float | None = None, cmap: 
             f"units has {len(units)} entries but the contrast has {stat.size} units."
         )
     if mask is not None:
-        m = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask, bool)
+        m = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)
+        if m.shape != stat.shape or m.dtype != bool:
+            raise NeuroprobeError(
+                f"mask must be a boolean array of one entry per unit, shape {stat.shape} (e.g. "
+                f"con.significant()); got {m.dtype} of shape {m.shape}. Unit indices? Build "
+                "the mask with torch.zeros(N, dtype=torch.bool) and set them to True."
+            )
         stat = np.where(m, stat, np.nan)
     if units is None:
         grid, rows = stat[None], ["units"]

@@ -446,6 +446,9 @@ def test_dataframes_and_plots():
     assert res.to_dataframe().columns.tolist()[4:7] == ["beta_a", "beta_b", "beta_constant"]
     ax = con.plot_map(mask=con.significant(0.05, "none"))
     assert ax.images[0].get_array().shape == (2, 6)
+    for bad in ([1, 2], np.ones(5, bool), np.arange(12)):
+        with pytest.raises(NeuroprobeError, match=r"mask must be a boolean array of one entry"):
+            con.plot_map(mask=bad)
     ax = con.plot_histogram(alpha=0.05, correction="none")
     assert "significant" in ax.get_title()
     assert "GLMResult(noise='ols', T=216, N=12" in repr(res)
