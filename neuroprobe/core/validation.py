@@ -249,6 +249,22 @@ def check_name_list(values, name: str, *, what: str = "name", allow_empty: bool 
     return out
 
 
+def check_text_list(texts, name: str) -> list[str]:
+    """A list of strings; a bare string is refused (iterating it would give characters)."""
+    if isinstance(texts, (str, bytes)) or texts is None or not hasattr(texts, "__iter__"):
+        raise NeuroprobeError(
+            f"{name} must be a list of strings; got {type(texts).__name__} {texts!r:.40}. "
+            f"Wrap a single text in a list: [{texts!r:.30}]."
+        )
+    out = list(texts)
+    bad = [t for t in out if not isinstance(t, str)]
+    if bad:
+        raise NeuroprobeError(
+            f"{name} must hold strings; got {type(bad[0]).__name__} {bad[0]!r:.40} among them."
+        )
+    return out
+
+
 def check_writable_path(path, name: str, *, directory: bool = False):
     """A path we can write: a file path (not an existing directory) whose parent can be created,
     or with ``directory=True`` a directory that exists or can be made. Returns a ``Path``."""

@@ -252,7 +252,7 @@ def _default_reference_texts() -> list[str]:
             if line.strip()]
 
 
-def _text_list(texts, name: str = "texts") -> list:
+def _prompt_list(texts, name: str = "texts") -> list:
     """``texts`` as a list of prompts (strings or token-id lists), named when it is not one."""
     if isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__") or isinstance(
             texts, dict):
@@ -303,7 +303,7 @@ def ablation_reference(model, hooks, texts: Sequence[str] | None = None, *,
         names = [t.name for t in _targets(model, hooks)]
     else:
         names = [r.name for r in resolve_hooks(model, hooks)]
-    texts = _default_reference_texts() if texts is None else _text_list(texts)
+    texts = _default_reference_texts() if texts is None else _prompt_list(texts)
     if not texts:
         raise NeuroprobeError("texts is empty; give reference texts (or None for the default).")
     probe = _Moments(names, max_rows, seed)
@@ -888,7 +888,7 @@ def causal_effect(
     spare_bos = check_bool(spare_bos, "spare_bos")
     if max_per_forward is not None:
         max_per_forward = check_positive_int(max_per_forward, "max_per_forward")
-    texts = _text_list(texts)
+    texts = _prompt_list(texts)
     if len(texts) < 2:
         raise NeuroprobeError(f"texts has {len(texts)} entries; give at least 2 held-out texts.")
     _warn_overlap(texts, localizer)
@@ -1047,7 +1047,7 @@ def dissociation(
             raise NeuroprobeError(
                 f"{arg} must be a dict {what}; got {type(val).__name__} {str(val)[:40]!r}."
             )
-    conditions = {str(k): _text_list(v, f"conditions[{k!r}]") for k, v in conditions.items()}
+    conditions = {str(k): _prompt_list(v, f"conditions[{k!r}]") for k, v in conditions.items()}
     seed = check_seed(seed)
     if not networks or not conditions:
         raise NeuroprobeError("networks and conditions must both be non-empty dicts.")

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import read_text_file
+from neuroprobe.core.validation import check_text_list, read_text_file
 
 __all__ = [
     "TASKS",
@@ -364,22 +364,6 @@ def _get_tokenizer(obj: Any) -> Any:
     return tok if tok is not None else obj
 
 
-def _text_list(texts, name: str) -> list[str]:
-    """A list of strings; a bare string is refused (it would be split into characters)."""
-    if isinstance(texts, (str, bytes)) or texts is None or not hasattr(texts, "__iter__"):
-        raise NeuroprobeError(
-            f"{name} must be a list of strings; got {type(texts).__name__} {texts!r:.40}. "
-            f"Wrap a single text in a list: [{texts!r:.30}]."
-        )
-    out = list(texts)
-    bad = [t for t in out if not isinstance(t, str)]
-    if bad:
-        raise NeuroprobeError(
-            f"{name} must hold strings; got {type(bad[0]).__name__} {bad[0]!r:.40} among them."
-        )
-    return out
-
-
 def count_tokens(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
     """Number of tokens of each text, without special tokens (no BOS), in one batched call.
 
@@ -391,7 +375,7 @@ def count_tokens(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
     >>> count_tokens(lambda ts: [len(t.split()) for t in ts], ["a b c", "d"]).tolist()
     [3, 1]
     """
-    texts = _text_list(texts, "texts")
+    texts = check_text_list(texts, "texts")
     if not texts:
         return np.zeros(0, dtype=np.int64)
     tok = _get_tokenizer(tokenizer)
@@ -824,7 +808,7 @@ def split_into_runs(
             f"rng must be a numpy Generator (np.random.default_rng(seed)); got "
             f"{type(rng).__name__}."
         )
-    texts = _text_list(texts, "texts")
+    texts = check_text_list(texts, "texts")
     if not isinstance(pairs, Mapping) or not pairs:
         raise NeuroprobeError(
             f"pairs must be a non-empty dict task -> list of (prompt id, control id); got "
@@ -977,7 +961,7 @@ def toy_tokenizer(texts: Sequence[str], vocab_size: int = 400) -> Any:
 
     from neuroprobe.core.validation import check_int
 
-    texts = _text_list(texts, "texts")
+    texts = check_text_list(texts, "texts")
     if not any(t.strip() for t in texts):
         raise NeuroprobeError("texts has no non-empty text to train the tokenizer on.")
     # 256 byte-level symbols + <bos>, <pad>, <unk>: the smallest vocabulary it can have
