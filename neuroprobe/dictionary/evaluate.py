@@ -289,7 +289,7 @@ def spliced_losses(model, contexts: Sequence[Sequence[int]], hook: str, replacem
             if s == 0 and not torch.allclose(resume_forward(model, act, start), clean_logits,
                                              rtol=1e-4, atol=1e-4):
                 start = None  # this model does not resume from its residual: whole passes
-        clean_lp = None
+        p_clean = neg_entropy = None
         for name in names:
             fn = replacements.get(name)
             if start is not None:
@@ -298,11 +298,14 @@ def spliced_losses(model, contexts: Sequence[Sequence[int]], hook: str, replacem
             else:
                 logits = _run_spliced(model, ids, hook, fn, p0)
             lp = torch.log_softmax(logits[:, p0:-1].double(), -1)
+            del logits
             ce[name] += float(-lp.gather(-1, tgt[..., None]).sum())
-            if clean_lp is None:
-                clean_lp = lp
-            else:
-                kl[name] += float((clean_lp.exp() * (clean_lp - lp)).sum())
+            if p_clean is None:  # the clean pass comes first
+                p_clean = lp.exp().reshape(-1)
+                neg_entropy = float(torch.dot(p_clean, lp.reshape(-1)))
+            else:  # KL = sum p log p - sum p log q: one dot product per replacement
+                kl[name] += neg_entropy - float(torch.dot(p_clean, lp.reshape(-1)))
+            del lp
         count += tgt.numel()
     return {"n_tokens": count, "ce": {n: v / count for n, v in ce.items()},
             "kl": {n: v / count for n, v in kl.items()}}
