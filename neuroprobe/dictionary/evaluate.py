@@ -307,8 +307,9 @@ def spliced_losses(model, contexts: Sequence[Sequence[int]], hook: str, replacem
                 kl[name] += neg_entropy - float(torch.dot(p_clean, lp.reshape(-1)))
             del lp
         count += tgt.numel()
+    # KL >= 0; the difference of two dot products can round to -1e-17 for equal distributions
     return {"n_tokens": count, "ce": {n: v / count for n, v in ce.items()},
-            "kl": {n: v / count for n, v in kl.items()}}
+            "kl": {n: max(v / count, 0.0) for n, v in kl.items()}}
 
 
 #: a block's residual input / output: TransformerLens names and a TransformerBridge's canonical ones
