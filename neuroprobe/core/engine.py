@@ -44,6 +44,8 @@ from neuroprobe.core.units import hook_layer
 
 __all__ = [
     "HookedForward",
+    "block_list",
+    "can_resume",
     "forward",
     "frozen_copy",
     "hook_shapes",
