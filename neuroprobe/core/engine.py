@@ -512,7 +512,18 @@ def hook_width(model, canonical: str) -> int:
 def block_list(model) -> tuple[torch.nn.Module, str] | None:
     """``(parent, attribute)`` of the wrapped model's module list that holds a
     TransformerBridge's blocks (the list its inner model loops over); None for a model
-    without one (a HookedTransformer skips blocks itself)."""
+    without one (a HookedTransformer skips blocks itself).
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> from neuroprobe.core.engine import block_list
+    >>> model = npb.load_model(dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
+    >>> parent, attr = block_list(model)
+    >>> len(getattr(parent, attr))
+    2
+    """
     inner = getattr(model, "original_model", None)
     blocks = getattr(model, "blocks", None)
     if inner is None or blocks is None:
@@ -526,7 +537,16 @@ def block_list(model) -> tuple[torch.nn.Module, str] | None:
 
 
 def can_resume(model) -> bool:
-    """Whether :func:`resume_forward` can skip the blocks before its start on ``model``."""
+    """Whether :func:`resume_forward` can skip the blocks before its start on ``model``.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> from neuroprobe.core.engine import can_resume
+    >>> can_resume(npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                                d_vocab=50, n_ctx=16, act_fn="relu", seed=0)))
+    True
+    """
     if not hasattr(model, "original_model"):
         return hasattr(model, "blocks")
     return block_list(model) is not None

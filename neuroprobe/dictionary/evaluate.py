@@ -328,6 +328,13 @@ def _resume_block(model, hook: str) -> int | None:
     return start if 0 < start < int(n_layers) else None
 
 
+def _not_fired(hook: str) -> NeuroprobeError:
+    return NeuroprobeError(
+        f"hook {hook!r} did not fire on a forward pass; splice at a hook of this model "
+        "(see npb.hook_names(model))."
+    )
+
+
 def _run_keeping(model, ids: Tensor, hook: str) -> tuple[Tensor, Tensor]:
     """The clean logits and ``hook``'s output on the same pass."""
     kept = {}
@@ -338,10 +345,7 @@ def _run_keeping(model, ids: Tensor, hook: str) -> tuple[Tensor, Tensor]:
     with hooked(model, [(hook, keep)]) as fwd:
         logits = fwd.run(ids)
     if "act" not in kept:
-        raise NeuroprobeError(
-            f"hook {hook!r} did not fire on a forward pass; splice at a hook of this model "
-            "(see npb.hook_names(model))."
-        )
+        raise _not_fired(hook)
     return logits, kept["act"]
 
 
@@ -374,10 +378,7 @@ def _run_spliced(model, ids: Tensor, hook: str, fn, p0: int) -> Tensor:
         with hooked(model, [(hook, splice)]):
             logits = model(ids)
     if fired["n"] == 0:
-        raise NeuroprobeError(
-            f"hook {hook!r} did not fire on a forward pass; splice at a hook of this model "
-            "(see npb.hook_names(model))."
-        )
+        raise _not_fired(hook)
     return logits
 
 
