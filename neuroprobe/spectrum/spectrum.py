@@ -228,8 +228,10 @@ def _source_to_matrix(source, hook: str | None, name: str) -> tuple[Tensor, str 
     return as_tensor(source, name, ndim=2), hook
 
 
-def _check_matrix(x: Tensor, name: str) -> Tensor:
-    """A real, finite ``[T, N>=1]`` matrix (float; bool/int are cast)."""
+def _check_matrix(x: Tensor, name: str, *, check_values: bool = True) -> Tensor:
+    """A real ``[T, N>=1]`` matrix (float; bool/int are cast), finite unless
+    ``check_values=False`` (the exact route checks its float64 column sums instead: one read
+    of ``x`` less)."""
     if x.is_complex():
         raise NeuroprobeError(
             f"{name} is complex ({x.dtype}); a covariance spectrum needs real activations. "
@@ -240,7 +242,8 @@ def _check_matrix(x: Tensor, name: str) -> Tensor:
     if x.shape[1] == 0:
         raise NeuroprobeError(f"{name} has 0 unit columns (shape {tuple(x.shape)}); pass "
                               "activations of at least one unit.")
-    check_finite(x, name, axis_name="unit column")
+    if check_values:
+        check_finite(x, name, axis_name="unit column")
     return x
 
 
@@ -335,9 +338,10 @@ def eigenspectrum(
         if method == "exact" or -(-width // s) <= EXACT_MAX_WIDTH:
             return _spectrum_of_file(acts, cols, found_hook, s, max_components, chunk_size)
     x, found_hook = _source_to_matrix(acts, hook, "acts")
-    x = _check_matrix(x, "acts")
     n, width = x.shape
     s = stride or _auto_stride(width, max_units)
+    exact = method == "exact" or (method == "auto" and -(-width // s) <= EXACT_MAX_WIDTH)
+    x = _check_matrix(x, "acts", check_values=not exact)
     if s > 1:
         x = x[:, ::s]
     n_units = int(x.shape[1])
@@ -350,7 +354,7 @@ def eigenspectrum(
     if route == "auto":
         route = "exact" if n_units <= EXACT_MAX_WIDTH else "randomized"
     if route == "exact":
-        cov, _ = _covariance_exact(x, chunk_size)
+        cov, _ = _covariance_exact(x, chunk_size, "acts")
         total = float(np.trace(cov))
         ev = _top_eigvalsh(cov, k)
     else:
@@ -429,7 +433,8 @@ def _spectrum_from_probe(probe, max_components, method, max_units, stride) -> Ei
     )
 
 
-def _covariance_exact(x: Tensor, chunk_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _covariance_exact(x: Tensor, chunk_size: int | None,
+                      name: str = "acts") -> tuple[np.ndarray, np.ndarray]:
     """Unbiased covariance in float64, accumulated over row chunks; only its lower triangle
     is filled (all that :func:`_top_eigvalsh` and the trace read).
 
@@ -438,6 +443,10 @@ def _covariance_exact(x: Tensor, chunk_size: int | None) -> tuple[np.ndarray, np
     a BLAS ``dsyrk`` update of the Gram's triangle in place (half the work of the general
     matrix product ``np.cov`` does; no ``d x d`` temporary per chunk).  On CUDA the same
     runs in torch float64 on the device.
+
+    ``x`` is not checked beforehand: a NaN or inf anywhere makes its column's float64 sum
+    non-finite (float32 sums cannot overflow in float64), so the mean pass doubles as the
+    finiteness check, and :func:`check_finite` only runs to name the bad columns.
     """
     n, d = x.shape
     step = n if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
@@ -446,6 +455,7 @@ def _covariance_exact(x: Tensor, chunk_size: int | None) -> tuple[np.ndarray, np
         for i in range(0, n, step):
             mu += x[i : i + step].to(torch.float64).sum(0)
         mu /= n
+        _check_column_sums(x, bool(torch.isfinite(mu).all()), name)
         acc = torch.zeros(d, d, dtype=torch.float64, device=x.device)
         for i in range(0, n, step):
             c = x[i : i + step].to(torch.float64) - mu
@@ -455,6 +465,7 @@ def _covariance_exact(x: Tensor, chunk_size: int | None) -> tuple[np.ndarray, np
 
     xs = x.detach().numpy()
     mu = xs.sum(0, dtype=np.float64) / n
+    _check_column_sums(x, bool(np.isfinite(mu).all()), name)
     # rows per chunk: at most ``step`` and about 32 MiB of float64 (cache-friendly, small)
     step = max(1, min(step, n, max(256, (32 << 20) // (8 * max(d, 1)))))
     buf = np.empty((step, d))
@@ -468,6 +479,18 @@ def _covariance_exact(x: Tensor, chunk_size: int | None) -> tuple[np.ndarray, np
     cov = acc.T  # row-major view: the lower triangle holds the covariance
     cov /= n - 1
     return cov, mu
+
+
+def _check_column_sums(x: Tensor, sums_finite: bool, name: str) -> None:
+    """Raise when the float64 column sums of ``x`` are not finite: NaN/inf in ``x`` (named by
+    column), or finite float64 values so large that their sum overflows."""
+    if sums_finite:
+        return
+    check_finite(x, name, axis_name="unit column")
+    raise NeuroprobeError(
+        f"{name} has values so large (max |value| {float(x.abs().max()):.3g}) that their "
+        "float64 column sums overflow; rescale the activations (e.g. divide by their maximum)."
+    )
 
 
 def _top_eigvalsh(cov: np.ndarray, k: int) -> np.ndarray:

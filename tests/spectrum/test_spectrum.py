@@ -260,6 +260,19 @@ def test_nan_inf_rejected():
     x[3, 2] = float("nan")
     with pytest.raises(NeuroprobeError, match=r"acts contains NaN or inf in 1 unit column"):
         eigenspectrum(x)
+    # the exact route checks finiteness through its float64 column sums (one read less):
+    # every route, +inf and -inf in one column (sum NaN), and inf on its own, are still named
+    y = torch.randn(50, 8, dtype=torch.float64)
+    y[1, 5], y[2, 5], y[7, 0] = float("inf"), -float("inf"), float("inf")
+    for method in ("exact", "randomized", "auto"):
+        with pytest.raises(NeuroprobeError, match=r"acts contains NaN or inf in 2 unit column"
+                           r"\(s\), first: \[0, 5\]"):
+            eigenspectrum(y, 4, method=method)
+    # finite float64 values whose column sum overflows: said so, never an inf spectrum
+    big = torch.randn(50, 8, dtype=torch.float64)
+    big[:, 3] = 1e307
+    with pytest.raises(NeuroprobeError, match="float64 column sums overflow"):
+        eigenspectrum(big, 4, method="exact")
     with pytest.raises(NeuroprobeError, match="spectrum contains NaN or inf"):
         powerlaw_alpha(torch.tensor([1.0, float("inf")] + [0.5] * 60))
     with pytest.raises(NeuroprobeError, match="z contains"):
