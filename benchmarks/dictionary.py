@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import tempfile
 import time
 
@@ -75,6 +76,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--d-sae", type=int, default=4608)
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="interleaved rounds of each measurement (medians are printed)")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     model = npb.load_model(a.model)
@@ -82,25 +85,40 @@ def main(argv=None) -> dict:
     layer = npb.core.units.hook_layer(a.hook)
     ctxs = corpus_contexts(model, corpus, n_tokens=a.n_tokens, context_size=128)
     n_tok = len(ctxs) * 127
-    plain_forward(model, ctxs[:2], layer, 16)  # warm-up
-    t_plain = plain_forward(model, ctxs, layer, 16)
-    d = tempfile.mkdtemp()
-    t0 = time.perf_counter()
-    st = harvest(model, corpus, [a.hook], path=d, n_tokens=a.n_tokens, context_size=128)
-    t_h = time.perf_counter() - t0
-    print(f"harvest {st.n_tokens} tokens: {n_tok / t_h:.0f} tokens/s; plain forward "
-          f"{n_tok / t_plain:.0f} tokens/s; ratio {t_plain / t_h:.2f}x (target >= 0.9x)")
+    # both at harvest's default batch of 16 contexts, after one warm-up of each; the rounds
+    # alternate (plain, harvest, plain, ...) so that drifts of a shared machine hit both
+    bs = 16
+    plain_forward(model, ctxs[:2], layer, bs)
+    harvest(model, corpus, [a.hook], path=tempfile.mkdtemp(), n_tokens=2 * 127,
+            context_size=128, batch_size=bs)
+    t_plain, t_harv = [], []
+    for _ in range(a.repeat):
+        t_plain.append(plain_forward(model, ctxs, layer, bs))
+        t0 = time.perf_counter()
+        st = harvest(model, corpus, [a.hook], path=tempfile.mkdtemp(), n_tokens=a.n_tokens,
+                     context_size=128, batch_size=bs)
+        t_harv.append(time.perf_counter() - t0)
+    t_p, t_h = statistics.median(t_plain), statistics.median(t_harv)
+    print(f"harvest {st.n_tokens} tokens (median of {a.repeat}): {n_tok / t_h:.0f} tokens/s; "
+          f"plain forward {n_tok / t_p:.0f} tokens/s; ratio {t_p / t_h:.2f}x (target >= 0.9x)")
+    print(f"  rounds, seconds: plain {[round(t, 2) for t in t_plain]}, harvest "
+          f"{[round(t, 2) for t in t_harv]}")
     steps = a.steps
-    sae = train_sae_on_store(st, hook=a.hook, d_sae=a.d_sae, architecture="topk", k=32,
-                             batch_size=a.batch_size, n_steps=steps)
-    t_np = steps * a.batch_size / sae.metadata["training"]["tokens_per_s"]
     x = st.rows(a.hook, 0, st.n_tokens)
-    t_ref = plain_topk_loop(x, a.d_sae, 32, a.batch_size, steps)
-    print(f"training {steps} steps of {a.batch_size}: neuroprobe "
-          f"{steps * a.batch_size / t_np:.0f} tokens/s; plain PyTorch loop "
-          f"{steps * a.batch_size / t_ref:.0f} tokens/s; ratio {t_ref / t_np:.2f}x "
+    t_np, t_ref = [], []
+    for _ in range(a.repeat):
+        sae = train_sae_on_store(st, hook=a.hook, d_sae=a.d_sae, architecture="topk", k=32,
+                                 batch_size=a.batch_size, n_steps=steps)
+        t_np.append(steps * a.batch_size / sae.metadata["training"]["tokens_per_s"])
+        t_ref.append(plain_topk_loop(x, a.d_sae, 32, a.batch_size, steps))
+    t_n, t_r = statistics.median(t_np), statistics.median(t_ref)
+    print(f"training {steps} steps of {a.batch_size} (median of {a.repeat}): neuroprobe "
+          f"{steps * a.batch_size / t_n:.0f} tokens/s; plain PyTorch loop "
+          f"{steps * a.batch_size / t_r:.0f} tokens/s; ratio {t_r / t_n:.2f}x "
           "(target >= 1.5x)")
-    return dict(harvest_ratio=t_plain / t_h, train_ratio=t_ref / t_np)
+    print(f"  rounds, seconds: neuroprobe {[round(t, 2) for t in t_np]}, plain loop "
+          f"{[round(t, 2) for t in t_ref]}")
+    return dict(harvest_ratio=t_p / t_h, train_ratio=t_r / t_n)
 
 
 if __name__ == "__main__":

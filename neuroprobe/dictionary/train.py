@@ -266,16 +266,20 @@ def train_sae_on_store(store: ActivationStore, *, hook: str, d_sae: int,
     step, prior_secs = 0, 0.0
     decay_steps = int(round(lr_decay * n_steps))
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
+    # everything that shapes the run: a resume with another value would mix two recipes
+    settings = dict(architecture=architecture, d_sae=d_sae, hook=hook, seed=seed,
+                    batch_size=batch_size, n_steps=n_steps, lr_decay=lr_decay, lr=float(lr),
+                    k=int(k) if architecture == "topk" else None,
+                    l1_coefficient=float(l1_coefficient) if architecture == "l1" else None,
+                    resample_at=list(resample_at) if architecture == "l1" else None,
+                    train_tokens=[int(r0), int(r1)])
     if ckpt is not None and ckpt.exists():
         st = torch.load(ckpt, map_location=device, weights_only=False)
-        _check_resume(st, dict(architecture=architecture, d_sae=d_sae, hook=hook, seed=seed,
-                               batch_size=batch_size, n_steps=n_steps, lr_decay=lr_decay), ckpt)
+        _check_resume(st, settings, ckpt)
         sae.load_state_dict(st["sae"])
         opt.load_state_dict(st["opt"])
         fired, step, scale = st["fired"].to(device), int(st["step"]), float(st["scale"])
         prior_secs = float(st.get("seconds", 0.0))
-    settings = dict(architecture=architecture, d_sae=d_sae, hook=hook, seed=seed,
-                    batch_size=batch_size, n_steps=n_steps, lr_decay=lr_decay)
 
     # ---- the loop ----------------------------------------------------------------------------
     try:
@@ -449,9 +453,16 @@ def _resample(sae: SAE, opt, dead: torch.Tensor, store: ActivationStore, hook: s
                     st[key][idx] = 0.0
 
 
+_FIRST_SETTINGS = ("architecture", "d_sae", "hook", "seed", "batch_size", "n_steps", "lr_decay")
+
+
 def _check_resume(st: dict, settings: dict, path: Path) -> None:
+    """Refuse to resume a checkpoint written with other settings.  Checkpoints from before
+    ``lr``, ``k``, ``l1_coefficient``, ``resample_at`` and ``train_tokens`` were saved are
+    compared on the settings they hold."""
     old = {"lr_decay": 0.0, **st.get("settings", {})}  # checkpoints from before lr_decay
-    diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+    diff = {k: (old.get(k), v) for k, v in settings.items()
+            if (k in _FIRST_SETTINGS or k in old) and old.get(k) != v}
     if diff:
         raise NeuroprobeError(
             f"checkpoint {path} was written with other settings {diff} (saved, now); pass the "

@@ -94,6 +94,17 @@ def test_training_is_deterministic_and_resumes_exactly(tmp_path, arch, lr_decay)
         assert torch.equal(getattr(a, n), getattr(c, n)), n
     with pytest.raises(NeuroprobeError, match="other settings"):
         train_sae_on_store(st, **{**kw, "d_sae": 30}, checkpoint_dir=tmp_path / "ck")
+    # the recipe too: another learning rate (or lambda, k, resampling, rows) is not resumed
+    with pytest.raises(NeuroprobeError, match=r"other settings \{'lr': \(0\.\d+, 0\.002\)\}"):
+        train_sae_on_store(st, **{**kw, "lr": 2e-3}, checkpoint_dir=tmp_path / "ck")
+    # a checkpoint from before the recipe was saved (no 'lr' etc.) still resumes
+    ck = tmp_path / "ck" / "checkpoint.pt"
+    saved = torch.load(ck, weights_only=False)
+    for key in ("lr", "k", "l1_coefficient", "resample_at", "train_tokens"):
+        del saved["settings"][key]
+    torch.save(saved, ck)
+    d = train_sae_on_store(st, **kw, checkpoint_dir=tmp_path / "ck")
+    assert torch.equal(d.W_dec, c.W_dec)
 
 
 def test_lr_decay_is_linear_to_zero_over_the_final_steps(tmp_path, monkeypatch):
