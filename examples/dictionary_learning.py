@@ -56,6 +56,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--architectures", default="topk,l1")
     ap.add_argument("--lr-l1", type=float, default=None)
     ap.add_argument("--lr-topk", type=float, default=None)
+    ap.add_argument("--resample-at", default="0.25,0.5",
+                    help="fractions of the L1 run at which dead features are resampled "
+                         "(comma-separated; '' for never)")
     ap.add_argument("--lr-decay", type=float, default=0.2,
                     help="fraction of final steps with a linear learning-rate decay to 0")
     ap.add_argument("--batch-size-l1", type=int, default=None,
@@ -66,6 +69,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--dash-features", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    resample_at = tuple(float(f) for f in a.resample_at.split(",") if f.strip())
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(a.seed)
@@ -102,7 +106,7 @@ def main(argv=None) -> dict:
         sae = train_sae_on_store(store, hook=a.hook, d_sae=a.d_sae, architecture=arch, k=a.k,
                                  l1_coefficient=a.l1_coefficient, batch_size=bs,
                                  lr=a.lr_l1 if arch == "l1" else a.lr_topk,
-                                 lr_decay=a.lr_decay,
+                                 lr_decay=a.lr_decay, resample_at=resample_at,
                                  n_steps=n_steps, seed=a.seed, progress=True,
                                  checkpoint_dir=out / f"ckpt_{arch}", checkpoint_every=50)
         sae.save(out / f"sae_{arch}", format="saelens")
@@ -118,6 +122,7 @@ def main(argv=None) -> dict:
         d = ev.to_dict()
         archs[arch] = dict(
             l0=d["l0"], fvu=d["fvu"], pca_fvu=d["pca_fvu"], pca_components=d["pca_components"],
+            pca32_fvu=ev.pca_fvu_with(min(32, ev.d_in)),  # the fixed baseline
             ce_loss_recovered=d["ce_loss_recovered"],
             pca_ce_loss_recovered=d["pca_ce_loss_recovered"], kl=d["kl_sae"],
             pca_kl=d["kl_pca"], ce_clean=d["ce_clean"], ce_sae=d["ce_sae"],
@@ -126,7 +131,8 @@ def main(argv=None) -> dict:
             n_eval_tokens=d["n_tokens"], n_ce_tokens=d["n_ce_tokens"],
             train_tokens_per_s=tr["tokens_per_s"], train_steps=tr["steps"],
             train_tokens=tr["tokens"], l1_coefficient=tr["l1_coefficient"],
-            batch_size=tr["batch_size"], k=sae.k, lr=tr["lr"], lr_decay=tr["lr_decay"])
+            batch_size=tr["batch_size"], k=sae.k, lr=tr["lr"], lr_decay=tr["lr_decay"],
+            resample_at=list(resample_at) if arch == "l1" else None)
         saes[arch] = sae
     results = dict(
         model=a.model, hook=a.hook, d_in=store.widths[0], d_sae=a.d_sae,

@@ -62,6 +62,9 @@ class SAEEvaluation:
     dead_fraction, dense_fraction : float
     feature_density : ndarray ``[d_sae]``
         Fraction of evaluation tokens on which each feature fired.
+    pca_eigenvalues : ndarray ``[d_in]``
+        Eigenvalues of the evaluation tokens' covariance, largest first (the PCA baseline;
+        :meth:`pca_fvu_with` gives the FVU of any number of components).
     pca_components : int
     pca_fvu, pca_mse, pca_cosine : float
     n_ce_tokens : int
@@ -82,6 +85,7 @@ class SAEEvaluation:
     dead_fraction: float
     dense_fraction: float
     feature_density: np.ndarray = field(repr=False)
+    pca_eigenvalues: np.ndarray = field(repr=False)
     pca_components: int
     pca_fvu: float
     pca_mse: float
@@ -107,6 +111,23 @@ class SAEEvaluation:
     def pca_ce_loss_recovered(self) -> float:
         return _recovered(self.ce_zero, self.ce_pca, self.ce_clean)
 
+    def pca_fvu_with(self, n_components: int) -> float:
+        """FVU of a PCA with ``n_components`` components on the evaluation tokens (e.g. 32,
+        the issue's fixed baseline, beside ``pca_fvu`` at ``round(L0)`` components).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from neuroprobe.dictionary.evaluate import SAEEvaluation
+        >>> ev = SAEEvaluation.__new__(SAEEvaluation)
+        >>> object.__setattr__(ev, "pca_eigenvalues", np.array([3.0, 1.0]))
+        >>> ev.pca_fvu_with(1)
+        0.25
+        """
+        ev = np.asarray(self.pca_eigenvalues, dtype=np.float64)
+        m = check_int(n_components, "n_components", minimum=1, maximum=ev.size)
+        return float(1.0 - ev[:m].sum() / ev.sum())
+
     def log10_density_histogram(self, bins: int = 40) -> tuple[np.ndarray, np.ndarray]:
         """Counts and edges of ``log10(feature_density)`` (dead features left out)."""
         d = self.feature_density[self.feature_density > 0]
@@ -128,7 +149,8 @@ class SAEEvaluation:
 
     def to_dict(self) -> dict:
         """The scalar metrics as a JSON-ready dict."""
-        out = {k: v for k, v in self.__dict__.items() if k != "feature_density"}
+        out = {k: v for k, v in self.__dict__.items()
+               if k not in ("feature_density", "pca_eigenvalues")}
         out.update(explained_variance=self.explained_variance,
                    ce_loss_recovered=self.ce_loss_recovered,
                    pca_ce_loss_recovered=self.pca_ce_loss_recovered)
@@ -484,7 +506,7 @@ def evaluate_sae(sae: SAE, model, corpus, *, hook: str | None = None, n_tokens: 
         l0=l0, fvu=stats.sse / tot, mse=stats.sse / (n * sae.d_in), cosine=stats.cos / n,
         l2_ratio=stats.l2r / n, dead_fraction=float((density == 0).mean()),
         dense_fraction=float((density > dense_threshold).mean()), feature_density=density,
-        pca_components=m, pca_fvu=pca_fvu, pca_mse=pc.sse / (pc.n * sae.d_in),
+        pca_eigenvalues=evals.double().numpy().copy(), pca_components=m, pca_fvu=pca_fvu, pca_mse=pc.sse / (pc.n * sae.d_in),
         pca_cosine=pc.cos / pc.n, n_ce_tokens=sp["n_tokens"], ce_clean=sp["ce"]["clean"],
         ce_sae=sp["ce"]["sae"], ce_zero=sp["ce"]["zero"], ce_pca=sp["ce"]["pca"],
         kl_sae=sp["kl"]["sae"], kl_pca=sp["kl"]["pca"])

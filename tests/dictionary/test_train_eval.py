@@ -183,6 +183,14 @@ def test_evaluate_metrics_against_direct_computation(native_model, corpus):
     ev_pca = np.linalg.eigvalsh(np.cov(x.numpy().T))[::-1]
     m = ev.pca_components
     assert ev.pca_fvu == pytest.approx(1 - ev_pca[:m].sum() / ev_pca.sum(), rel=1e-5)
+    # any other number of components (the fixed PCA-32 baseline; here 5 and 20)
+    for c in (5, 20):
+        assert ev.pca_fvu_with(c) == pytest.approx(1 - ev_pca[:c].sum() / ev_pca.sum(),
+                                                   rel=1e-5)
+    assert ev.pca_fvu_with(m) == ev.pca_fvu
+    with pytest.raises(NeuroprobeError, match="n_components"):
+        ev.pca_fvu_with(33)
+    assert "pca_eigenvalues" not in ev.to_dict()
     assert set(ev.to_dataframe().index) >= {"l0", "fvu", "ce_loss_recovered", "kl"}
     counts, _ = ev.log10_density_histogram()
     assert counts.sum() == int((ev.feature_density > 0).sum())
