@@ -25,9 +25,29 @@ import torch
 from scipy import stats
 
 import neuroprobe as npb
-import neuroprobe.networks.ablation as ab  # noqa: E402
+from neuroprobe.core.capture import tokenize_prompts
 
 MLP = "blocks.*.mlp.hook_post"
+
+
+def plain_ablated_ce(model, network, texts, reference) -> float:
+    """The unbatched anchor on the public API: the whole model run once per mask, with
+    ``npb.ablate`` (mean-ablation, BOS spared) around plain forwards of the texts grouped by
+    token length (no padding); mean next-token cross-entropy over texts."""
+    toks = tokenize_prompts(model, list(texts))
+    by_len: dict[int, list[torch.Tensor]] = {}
+    for t in toks:
+        by_len.setdefault(int(t.numel()), []).append(t)
+    ces = []
+    with torch.no_grad(), npb.ablate(model, network, mode="mean", reference=reference):
+        for group in by_len.values():
+            ids = torch.stack(group)
+            logits = model(ids)[:, :-1].float()
+            ce = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                reduction="none").view(ids.shape[0], -1).mean(1)
+            ces.append(ce)
+    return float(torch.cat(ces).mean())
 
 
 def main(argv=None) -> None:
@@ -79,13 +99,12 @@ def main(argv=None) -> None:
 
     # the unbatched route: one mask per forward pass over the whole model
     rnd = npb.random_networks(net, args.n_slow, seed=9)
-    prep = ab._prepare(model, held, 0)
     t0 = time.perf_counter()
     for r in rnd:
-        ab._evaluate(model, prep, ab._hook_masks(model, [r.mask], net.units), "mean", ref,
-                     True, 0)
+        plain_ablated_ce(model, r, held, ref)
     t_slow = (time.perf_counter() - t0) / args.n_slow
-    start = ab._start_layer(model, ab._hook_masks(model, [net.mask], net.units))
+    # the first block with a network unit (the batched route resumes there when it can)
+    start = int(net.units.layers[np.asarray(net.mask)].min())
     print(f"one mask per whole forward: {t_slow:.2f} s per ablation -> {t_slow * n_abl:.1f} s "
           f"for {n_abl}; batched and resumed at block {start}: "
           f"{t_batch / (n_abl + 1):.2f} s per ablation "
