@@ -506,7 +506,8 @@ def evaluate_sae(sae: SAE, model, corpus, *, hook: str | None = None, n_tokens: 
         l0=l0, fvu=stats.sse / tot, mse=stats.sse / (n * sae.d_in), cosine=stats.cos / n,
         l2_ratio=stats.l2r / n, dead_fraction=float((density == 0).mean()),
         dense_fraction=float((density > dense_threshold).mean()), feature_density=density,
-        pca_eigenvalues=evals.double().numpy().copy(), pca_components=m, pca_fvu=pca_fvu, pca_mse=pc.sse / (pc.n * sae.d_in),
+        pca_eigenvalues=evals.double().numpy().copy(), pca_components=m, pca_fvu=pca_fvu,
+        pca_mse=pc.sse / (pc.n * sae.d_in),
         pca_cosine=pc.cos / pc.n, n_ce_tokens=sp["n_tokens"], ce_clean=sp["ce"]["clean"],
         ce_sae=sp["ce"]["sae"], ce_zero=sp["ce"]["zero"], ce_pca=sp["ce"]["pca"],
         kl_sae=sp["kl"]["sae"], kl_pca=sp["kl"]["pca"])
