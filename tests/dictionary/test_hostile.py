@@ -21,6 +21,7 @@ from neuroprobe.dictionary import (
     evaluate_sae,
     feature_dashboard,
     harvest,
+    load_bible_corpus,
     load_sae,
     load_shakespeare_corpus,
     save_sae,
@@ -359,6 +360,8 @@ CASES = [
      "chunk_chars"),
     ("shakespeare chunk_chars -5", lambda e: load_shakespeare_corpus(chunk_chars=-5),
      "chunk_chars"),
+    ("bible chunk_chars 0", lambda e: load_bible_corpus(chunk_chars=0), "chunk_chars"),
+    ("bible chunk_chars str", lambda e: load_bible_corpus(chunk_chars="4000"), "chunk_chars"),
 ]
 
 
