@@ -393,6 +393,7 @@ VALID: dict[str, Callable[[Ctx], Call]] = {
     "save_sae": lambda c: C(npb.save_sae, c.sae, c.tmp("save_sae") / "s", format="saelens"),
     "load_shakespeare_corpus": lambda c: C(npb.load_shakespeare_corpus, "gut",
                                            chunk_chars=200000),
+    "load_bible_corpus": lambda c: C(npb.load_bible_corpus, chunk_chars=200000),
     "compare_bases": lambda c: C(npb.compare_bases, c.model, c.corpus, hook=RESID, n_units=8,
                                  n_tokens=320, context_size=16, n_top=3, n_random=2, n_boot=5),
     "feature_dashboard": lambda c: C(npb.feature_dashboard, c.model, c.sae, c.corpus,
