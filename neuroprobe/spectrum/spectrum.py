@@ -340,19 +340,19 @@ def eigenspectrum(
     x, found_hook = _source_to_matrix(acts, hook, "acts")
     n, width = x.shape
     s = stride or _auto_stride(width, max_units)
-    exact = method == "exact" or (method == "auto" and -(-width // s) <= EXACT_MAX_WIDTH)
-    x = _check_matrix(x, "acts", check_values=not exact)
+    n_units = -(-width // s)  # the width after taking every s-th column
+    route = method
+    if route == "auto":
+        route = "exact" if n_units <= EXACT_MAX_WIDTH else "randomized"
+    # the exact route checks finiteness through its column sums (one read of x less)
+    x = _check_matrix(x, "acts", check_values=route != "exact")
     if s > 1:
         x = x[:, ::s]
-    n_units = int(x.shape[1])
     if n < 2:
         raise NeuroprobeError(
             f"acts has {n} row(s); a covariance needs at least 2 samples (time points)."
         )
     k = min(max_components, n_units, n - 1)
-    route = method
-    if route == "auto":
-        route = "exact" if n_units <= EXACT_MAX_WIDTH else "randomized"
     if route == "exact":
         cov, _ = _covariance_exact(x, chunk_size, "acts")
         total = float(np.trace(cov))
