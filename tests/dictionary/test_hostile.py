@@ -362,6 +362,11 @@ CASES = [
      "chunk_chars"),
     ("bible chunk_chars 0", lambda e: load_bible_corpus(chunk_chars=0), "chunk_chars"),
     ("bible chunk_chars str", lambda e: load_bible_corpus(chunk_chars="4000"), "chunk_chars"),
+    ("bible translation unknown", lambda e: load_bible_corpus(("web", "kjv")),
+     r"translations=\('web', 'kjv'\); expected .*\['bbe', 'web'\]"),
+    ("bible translations empty", lambda e: load_bible_corpus(()), "translations=()"),
+    ("bible translations twice", lambda e: load_bible_corpus(["bbe", "bbe"]), "distinct"),
+    ("bible translations int", lambda e: load_bible_corpus(3), "translations=3"),
 ]
 
 
