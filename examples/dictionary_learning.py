@@ -10,8 +10,9 @@ Steps, all offline, written to ``DIR/results.json`` plus figures and a feature d
    shuffled across contexts; position 0 (BOS, the attention sink) left out.
 2. Train a TopK SAE (k = 32) and an L1 SAE (decoder-norm-weighted L1, resampling of dead
    features), 576 -> 4,608, on that store.
-3. Evaluate both on held-out text, the contexts right after the training ones: L0, FVU beside a PCA with L0
-   components, CE loss recovered with the reconstruction spliced in, KL, dead fraction.
+3. Evaluate both on held-out text, the contexts right after the training ones: L0, FVU
+   beside a PCA with L0 components, CE loss recovered with the reconstruction spliced in,
+   KL, dead fraction.
 4. ``compare_bases``: neurons, PCA, ICA, NMF, k-means, random directions and the TopK SAE's
    features, scored by n-gram predictability and top-context coherence (bootstrap CIs over
    units).

@@ -89,7 +89,7 @@ _CHAPTER_MARK = re.compile(r"\\\d+:\d+\\")  # BBE's inline "\43:1\" chapter mark
 
 
 def _bible_chapters(translation: str) -> dict[tuple[int, int], str]:
-    """(book, chapter) -> the chapter's text, whitespace collapsed, in canonical order."""
+    """(book, chapter) -> the chapter's text, whitespace collapsed, in the text's order."""
     module, package, title = _BIBLES[translation]
     path = _package_dir(module, package) / "plain_text_readers_bible.py"
     src = path.read_text(encoding="utf-8")
@@ -136,8 +136,9 @@ def load_bible_corpus(translations: Sequence[str] = ("web", "bbe"), *,
     """Public-domain English Bible translations (modern prose) as texts of about
     ``chunk_chars`` characters, cut after a sentence end, chapter by chapter.
 
-    The chapters come in canonical order and each one in every translation before the next
-    (Genesis 1 in each, then Genesis 2 in each, ...), so text held out from the end of the
+    The chapters come in the first translation's text order (canonical for both packages but
+    for BBE's few chapters stored out of place) and each one in every translation before the
+    next (Genesis 1 in each, then Genesis 2 in each, ...), so text held out from the end of the
     corpus is chapters the training part never saw in any translation (except, at most, the
     one chapter that straddles the cut).
 
