@@ -69,6 +69,32 @@ def test_both_translations_interleave_chapter_by_chapter(bibles):
     assert all(len(t) >= 4000 and t.endswith(".") for t in both if len(t) > 6000)
 
 
+@pytest.mark.parametrize("translation", ["web", "bbe"])
+def test_each_chapter_is_cut_after_sentence_ends_into_chunks_of_at_least_chunk_chars(
+        translation):
+    from neuroprobe.dictionary import corpus
+
+    chapters = corpus._bible_chapters(translation)  # (book, chapter) -> text, text order
+    texts = load_bible_corpus((translation,), chunk_chars=1500)
+    i, n_cut = 0, 0
+    for key, chapter in chapters.items():
+        pieces = []
+        while sum(map(len, pieces)) + max(0, len(pieces) - 1) < len(chapter):
+            pieces.append(texts[i])
+            i += 1
+        # the chapter's chunks are the chapter, in order, nothing between them but a space
+        assert " ".join(pieces) == chapter, key
+        # every chunk but the chapter's last is >= chunk_chars and ends a sentence
+        for piece in pieces[:-1]:
+            assert len(piece) >= 1500 and piece.endswith("."), (key, piece[-40:])
+        # the last is what remains after the last sentence end past chunk_chars
+        last_start = len(chapter) - len(pieces[-1])
+        assert chapter.find(". ", last_start + 1500) < 0, key
+        n_cut += len(pieces) > 1
+    assert i == len(texts)  # no chunk left over: chunks never straddle two chapters
+    assert n_cut > 500  # the rule was exercised on many chapters
+
+
 def test_bible_corpus_size_in_smollm2_tokens(bibles):
     import neuroprobe as npb
 
