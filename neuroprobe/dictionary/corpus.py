@@ -86,6 +86,7 @@ _BIBLES = {
 }
 _VERSE_OFFSET = re.compile(r"^\s+(\d{7,8}): (\d+),$", re.M)
 _CHAPTER_MARK = re.compile(r"\\\d+:\d+\\")  # BBE's inline "\43:1\" chapter marks
+_PSALMS = 19  # the book number of the Psalms
 
 
 def _bible_chapters(translation: str) -> dict[tuple[int, int], str]:
@@ -106,17 +107,33 @@ def _bible_chapters(translation: str) -> dict[tuple[int, int], str]:
             f"{path} does not hold {title} in the expected layout (a text literal and the "
             f"verse offsets of 66 books); install {package}."
         )
-    # a string literal, evaluated as data: nothing in the module is run
-    text = ast.literal_eval(src[start:stop + 3])
-    # blank BBE's marks before cutting (a verse offset can fall inside one); same length,
-    # so the offsets still hold
-    text = _CHAPTER_MARK.sub(lambda m: " " * len(m.group()), text)
+    # the verse offsets count the literal's characters as written in the source (BBE's
+    # ``\\`` escapes count two), so the text is cut there and each piece unescaped; the
+    # literal is also evaluated (as data: nothing in the module is run) to check that
+    # ``\\`` is its only escape
+    body = src[start + 3:stop]
+    if ast.literal_eval(src[start:stop + 3]) != body.replace("\\\\", "\\"):
+        raise NeuroprobeError(
+            f"{path} holds escapes other than '\\\\' in its text literal; install {package}."
+        )
     keys = sorted(starts, key=starts.__getitem__)
-    cuts = [starts[k] for k in keys] + [len(text)]
+    cuts = [starts[k] for k in keys] + [len(body)]
     chapters = {}
     for key, a, b in zip(keys, cuts, cuts[1:]):
-        chapter = text[a:b].replace("\\", " ").replace("`", "'")
+        chapter = _CHAPTER_MARK.sub(" ", body[a:b].replace("\\\\", "\\"))
+        chapter = chapter.replace("\\", " ").replace("`", "'")
         chapters[key] = " ".join(chapter.split())
+    # WEB puts each psalm's heading and superscription ("BOOK II Psalm 42 For the Chief
+    # Musician. ...") before its first verse's offset: they go to the psalm they head, not to
+    # the end of the one before
+    for key, nxt in zip(keys, keys[1:]):
+        if nxt[0] != _PSALMS:
+            continue
+        heads = list(re.finditer(rf"(?:BOOK [IVX]+ )?Psalm {nxt[1]}\b", chapters[key]))
+        if heads and heads[-1].start() > 0:
+            cut = heads[-1].start()
+            chapters[nxt] = f"{chapters[key][cut:]} {chapters[nxt]}"
+            chapters[key] = chapters[key][:cut].rstrip()
     return chapters
 
 

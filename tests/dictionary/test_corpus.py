@@ -70,6 +70,29 @@ def test_both_translations_interleave_chapter_by_chapter(bibles):
 
 
 @pytest.mark.parametrize("translation", ["web", "bbe"])
+def test_chapters_start_at_their_first_verse_and_end_at_a_sentence_end(translation):
+    from neuroprobe.dictionary import corpus
+
+    chapters = corpus._bible_chapters(translation)
+    # the packages' verse offsets count the literal's characters as written (BBE's "\\"
+    # escapes count two): cut in those units, every chapter ends where a sentence does
+    # (the few exceptions are headings of the text: Song of Songs' speakers, one BBE verse)
+    ends = [c[-1] in ".!?\"'):;,]" for c in chapters.values()]
+    assert sum(ends) >= len(ends) - 5, [k for k, e in zip(chapters, ends) if not e][:10]
+    assert not any(c[0].islower() for k, c in chapters.items() if k != (43, 8))  # John 8:1
+    # each psalm's heading (WEB) heads its psalm, not the end of the one before
+    if translation == "web":
+        assert chapters[(19, 1)].startswith("BOOK I Psalm 1 Blessed is the man")
+        assert chapters[(19, 42)].startswith("BOOK II Psalm 42 For the Chief Musician.")
+        assert all(chapters[(19, n)].split()[:2] == ["Psalm", str(n)]
+                   for n in range(2, 151) if n not in (42, 73, 90, 107))
+        assert chapters[(18, 42)].endswith("So Job died, being old and full of days.")
+    else:
+        assert chapters[(1, 45)].startswith("Then Joseph, unable to keep back his feelings")
+        assert chapters[(66, 22)].startswith("And I saw a river of water of life, clear as glass")
+
+
+@pytest.mark.parametrize("translation", ["web", "bbe"])
 def test_each_chapter_is_cut_after_sentence_ends_into_chunks_of_at_least_chunk_chars(
         translation):
     from neuroprobe.dictionary import corpus
