@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
                     help="fraction of final steps with a linear learning-rate decay to 0")
     ap.add_argument("--batch-size-l1", type=int, default=1024,
                     help="tokens per step of the L1 SAE (0: --batch-size)")
-    ap.add_argument("--epochs-l1", type=float, default=4.0,
+    ap.add_argument("--epochs-l1", type=float, default=8.0,
                     help="epochs of the L1 SAE (0: --epochs)")
     ap.add_argument("--dash-tokens", type=int, default=20_000)
     ap.add_argument("--dash-features", type=int, default=24)

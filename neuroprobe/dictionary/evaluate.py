@@ -311,7 +311,7 @@ def spliced_losses(model, contexts: Sequence[Sequence[int]], hook: str, replacem
             if s == 0 and not torch.allclose(resume_forward(model, act, start), clean_logits,
                                              rtol=1e-4, atol=1e-4):
                 start = None  # this model does not resume from its residual: whole passes
-        p_clean = neg_entropy = None
+        x_clean = p_clean = lse_clean = None
         for name in names:
             fn = replacements.get(name)
             if start is not None:
@@ -319,19 +319,34 @@ def spliced_losses(model, contexts: Sequence[Sequence[int]], hook: str, replacem
                     model, _replaced(act, fn, p0, hook), start)
             else:
                 logits = _run_spliced(model, ids, hook, fn, p0)
-            lp = torch.log_softmax(logits[:, p0:-1].double(), -1)
-            del logits
-            ce[name] += float(-lp.gather(-1, tgt[..., None]).sum())
+            y = logits[:, p0:-1]
+            lse, e = _log_sum_exp(y)
+            ce[name] += float((lse - y.gather(-1, tgt[..., None])[..., 0].double()).sum())
             if p_clean is None:  # the clean pass comes first
-                p_clean = lp.exp().reshape(-1)
-                neg_entropy = float(torch.dot(p_clean, lp.reshape(-1)))
-            else:  # KL = sum p log p - sum p log q: one dot product per replacement
-                kl[name] += neg_entropy - float(torch.dot(p_clean, lp.reshape(-1)))
-            del lp
+                x_clean, lse_clean = y, lse
+                p_clean = e.div_(e.sum(-1, keepdim=True))
+            else:  # KL_t = sum_v p_v (x_v - y_v) - (lse(x) - lse(y)), as sum_v p_v = 1
+                cross = torch.einsum("blv,blv->bl", p_clean, x_clean - y).double()
+                kl[name] += float((cross - (lse_clean - lse)).sum())
+            del e
+            del logits, y
+        del x_clean, p_clean
         count += tgt.numel()
-    # KL >= 0; the difference of two dot products can round to -1e-17 for equal distributions
+    # KL >= 0; for equal distributions the float32 sums can round to about -1e-8
     return {"n_tokens": count, "ce": {n: v / count for n, v in ce.items()},
             "kl": {n: max(v / count, 0.0) for n, v in kl.items()}}
+
+
+def _log_sum_exp(y: Tensor) -> tuple[Tensor, Tensor]:
+    """``log sum_v exp(y_v)`` over the last axis in float64 (absolute error about 1e-7 for
+    float32 logits, against 1e-6 for a float32 result), and ``exp(y - max)``.
+
+    The exponentials and their sum stay in the logits' dtype (one pass over the 49k-way rows
+    instead of a float64 copy, about 8x faster); the maximum and the log are added in float64.
+    """
+    m = y.amax(-1, keepdim=True)
+    e = torch.exp(y - m)
+    return m[..., 0].double() + torch.log(e.sum(-1).double()), e
 
 
 #: a block's residual input / output: TransformerLens names and a TransformerBridge's canonical ones

@@ -166,6 +166,32 @@ def test_spliced_ce_equals_hand_written_splice(native_model, corpus):
     assert out["kl"]["sae"] == pytest.approx(kl, rel=1e-5)
 
 
+def test_spliced_kl_of_near_copies_equals_float64_to_1e_8_nats(corpus):
+    """The float32 log-sum-exp with a float64 max and log: CE to 1e-7 relative and KL to
+    1e-8 nats per token of the float64 log-softmax, also for replacements so close to the
+    clean activations that KL is ~5e-6, with a 49,152-way vocabulary and logits as large as a
+    real LM's (~50): a plain float32 log-sum-exp is then off by ~4e-8 nats, which this test
+    catches."""
+    from tests.conftest import NATIVE_CFG
+
+    model = npb.load_model(dict(NATIVE_CFG, d_vocab=49152))
+    head = dict(model.named_parameters())["head._original_component.weight"]
+    with torch.no_grad():
+        head.mul_(12.0)
+    ctxs = npb.dictionary.corpus_contexts(model, corpus, n_tokens=None, context_size=20)
+    ids = torch.tensor(ctxs)
+    reps = {f"scale {e}": (lambda x, e=e: x * (1 + e)) for e in (1e-1, 1e-2, 1e-3)}
+    out = spliced_losses(model, ctxs, HOOK, reps, batch_size=4)
+    _, lpc = _hand_ce(model, ids, None)
+    assert lpc.exp().max() > 0.5  # peaked distributions, as a trained LM's
+    for name, fn in reps.items():
+        ce, lp = _hand_ce(model, ids, fn)
+        kl = float((lpc.exp() * (lpc - lp)).sum(-1).mean())
+        assert out["ce"][name] == pytest.approx(ce, rel=1e-7)
+        assert out["kl"][name] == pytest.approx(kl, rel=1e-3, abs=1e-8)
+    assert out["kl"]["scale 0.001"] < 1e-4  # the near-copy case is really near
+
+
 def test_evaluate_metrics_against_direct_computation(native_model, corpus):
     sae = SAE(32, 64, "l1", hook_name=HOOK, seed=4)
     with torch.no_grad():
