@@ -348,8 +348,10 @@ def _log_sum_exp(y: Tensor) -> tuple[Tensor, Tensor]:
     """``log sum_v exp(y_v)`` over the last axis in float64 (absolute error about 1e-7 for
     float32 logits, against 1e-6 for a float32 result), and ``exp(y - max)``.
 
-    The exponentials and their sum stay in the logits' dtype (one pass over the 49k-way rows
-    instead of a float64 copy, about 8x faster); the maximum and the log are added in float64.
+    The exponentials and their sum stay in the logits' dtype (no float64 copy of the 49k-way
+    rows; with the CE gather and the KL dot product about 3.5x faster per replacement than a
+    float64 log-softmax, measured on [8, 127, 49152] logits); the maximum and the log are
+    added in float64.
     """
     m = y.amax(-1, keepdim=True)
     e = torch.exp(y - m)
