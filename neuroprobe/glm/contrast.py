@@ -304,12 +304,20 @@ class ContrastResult:
         return stats.f.cdf(s, self.dim, self.df)
 
     @cached_property
-    def _sf_np(self) -> np.ndarray:
-        return self._sf(self._np())
+    def _tails_np(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(sf, cdf, q)`` of the statistic; ``q`` (the smaller tail) only for t."""
+        s = self._np()
+        if self.stat_type == "t":
+            return pv.t_tails(s, self.df)
+        return self._sf(s), self._cdf(s), None
 
-    @cached_property
+    @property
+    def _sf_np(self) -> np.ndarray:
+        return self._tails_np[0]
+
+    @property
     def _cdf_np(self) -> np.ndarray:
-        return self._cdf(self._np())
+        return self._tails_np[1]
 
     @cached_property
     def p(self) -> Float[Tensor, " N"]:
@@ -339,7 +347,8 @@ class ContrastResult:
     @cached_property
     def z(self) -> Float[Tensor, " N"]:
         """nilearn's z (``norm.isf`` of the clipped p; ``norm.ppf`` of 1-p where z < 0)."""
-        z = pv.nilearn_z(self._sf_np, self._cdf_np)
+        sf, cdf, q = self._tails_np
+        z = pv.nilearn_z(sf, cdf) if q is None else pv.t_nilearn_z(self._np(), q)
         z[self._const_np] = 0.0
         return torch.as_tensor(z, device=self.stat.device)
 

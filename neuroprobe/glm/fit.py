@@ -302,7 +302,7 @@ def result_from_stats(st: GLMStats, X: np.ndarray, cols, *, noise: str, bins: in
         )
     with serial_torch(st.xty.device):
         fit = fit_ols(st, X, df_resid) if noise == "ols" else fit_ar1(st, X, df_resid, bins)
-    n_const = int(fit.constant.sum())
+        n_const = int(torch.count_nonzero(fit.constant))
     if n_const:
         warnings.warn(
             f"{n_const} of {fit.beta.shape[1]} units are constant over time; they get "

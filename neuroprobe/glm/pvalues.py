@@ -8,6 +8,9 @@ significance with the same arithmetic (statsmodels' ``multipletests`` convention
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import special, stats
 
@@ -98,6 +101,46 @@ def nilearn_z(p: np.ndarray, one_minus_p: np.ndarray) -> np.ndarray:
     omp = np.clip(one_minus_p, 1.0e-300, 1.0 - 1.0e-16)
     z_cdf = stats.norm.ppf(omp)
     return np.where(z < 0, z_cdf, z)
+
+
+def _threaded_stdtr(df, x: np.ndarray) -> np.ndarray:
+    """``special.stdtr(df, x)``, split over the CPU's threads for large ``x`` (the ufunc
+    releases the GIL; each value is computed exactly as in one call)."""
+    n_threads = min(os.cpu_count() or 1, 8)
+    if x.size < 50_000 or n_threads < 2 or np.ndim(df) != 0:
+        return special.stdtr(df, x)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat, dtype=np.float64)
+    cuts = np.linspace(0, flat.size, n_threads + 1).astype(int)
+    parts = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    with ThreadPoolExecutor(n_threads) as ex:
+        list(ex.map(lambda sl: special.stdtr(df, flat[sl], out=out[sl]), parts))
+    return out.reshape(np.shape(x))
+
+
+def t_tails(t: np.ndarray, df) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(sf, cdf, q)`` of Student's t from one evaluation of its smaller tail.
+
+    ``q = stdtr(df, -|t|)`` is scipy's ``t.sf(t)`` where ``t >= 0`` and its ``t.cdf(t)``
+    where ``t < 0``, the same call on the same argument, so those values are scipy's to the
+    last bit; the other tail is ``1 - q`` (a number in ``[0.5, 1]``, within one ulp of
+    scipy's).  Half the special-function work of calling ``t.sf`` and ``t.cdf``.
+    """
+    q = _threaded_stdtr(df, -np.abs(t))
+    pos = t >= 0
+    return np.where(pos, q, 1.0 - q), np.where(pos, 1.0 - q, q), q
+
+
+def t_nilearn_z(t: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """:func:`nilearn_z` of a t statistic from its smaller tail ``q`` (see :func:`t_tails`).
+
+    nilearn takes ``norm.isf`` of the clipped upper p, and ``norm.ppf`` of the clipped lower
+    p where that z is negative; the branch it keeps is always the one whose p is ``q``
+    (``t >= 0``: upper; ``t < 0``: lower), so one ``ndtri`` of the clipped ``q`` gives its
+    z, with the sign of ``t``.
+    """
+    r = special.ndtri(np.clip(q, 1.0e-300, 1.0 - 1.0e-16))
+    return np.where(t < 0, r, -r)
 
 
 #: corrections beyond ``none`` / ``bonferroni``, by statsmodels ``multipletests`` name

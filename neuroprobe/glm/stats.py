@@ -315,7 +315,7 @@ def _assemble(Yn, X, plan: OnePassPlan, out: dict, shift, segments) -> GLMStats:
     if ar and segments is not None:
         want.append(segment_edges(segments))
     ridx = np.unique(np.concatenate(want)) if ar else np.zeros(0, np.int64)
-    Yr = Yn[ridx].astype(np.float64)
+    Yr = Yn[ridx].astype(np.float64, copy=False)  # the fancy index already copied
     if shift is not None:
         Yr -= shift
 
@@ -329,9 +329,9 @@ def _assemble(Yn, X, plan: OnePassPlan, out: dict, shift, segments) -> GLMStats:
     else:
         ysum = lin[k - 1]
     if ar and pc.any():
-        Ye = rows(edge)
-        G[P : 2 * P][pc] = G[:P][pc] + dup[edge].T @ Ye
-        G[2 * P :][pc] = G[:P][pc] + ddn[edge].T @ Ye
+        # dup/ddn are zero off the edge rows: multiply all gathered rows, no second gather
+        G[P : 2 * P][pc] = G[:P][pc] + dup[ridx].T @ Yr
+        G[2 * P :][pc] = G[:P][pc] + ddn[ridx].T @ Yr
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
     st = GLMStats(T, t(G[:P]), t(out["yy"]), t(ysum),
                   t(np.zeros(N) if shift is None else shift),

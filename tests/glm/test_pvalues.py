@@ -1,8 +1,9 @@
-"""The corrections of neuroprobe.glm.pvalues against statsmodels' multipletests numbers."""
+"""The p-values and corrections of neuroprobe.glm.pvalues against scipy, nilearn and statsmodels."""
 
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 import neuroprobe as npb
 from neuroprobe.glm import pvalues as pv
@@ -45,3 +46,21 @@ def test_new_corrections_through_contrast():
             np.testing.assert_allclose(con.corrected_p(method, tail=tail).numpy(), padj,
                                        rtol=1e-10)
         assert 0 < int(con.significant(0.05, method).sum()) <= 30 + 5
+
+
+@pytest.mark.parametrize("df", [1.0, 3.5, 30.0, 1994.0, np.inf])
+def test_t_tails_and_z_from_one_tail_equal_scipy_and_nilearn(df):
+    """One stdtr of -|t| gives scipy's sf/cdf (the small tail bit for bit, the large one
+    within an ulp) and nilearn's z (isf of the clipped p; ppf of the clipped cdf below 0)."""
+    from neuroprobe.glm import pvalues as pv
+
+    rng = np.random.default_rng(0)
+    t = np.r_[rng.standard_normal(2000) * 4, 0.0, -0.0, 1e-300, -1e-300, 1e-17, -1e-17,
+              40.0, -40.0, 1e4, -1e4, np.inf, -np.inf, np.nan]
+    sf, cdf, q = pv.t_tails(t, df)
+    ref_sf, ref_cdf = stats.t.sf(t, df), stats.t.cdf(t, df)
+    small = np.where(t >= 0, ref_sf, ref_cdf)
+    np.testing.assert_array_equal(q, small)
+    np.testing.assert_allclose(sf, ref_sf, rtol=3e-16, atol=0)
+    np.testing.assert_allclose(cdf, ref_cdf, rtol=3e-16, atol=0)
+    np.testing.assert_array_equal(pv.t_nilearn_z(t, q), pv.nilearn_z(ref_sf, ref_cdf))
