@@ -320,6 +320,8 @@ def _assemble(Yn, X, plan: OnePassPlan, out: dict, shift, segments) -> GLMStats:
         Yr -= shift
 
     def rows(idx):
+        if np.array_equal(idx, ridx):  # the usual case for the segment edges: no copy
+            return Yr
         return Yr[np.searchsorted(ridx, idx)]
 
     if seg is not None:
