@@ -9,6 +9,9 @@ Prints, from one run:
   sentences: seconds (target < 300 for 100 masks over 200 sentences), and the same number
   of ablations run one mask per forward pass (on a subset, extrapolated), for the ratio that
   batching the masks buys;
+* the matmul floor of those passes: the weight products of one float32 forward over the
+  held-out tokens timed as plain ``torch.mm`` on this machine, times the number of passes
+  (no exact float32 route can be faster);
 * the reference implementation's time (scipy ``ttest_ind(equal_var=False)`` + top-k over
   the same values) vs neuroprobe's selection.
 
@@ -48,6 +51,37 @@ def plain_ablated_ce(model, network, texts, reference) -> float:
                 reduction="none").view(ids.shape[0], -1).mean(1)
             ces.append(ce)
     return float(torch.cat(ces).mean())
+
+
+def matmul_floor_seconds(model, n_tokens: int, rows: int, repeat: int = 5) -> tuple[float, float]:
+    """Seconds the weight matrix products of one forward pass over ``n_tokens`` tokens take
+    on this machine, measured: each projection of a block (q, k, v, o, gate, up, down) and
+    the unembedding as a plain float32 ``torch.mm`` of ``[rows, d_in] @ [d_in, d_out]``
+    (``rows`` as in the batched passes), best of ``repeat``, scaled to ``n_tokens`` rows and
+    ``n_layers`` blocks.  Attention scores, norms, the softmax and the loss are left out, so
+    no exact float32 pass can be faster.  Returns (seconds, GFLOP per pass)."""
+    cfg = model.cfg
+    d, dm, dh, V = cfg.d_model, cfg.d_mlp, cfg.d_head, cfg.d_vocab
+    nkv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    block = [(d, cfg.n_heads * dh), (d, nkv * dh), (d, nkv * dh), (cfg.n_heads * dh, d),
+             (d, dm), (d, dm), (dm, d)]
+    if getattr(cfg, "act_fn", "") not in ("silu", "swiglu") and not getattr(cfg, "gated_mlp",
+                                                                             False):
+        block.pop(4)  # no gate projection
+
+    def best(d_in, d_out):
+        a, w = torch.randn(rows, d_in), torch.randn(d_in, d_out)
+        a @ w
+        ts = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            a @ w
+            ts.append(time.perf_counter() - t0)
+        return min(ts) * n_tokens / rows
+
+    sec = cfg.n_layers * sum(best(i, o) for i, o in block) + best(d, V)
+    flop = 2 * n_tokens * (cfg.n_layers * sum(i * o for i, o in block) + d * V)
+    return sec, flop / 1e9
 
 
 def main(argv=None) -> None:
@@ -96,6 +130,15 @@ def main(argv=None) -> None:
     print(f"causal_effect: {n_abl} ablations (network + {args.n_random} random) + intact, "
           f"{len(held)} sentences: {t_batch:.1f} s (target < 300 s for 100 over 200); "
           f"dCE {eff.delta_ce:.4f} vs random p95 {eff.null_p95:.4f}")
+    n_tok = sum(int(t.numel()) for t in tokenize_prompts(model, list(held)))
+    rows = 256 * 2**20 // (4 * round(n_tok / len(held)) * model.cfg.d_vocab) \
+        * round(n_tok / len(held))  # tokens per batched pass under the 256 MiB logits budget
+    floor_pass, gflop = matmul_floor_seconds(model, n_tok, rows)
+    n_pass = n_abl + 1  # the ablated passes and the intact one
+    print(f"matmul floor: {n_tok} tokens, {gflop:.0f} GFLOP per pass "
+          f"({gflop / floor_pass:.0f} GFLOP/s measured here): {floor_pass:.2f} s per pass, "
+          f"{floor_pass * n_pass:.1f} s for {n_pass} passes; causal_effect takes "
+          f"{t_batch / (floor_pass * n_pass):.2f}x that floor")
 
     # the unbatched route: one mask per forward pass over the whole model
     rnd = npb.random_networks(net, args.n_slow, seed=9)
