@@ -159,7 +159,9 @@ class OnePassPlan:
 
     Columns of ``X`` that are constant inside the design's segments (boxcars, run and
     constant columns) are obtained from per-segment sums of ``y``; only the other columns
-    (drifts, HRF-convolved regressors) and, for AR(1), their lagged copies are multiplied
+    (drifts, HRF-convolved regressors) and, for AR(1), those of their lagged copies that
+    are not a combination of the design's columns off a few rows (cosine drifts and HRF
+    regressors are not; polynomial drifts are, see :func:`_lag_in_span`) are multiplied
     row by row.  Each row tile carries its slice of that small operator plus indicator rows
     of the segments it touches, so one small BLAS product per tile gives all linear sums.
     """
@@ -172,10 +174,73 @@ class OnePassPlan:
     starts: np.ndarray | None  # segment starts (None: no segments)
     k_rest: int  # rows of the operator before the segment indicators
     tiles: tuple
+    lagged: np.ndarray | None = None  # AR: columns of rest whose lagged copies are multiplied
+    derived: np.ndarray | None = None  # AR: [P] bool, lag products derived after the pass
+    C_up: np.ndarray | None = None  # AR: [P, n_derived], Xup[:, derived] = X C_up + D_up
+    C_dn: np.ndarray | None = None
+    D_up: np.ndarray | None = None  # AR: [T, n_derived], zero but on a few rows
+    D_dn: np.ndarray | None = None
 
     @property
     def n_seg(self) -> int:
         return 0 if self.starts is None else int(self.starts.size)
+
+
+#: a lagged design column counts as "in the span" of the design when, off at most this many
+#: rows, it equals a combination of the design's columns to this relative tolerance
+SPAN_EDGE_ROWS = 4
+SPAN_RTOL = 1e-13
+
+
+def _lag_in_span(X: np.ndarray, L: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(C, D)`` with ``L = X C + D`` exactly and ``D`` zero but on at most
+    :data:`SPAN_EDGE_ROWS` rows, or None.  A polynomial drift shifted by one row is again a
+    polynomial of the same degree (so in the span of the drift and constant columns) on
+    every row but the one the shift empties."""
+    T = X.shape[0]
+    if T <= 2 * SPAN_EDGE_ROWS + X.shape[1]:
+        return None
+    interior = slice(1, T - 1)
+    C, *_ = np.linalg.lstsq(X[interior], L[interior], rcond=None)
+    D = L - X @ C
+    scale = np.abs(L).max(0)
+    small = np.abs(D) <= SPAN_RTOL * np.where(scale > 0, scale, 1.0)
+    if ((~small).sum(0) > SPAN_EDGE_ROWS).any():
+        return None
+    D[small] = 0.0
+    return C, D
+
+
+def _derived_lags(X: np.ndarray, up: np.ndarray, dn: np.ndarray, pc: np.ndarray,
+                  rest: np.ndarray):
+    """AR(1): the columns whose lag products come from ``X'y`` after the pass, and how.
+
+    Piecewise-constant columns (``pc``) shifted by a row equal themselves off the segment
+    edges (``C`` = identity); a column of ``rest`` whose shifts are in the span of the
+    design off a few rows (polynomial drifts) gets ``C`` from least squares.  Returns
+    (lagged: columns of rest still multiplied row by row, derived [P] bool, C_up, C_dn,
+    D_up, D_dn)."""
+    P = X.shape[1]
+    derived = pc.copy()
+    span = {}
+    for j in rest:
+        u, d = _lag_in_span(X, up[:, [j]]), _lag_in_span(X, dn[:, [j]])
+        if u is not None and d is not None:
+            span[int(j)] = (u, d)
+            derived[j] = True
+    cols = np.flatnonzero(derived)
+    C_up, C_dn = np.zeros((P, cols.size)), np.zeros((P, cols.size))
+    D_up, D_dn = np.zeros((X.shape[0], cols.size)), np.zeros((X.shape[0], cols.size))
+    for i, j in enumerate(cols):
+        if j in span:
+            (cu, du), (cd, dd) = span[int(j)]
+            C_up[:, i], D_up[:, i] = cu[:, 0], du[:, 0]
+            C_dn[:, i], D_dn[:, i] = cd[:, 0], dd[:, 0]
+        else:  # piecewise constant: the column itself, off its segment edges
+            C_up[j, i] = C_dn[j, i] = 1.0
+            D_up[:, i], D_dn[:, i] = up[:, j] - X[:, j], dn[:, j] - X[:, j]
+    lagged = np.array([j for j in rest if int(j) not in span], dtype=np.int64)
+    return lagged, derived, C_up, C_dn, D_up, D_dn
 
 
 def one_pass_plan(X: np.ndarray, *, ar: bool, segments: np.ndarray | None,
@@ -190,8 +255,10 @@ def one_pass_plan(X: np.ndarray, *, ar: bool, segments: np.ndarray | None,
         starts, pc = None, np.zeros(P, bool)
     rest = np.flatnonzero(~pc)
     rows = [X[:, rest].T]
+    lags = None
     if ar:
-        rows += [up[:, rest].T, dn[:, rest].T]
+        lags = _derived_lags(X, up, dn, pc, rest)
+        rows += [up[:, lags[0]].T, dn[:, lags[0]].T]
     if starts is None:
         rows.append(np.ones((1, T)))  # sum of y
     Mr = np.concatenate(rows) if rows else np.zeros((0, T))
@@ -207,7 +274,9 @@ def one_pass_plan(X: np.ndarray, *, ar: bool, segments: np.ndarray | None,
             ind = (segments[None, r0:r1] == sid[:, None]).astype(np.float64)
             A = np.concatenate([Mr[:, r0:r1], ind])
         tiles.append(_RowTile(r0, r1, np.ascontiguousarray(A), sid))
-    return OnePassPlan(T, P, ar, rest, pc, starts, k_rest, tuple(tiles))
+    extra = {} if lags is None else dict(zip(
+        ("lagged", "derived", "C_up", "C_dn", "D_up", "D_dn"), lags, strict=True))
+    return OnePassPlan(T, P, ar, rest, pc, starts, k_rest, tuple(tiles), **extra)
 
 
 def _column_block(Yn: np.ndarray, plan: OnePassPlan, c0: int, c1: int, shift: np.ndarray | None,
@@ -301,17 +370,18 @@ def _assemble(Yn, X, plan: OnePassPlan, out: dict, shift, segments) -> GLMStats:
     k, rest, pc, ar = plan.k_rest, plan.rest, plan.pc, plan.ar
     nr = rest.size
     G = np.empty((3 * P if ar else P, N))
-    for j in range(3 if ar else 1):
-        G[j * P + rest] = lin[j * nr : (j + 1) * nr]
+    G[rest] = lin[:nr]
+    derived = ar and bool(plan.derived.any())
+    if ar:
+        lagged, nl = plan.lagged, plan.lagged.size
+        G[P + lagged] = lin[nr : nr + nl]
+        G[2 * P + lagged] = lin[nr + nl : nr + 2 * nl]
     seg = lin[k:] if plan.starts is not None else None
 
     # the few rows read again (first, last, segment edges), gathered once
     want = [np.array([0, T - 1])]
-    if ar and pc.any():
-        up, dn = lag_matrices(X)
-        dup, ddn = (up - X)[:, pc], (dn - X)[:, pc]
-        edge = np.flatnonzero((dup != 0).any(1) | (ddn != 0).any(1))
-        want.append(edge)
+    if derived:
+        want.append(np.flatnonzero((plan.D_up != 0).any(1) | (plan.D_dn != 0).any(1)))
     if ar and segments is not None:
         want.append(segment_edges(segments))
     ridx = np.unique(np.concatenate(want)) if ar else np.zeros(0, np.int64)
@@ -330,10 +400,11 @@ def _assemble(Yn, X, plan: OnePassPlan, out: dict, shift, segments) -> GLMStats:
             G[:P][pc] = X[plan.starts][:, pc].T @ seg
     else:
         ysum = lin[k - 1]
-    if ar and pc.any():
-        # dup/ddn are zero off the edge rows: multiply all gathered rows, no second gather
-        G[P : 2 * P][pc] = G[:P][pc] + dup[ridx].T @ Yr
-        G[2 * P :][pc] = G[:P][pc] + ddn[ridx].T @ Yr
+    if derived:
+        # Xup[:, d] = X C_up + D_up (D zero off the gathered rows), the same for Xdn
+        d = plan.derived
+        G[P : 2 * P][d] = plan.C_up.T @ G[:P] + plan.D_up[ridx].T @ Yr
+        G[2 * P :][d] = plan.C_dn.T @ G[:P] + plan.D_dn[ridx].T @ Yr
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
     st = GLMStats(T, t(G[:P]), t(out["yy"]), t(ysum),
                   t(np.zeros(N) if shift is None else shift),

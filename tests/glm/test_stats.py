@@ -18,7 +18,8 @@ BLOCKS = [("a", 9), ("b", 7), ("c", 11)] * 5  # T = 135
 
 
 def _case(drift="cosine", seed=0, N=37, offset=4.0):
-    d = npb.BlockDesign.from_blocks(BLOCKS, baseline="c", drift=drift, high_pass=0.03)
+    kw = dict(drift_order=3) if drift == "polynomial" else dict(high_pass=0.03)
+    d = npb.BlockDesign.from_blocks(BLOCKS, baseline="c", drift=drift, **kw)
     X = d.matrix
     rng = np.random.default_rng(seed)
     Y = offset + rng.standard_normal((len(X), N)).cumsum(0) * 0.3
@@ -39,7 +40,7 @@ def _plain(Y, X, segments, shift):
     return out
 
 
-@pytest.mark.parametrize("drift", ["cosine", None])
+@pytest.mark.parametrize("drift", ["cosine", "polynomial", None])
 @pytest.mark.parametrize("use_seg", [True, False])
 @pytest.mark.parametrize("tiles", [(128, 2048), (7, 5), (1, 1), (200, 3)])
 @pytest.mark.parametrize("n_threads", [1, 2])
@@ -100,3 +101,25 @@ def test_one_pass_memmap_and_float32(tmp_path):
     b = npb.fit_glm(y64 - y64.mean(0), X, noise="ar1")  # t does not depend on the offset
     np.testing.assert_allclose(a.contrast("x0 - x1").t.numpy(),
                                b.contrast("x0 - x1").t.numpy(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("drift, derived", [("polynomial", 6), ("cosine", 3), (None, 3)])
+def test_lag_products_derived_from_the_span_of_the_design(drift, derived):
+    """AR(1): lagged copies of piecewise-constant columns, the constant and polynomial
+    drifts equal a combination of the design's columns off a few rows, so their lag
+    products come from X'y after the pass (no operator rows); cosine drifts are multiplied
+    row by row.  The numbers are checked in test_one_pass_matches_plain_loop."""
+    from neuroprobe.glm.stats import one_pass_plan
+
+    X, cols, _ = _case(drift)
+    seg = _segments(X, cols)[0]
+    plan = one_pass_plan(X, ar=True, segments=seg)
+    assert int(plan.derived.sum()) == derived, (cols, plan.derived)
+    assert plan.lagged.size == X.shape[1] - derived
+    up, dn = lag_matrices(X)
+    d = plan.derived
+    np.testing.assert_allclose(X @ plan.C_up + plan.D_up, up[:, d], atol=1e-12)
+    np.testing.assert_allclose(X @ plan.C_dn + plan.D_dn, dn[:, d], atol=1e-12)
+    spanned = ~plan.pc[d]  # derived by least squares (not piecewise constant)
+    assert ((plan.D_up[:, spanned] != 0).sum(0) <= 4).all()
+    assert ((plan.D_dn[:, spanned] != 0).sum(0) <= 4).all()
