@@ -308,7 +308,7 @@ class ContrastResult:
         """``(sf, cdf, q)`` of the statistic; ``q`` (the smaller tail) only for t."""
         s = self._np()
         if self.stat_type == "t":
-            return pv.t_tails(s, self.df)
+            return pv.t_tails(s, self.df, n_threads=torch.get_num_threads())
         return self._sf(s), self._cdf(s), None
 
     @property

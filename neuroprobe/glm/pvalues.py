@@ -103,10 +103,10 @@ def nilearn_z(p: np.ndarray, one_minus_p: np.ndarray) -> np.ndarray:
     return np.where(z < 0, z_cdf, z)
 
 
-def _threaded_stdtr(df, x: np.ndarray) -> np.ndarray:
-    """``special.stdtr(df, x)``, split over the CPU's threads for large ``x`` (the ufunc
+def _threaded_stdtr(df, x: np.ndarray, n_threads: int) -> np.ndarray:
+    """``special.stdtr(df, x)``, split over ``n_threads`` threads for large ``x`` (the ufunc
     releases the GIL; each value is computed exactly as in one call)."""
-    n_threads = min(os.cpu_count() or 1, 8)
+    n_threads = max(1, min(n_threads, os.cpu_count() or 1, 8))
     if x.size < 50_000 or n_threads < 2 or np.ndim(df) != 0:
         return special.stdtr(df, x)
     flat = np.ascontiguousarray(x).reshape(-1)
@@ -118,15 +118,16 @@ def _threaded_stdtr(df, x: np.ndarray) -> np.ndarray:
     return out.reshape(np.shape(x))
 
 
-def t_tails(t: np.ndarray, df) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def t_tails(t: np.ndarray, df, n_threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(sf, cdf, q)`` of Student's t from one evaluation of its smaller tail.
 
     ``q = stdtr(df, -|t|)`` is scipy's ``t.sf(t)`` where ``t >= 0`` and its ``t.cdf(t)``
     where ``t < 0``, the same call on the same argument, so those values are scipy's to the
     last bit; the other tail is ``1 - q`` (a number in ``[0.5, 1]``, within one ulp of
-    scipy's).  Half the special-function work of calling ``t.sf`` and ``t.cdf``.
+    scipy's).  Half the special-function work of calling ``t.sf`` and ``t.cdf``; with
+    ``n_threads > 1`` a large ``t`` is split over that many threads.
     """
-    q = _threaded_stdtr(df, -np.abs(t))
+    q = _threaded_stdtr(df, -np.abs(t), n_threads)
     pos = t >= 0
     return np.where(pos, q, 1.0 - q), np.where(pos, 1.0 - q, q), q
 

@@ -193,7 +193,8 @@ SPAN_RTOL = 1e-13
 
 
 def _lag_in_span(X: np.ndarray, L: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(C, D)`` with ``L = X C + D`` exactly and ``D`` zero but on at most
+    """``(C, D)`` with ``L = X C + D`` (``D`` kept exactly on the rows where it is above
+    :data:`SPAN_RTOL` of the column, zeroed below) and ``D`` nonzero on at most
     :data:`SPAN_EDGE_ROWS` rows, or None.  A polynomial drift shifted by one row is again a
     polynomial of the same degree (so in the span of the drift and constant columns) on
     every row but the one the shift empties."""

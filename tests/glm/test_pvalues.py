@@ -64,3 +64,14 @@ def test_t_tails_and_z_from_one_tail_equal_scipy_and_nilearn(df):
     np.testing.assert_allclose(sf, ref_sf, rtol=3e-16, atol=0)
     np.testing.assert_allclose(cdf, ref_cdf, rtol=3e-16, atol=0)
     np.testing.assert_array_equal(pv.t_nilearn_z(t, q), pv.nilearn_z(ref_sf, ref_cdf))
+
+
+def test_t_tails_split_over_threads_equal_one_call():
+    from neuroprobe.glm import pvalues as pv
+
+    t = np.random.default_rng(1).standard_normal(120_001) * 3
+    one = pv.t_tails(t, 57.0, n_threads=1)
+    two = pv.t_tails(t, 57.0, n_threads=2)
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(two[2], stats.t.sf(np.abs(t), 57.0))
