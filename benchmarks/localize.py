@@ -11,7 +11,7 @@ Prints, from one run:
   batching the masks buys;
 * the matmul floor of those passes: the weight products of one float32 forward over the
   held-out tokens timed as plain ``torch.mm`` on this machine, times the number of passes
-  (no exact float32 route can be faster);
+  (no float32 pass through this machine's ``torch.mm`` can be faster);
 * the reference implementation's time (scipy ``ttest_ind(equal_var=False)`` + top-k over
   the same values) vs neuroprobe's selection.
 
@@ -59,14 +59,14 @@ def matmul_floor_seconds(model, n_tokens: int, rows: int, repeat: int = 5) -> tu
     the unembedding as a plain float32 ``torch.mm`` of ``[rows, d_in] @ [d_in, d_out]``
     (``rows`` as in the batched passes), best of ``repeat``, scaled to ``n_tokens`` rows and
     ``n_layers`` blocks.  Attention scores, norms, the softmax and the loss are left out, so
-    no exact float32 pass can be faster.  Returns (seconds, GFLOP per pass)."""
+    no float32 pass through this machine's ``torch.mm`` can be faster.  Returns (seconds,
+    GFLOP per pass)."""
     cfg = model.cfg
     d, dm, dh, V = cfg.d_model, cfg.d_mlp, cfg.d_head, cfg.d_vocab
     nkv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
     block = [(d, cfg.n_heads * dh), (d, nkv * dh), (d, nkv * dh), (cfg.n_heads * dh, d),
              (d, dm), (d, dm), (dm, d)]
-    if getattr(cfg, "act_fn", "") not in ("silu", "swiglu") and not getattr(cfg, "gated_mlp",
-                                                                             False):
+    if not getattr(cfg, "gated_mlp", False):
         block.pop(4)  # no gate projection
 
     def best(d_in, d_out):
