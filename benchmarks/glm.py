@@ -4,6 +4,7 @@ Usage::
 
     nice -n 10 python benchmarks/glm.py      # T=2000, N=100,000, P=6, float64 (the issue's)
     python benchmarks/glm.py --quick         # N=20,000, one repeat, no statsmodels/max-T
+    python benchmarks/glm.py --device cuda [--dtype float32]   # neuroprobe's fits on a GPU
 
 Besides neuroprobe and nilearn, the same run measures the one-read floor of this machine:
 ``torch.sum(Y, 0)`` and ``X.T @ Y`` (the faster of torch and numpy, all threads) on the
@@ -74,7 +75,8 @@ def _rss_mb(field: str) -> float:
 WARM = ("floor_sum", "floor_xty", "floor_xty_numpy", "neuroprobe_ols", "neuroprobe_ar1")
 
 
-def worker(method: str, path: str, n_slice: int, n_perm: int) -> dict:
+def worker(method: str, path: str, n_slice: int, n_perm: int, device: str = "cpu",
+           dtype: str = "float64") -> dict:
     sys.path.insert(0, os.path.dirname(HERE))
     import torch
 
@@ -111,11 +113,11 @@ def worker(method: str, path: str, n_slice: int, n_perm: int) -> dict:
             out = {"n_bins": len(results), "checksum": float(np.nansum(z))}
         elif method in ("neuroprobe_ols", "neuroprobe_ar1", "slice_neuroprobe"):
             noise = "ar1" if method.endswith("ar1") else "ols"
-            res = npb.fit_glm(Y, X, noise=noise)
+            res = npb.fit_glm(Y, X, noise=noise, device=device, dtype=getattr(torch, dtype))
             con = res.contrast("A - B")
             z = con.z
             _ = con.p
-            out = {"checksum": float(z.sum())}
+            out = {"checksum": float(z.sum())}  # on a GPU: .sum() -> float waits for it
         elif method in ("neuroprobe_maxt", "neuroprobe_maxt_ar1"):
             res = npb.fit_glm(Y, X, noise="ar1" if method.endswith("ar1") else "ols")
             con = res.contrast("A - B")
@@ -151,9 +153,10 @@ def worker(method: str, path: str, n_slice: int, n_perm: int) -> dict:
     return out
 
 
-def run_worker(method, path, n_slice, n_perm):
+def run_worker(method, path, n_slice, n_perm, device="cpu", dtype="float64"):
     cmd = [sys.executable, __file__, "--worker", method, "--data", path,
-           "--n-slice", str(n_slice), "--n-permutations", str(n_perm)]
+           "--n-slice", str(n_slice), "--n-permutations", str(n_perm), "--device", device,
+           "--dtype", dtype]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{r.stderr[-3000:]}")
@@ -171,12 +174,18 @@ def main() -> None:
                          "and max-T")
     ap.add_argument("--repeat", type=int, default=None,
                     help="runs of the OLS pair and of neuroprobe ar1 (median reported)")
+    ap.add_argument("--device", default="cpu",
+                    help="where neuroprobe's OLS/AR(1) fits run (e.g. cuda); nilearn, "
+                         "statsmodels and the floors stay on the CPU")
+    ap.add_argument("--dtype", default="float64", choices=("float64", "float32"),
+                    help="neuroprobe's compute dtype on --device (float64 on the CPU)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--out", help="write the table as JSON here")
     a = ap.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.worker, a.data, a.n_slice, a.n_permutations)))
+        print(json.dumps(worker(a.worker, a.data, a.n_slice, a.n_permutations, a.device,
+                                a.dtype)))
         return
     if a.n_units is None:
         a.n_units = 20_000 if a.quick else 100_000
@@ -188,7 +197,8 @@ def main() -> None:
         make_data(a.n_time, a.n_units, path)
         print(f"data: T={a.n_time} N={a.n_units} P=6 float64 "
               f"({a.n_time * a.n_units * 8 / 2**30:.2f} GiB), made in "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
+              f"{time.perf_counter() - t0:.1f} s; neuroprobe on {a.device} ({a.dtype})",
+              flush=True)
         methods = ["neuroprobe_ols", "nilearn_ols", "neuroprobe_ar1", "nilearn_ar1"]
         if not a.quick:
             methods += ["neuroprobe_maxt", "neuroprobe_maxt_ar1", "slice_neuroprobe",
@@ -204,7 +214,7 @@ def main() -> None:
             order += list(rep)
         order += [m for m in methods if m not in rep]
         for m in order:
-            out = run_worker(m, path, a.n_slice, a.n_permutations)
+            out = run_worker(m, path, a.n_slice, a.n_permutations, a.device, a.dtype)
             runs.setdefault(m, []).append(out)
             warm = f"   warm {out['warm_seconds']:.2f} s" if "warm_seconds" in out else ""
             print(f"  {m:18s} {out['seconds']:8.2f} s wall {out['cpu_seconds']:8.2f} s cpu"

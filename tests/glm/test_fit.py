@@ -494,3 +494,23 @@ def test_glm_probe_during_record_matches_fit_glm(native_model):
         b = npb.fit_glm(rec2, d, noise=noise).contrast("task")
         torch.testing.assert_close(a.t, b.t, rtol=1e-9, atol=1e-9)
         assert a.units == rec.units
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("noise", ["ols", "ar1"])
+def test_fit_glm_on_cuda_equals_cpu(noise):
+    """device="cuda": float64 gives the CPU numbers (1e-10), float32 compute within 1e-4
+    of them in t; results live on the GPU."""
+    rng = np.random.default_rng(0)
+    d = npb.BlockDesign.from_labels(list("ab" * 40 + "c" * 40), baseline="c",
+                                    drift="polynomial", drift_order=2)
+    Y = rng.standard_normal((len(d.matrix), 300)) + 2.0
+    Y[:, :30] += np.outer(d.matrix["a"].to_numpy(), np.ones(30))
+    cpu = npb.fit_glm(Y, d, noise=noise).contrast("a - b")
+    for dtype, rtol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        gpu = npb.fit_glm(Y, d, noise=noise, device="cuda", dtype=dtype).contrast("a - b")
+        assert gpu.t.device.type == "cuda"
+        np.testing.assert_allclose(gpu.t.double().cpu().numpy(), cpu.t.numpy(), rtol=rtol,
+                                   atol=rtol)
+        np.testing.assert_allclose(gpu.p.double().cpu().numpy(), cpu.p.numpy(),
+                                   rtol=1e3 * rtol, atol=rtol)
