@@ -157,7 +157,7 @@ def _ar1_null_max(glm, c: np.ndarray, tail: str, n_perm: int, seed: int,
     Zv = (1 + r * r - 2 * r) * Z - r * r * lastmask * st.last[None] \
         + r * (ya - nxt) + r * (yb - prv)
     xlast = torch.as_tensor(X[-1], device=dev)
-    xwy = st.xty - r * (st.xupy + st.xdny) + r * r * (st.xty - xlast[:, None] * st.last[None])
+    xwy = st.xty - r * st.xlag + r * r * (st.xty - xlast[:, None] * st.last[None])
     yw = st.yy - 2 * r * st.lag + r * r * (st.yy - st.last * st.last)
     cJ = c[J]
     nJ = len(J)

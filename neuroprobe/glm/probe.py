@@ -201,7 +201,7 @@ class GLMProbe:
         a = self._acc
         e = self._edges[0]
         st = GLMStats(self._T, a["xty"], a["yy"], a["ysum"], torch.zeros_like(a["yy"]),
-                      a["xupy"], a["xdny"], a["lag"], e[1], e[3], a.get("seg"),
+                      a["xupy"] + a["xdny"], a["lag"], e[1], e[3], a.get("seg"),
                       a.get("edges"))
         return st
 

@@ -10,8 +10,9 @@ With ``yc = y - shift`` (``shift`` per unit, zero unless the design spans the co
 ``xty``   ``X' yc``                             ``[P, N]``
 ``yy``    ``sum_t yc_t^2``                     ``[N]``
 ``ysum``  ``sum_t yc_t``                       ``[N]``
-``xupy``  ``sum_{t>=1} x_t yc_{t-1}``          ``[P, N]`` (AR only)
-``xdny``  ``sum_{t>=1} x_{t-1} yc_t``          ``[P, N]`` (AR only)
+``xlag``  ``sum_t (x_{t+1} + x_{t-1}) yc_t``    ``[P, N]`` (AR only; the rows outside
+          ``0..T-1`` count as 0.  nilearn's AR(1) needs only this sum of the two lag-1
+          cross products, never either alone)
 ``lag``   ``sum_{t>=1} yc_t yc_{t-1}``         ``[N]``    (AR only)
 ``first``, ``last``  ``yc_0``, ``yc_{T-1}``    ``[N]``    (AR only)
 ``seg``   sums of ``yc`` over the design's permutation segments ``[S, N]`` (max-T only)
@@ -56,8 +57,7 @@ class GLMStats:
     yy: Tensor
     ysum: Tensor
     shift: Tensor
-    xupy: Tensor | None = None
-    xdny: Tensor | None = None
+    xlag: Tensor | None = None  # (Xup + Xdn)' yc
     lag: Tensor | None = None
     first: Tensor | None = None
     last: Tensor | None = None
@@ -111,7 +111,7 @@ def design_operator(X: np.ndarray, *, ar: bool, segments: np.ndarray | None) -> 
 def _split(G: Tensor, P: int, ar: bool, S: int | None):
     out = {"xty": G[:P]}
     if ar:
-        out["xupy"], out["xdny"] = G[P : 2 * P], G[2 * P : 3 * P]
+        out["xlag"] = G[P : 2 * P] + G[2 * P : 3 * P]
     if S:
         out["seg"] = G[G.shape[0] - S :]
     return out
@@ -159,11 +159,11 @@ class OnePassPlan:
 
     Columns of ``X`` that are constant inside the design's segments (boxcars, run and
     constant columns) are obtained from per-segment sums of ``y``; only the other columns
-    (drifts, HRF-convolved regressors) and, for AR(1), those of their lagged copies that
-    are not a combination of the design's columns off a few rows (cosine drifts and HRF
-    regressors are not; polynomial drifts are, see :func:`_lag_in_span`) are multiplied
-    row by row.  Each row tile carries its slice of that small operator plus indicator rows
-    of the segments it touches, so one small BLAS product per tile gives all linear sums.
+    (drifts, HRF-convolved regressors) and, for AR(1), the sum of their two lagged copies
+    where it is not a combination of the design's columns off a few rows (HRF regressors;
+    not polynomial or cosine drifts, see :func:`_lag_in_span`) are multiplied row by row.
+    Each row tile carries its slice of that small operator plus indicator rows of the
+    segments it touches, so one small BLAS product per tile gives all linear sums.
     """
 
     T: int
@@ -174,12 +174,10 @@ class OnePassPlan:
     starts: np.ndarray | None  # segment starts (None: no segments)
     k_rest: int  # rows of the operator before the segment indicators
     tiles: tuple
-    lagged: np.ndarray | None = None  # AR: columns of rest whose lagged copies are multiplied
+    lagged: np.ndarray | None = None  # AR: columns of rest whose Xup + Xdn is multiplied
     derived: np.ndarray | None = None  # AR: [P] bool, lag products derived after the pass
-    C_up: np.ndarray | None = None  # AR: [P, n_derived], Xup[:, derived] = X C_up + D_up
-    C_dn: np.ndarray | None = None
-    D_up: np.ndarray | None = None  # AR: [T, n_derived], zero but on a few rows
-    D_dn: np.ndarray | None = None
+    C_lag: np.ndarray | None = None  # AR: [P, n_derived], (Xup + Xdn)[:, derived] = X C + D
+    D_lag: np.ndarray | None = None  # AR: [T, n_derived], zero but on a few rows
 
     @property
     def n_seg(self) -> int:
@@ -195,9 +193,10 @@ SPAN_RTOL = 1e-13
 def _lag_in_span(X: np.ndarray, L: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """``(C, D)`` with ``L = X C + D`` (``D`` kept exactly on the rows where it is above
     :data:`SPAN_RTOL` of the column, zeroed below) and ``D`` nonzero on at most
-    :data:`SPAN_EDGE_ROWS` rows, or None.  A polynomial drift shifted by one row is again a
-    polynomial of the same degree (so in the span of the drift and constant columns) on
-    every row but the one the shift empties."""
+    :data:`SPAN_EDGE_ROWS` rows, or None.  For ``L = Xup + Xdn`` of one column: a
+    polynomial drift shifted by a row either way is a polynomial of the same degree, and a
+    cosine drift ``c_k`` gives ``c_k(t+1) + c_k(t-1) = 2 cos(w_k) c_k(t)``, so both are in
+    the span of the design on every row but the first and the last."""
     T = X.shape[0]
     if T <= 2 * SPAN_EDGE_ROWS + X.shape[1]:
         return None
@@ -214,34 +213,35 @@ def _lag_in_span(X: np.ndarray, L: np.ndarray) -> tuple[np.ndarray, np.ndarray] 
 
 def _derived_lags(X: np.ndarray, up: np.ndarray, dn: np.ndarray, pc: np.ndarray,
                   rest: np.ndarray):
-    """AR(1): the columns whose lag products come from ``X'y`` after the pass, and how.
+    """AR(1): the columns whose lag product ``(Xup + Xdn)'y`` comes from ``X'y`` after the
+    pass, and how.
 
     Piecewise-constant columns (``pc``) shifted by a row equal themselves off the segment
-    edges (``C`` = identity); a column of ``rest`` whose shifts are in the span of the
-    design off a few rows (polynomial drifts) gets ``C`` from least squares.  Returns
-    (lagged: columns of rest still multiplied row by row, derived [P] bool, C_up, C_dn,
-    D_up, D_dn)."""
+    edges (``C`` = 2 x identity); a column of ``rest`` whose ``Xup + Xdn`` is in the span
+    of the design off a few rows (polynomial and cosine drifts) gets ``C`` from least
+    squares.  Returns (lagged: columns of rest still multiplied row by row, derived [P]
+    bool, C_lag, D_lag)."""
     P = X.shape[1]
+    L = up + dn
     derived = pc.copy()
     span = {}
     for j in rest:
-        u, d = _lag_in_span(X, up[:, [j]]), _lag_in_span(X, dn[:, [j]])
-        if u is not None and d is not None:
-            span[int(j)] = (u, d)
+        cd = _lag_in_span(X, L[:, [j]])
+        if cd is not None:
+            span[int(j)] = cd
             derived[j] = True
     cols = np.flatnonzero(derived)
-    C_up, C_dn = np.zeros((P, cols.size)), np.zeros((P, cols.size))
-    D_up, D_dn = np.zeros((X.shape[0], cols.size)), np.zeros((X.shape[0], cols.size))
+    C = np.zeros((P, cols.size))
+    D = np.zeros((X.shape[0], cols.size))
     for i, j in enumerate(cols):
         if j in span:
-            (cu, du), (cd, dd) = span[int(j)]
-            C_up[:, i], D_up[:, i] = cu[:, 0], du[:, 0]
-            C_dn[:, i], D_dn[:, i] = cd[:, 0], dd[:, 0]
-        else:  # piecewise constant: the column itself, off its segment edges
-            C_up[j, i] = C_dn[j, i] = 1.0
-            D_up[:, i], D_dn[:, i] = up[:, j] - X[:, j], dn[:, j] - X[:, j]
+            c, d = span[int(j)]
+            C[:, i], D[:, i] = c[:, 0], d[:, 0]
+        else:  # piecewise constant: twice the column, off its segment edges
+            C[j, i] = 2.0
+            D[:, i] = L[:, j] - 2.0 * X[:, j]
     lagged = np.array([j for j in rest if int(j) not in span], dtype=np.int64)
-    return lagged, derived, C_up, C_dn, D_up, D_dn
+    return lagged, derived, C, D
 
 
 def one_pass_plan(X: np.ndarray, *, ar: bool, segments: np.ndarray | None,
@@ -259,7 +259,7 @@ def one_pass_plan(X: np.ndarray, *, ar: bool, segments: np.ndarray | None,
     lags = None
     if ar:
         lags = _derived_lags(X, up, dn, pc, rest)
-        rows += [up[:, lags[0]].T, dn[:, lags[0]].T]
+        rows.append((up + dn)[:, lags[0]].T)
     if starts is None:
         rows.append(np.ones((1, T)))  # sum of y
     Mr = np.concatenate(rows) if rows else np.zeros((0, T))
@@ -275,8 +275,8 @@ def one_pass_plan(X: np.ndarray, *, ar: bool, segments: np.ndarray | None,
             ind = (segments[None, r0:r1] == sid[:, None]).astype(np.float64)
             A = np.concatenate([Mr[:, r0:r1], ind])
         tiles.append(_RowTile(r0, r1, np.ascontiguousarray(A), sid))
-    extra = {} if lags is None else dict(zip(
-        ("lagged", "derived", "C_up", "C_dn", "D_up", "D_dn"), lags, strict=True))
+    extra = {} if lags is None else dict(zip(("lagged", "derived", "C_lag", "D_lag"), lags,
+                                             strict=True))
     return OnePassPlan(T, P, ar, rest, pc, starts, k_rest, tuple(tiles), **extra)
 
 
@@ -370,19 +370,17 @@ def _assemble(Yn, X, plan: OnePassPlan, out: dict, shift, segments) -> GLMStats:
     lin = out["lin"]
     k, rest, pc, ar = plan.k_rest, plan.rest, plan.pc, plan.ar
     nr = rest.size
-    G = np.empty((3 * P if ar else P, N))
+    G = np.empty((2 * P if ar else P, N))
     G[rest] = lin[:nr]
     derived = ar and bool(plan.derived.any())
     if ar:
-        lagged, nl = plan.lagged, plan.lagged.size
-        G[P + lagged] = lin[nr : nr + nl]
-        G[2 * P + lagged] = lin[nr + nl : nr + 2 * nl]
+        G[P + plan.lagged] = lin[nr : nr + plan.lagged.size]
     seg = lin[k:] if plan.starts is not None else None
 
     # the few rows read again (first, last, segment edges), gathered once
     want = [np.array([0, T - 1])]
     if derived:
-        want.append(np.flatnonzero((plan.D_up != 0).any(1) | (plan.D_dn != 0).any(1)))
+        want.append(np.flatnonzero((plan.D_lag != 0).any(1)))
     if ar and segments is not None:
         want.append(segment_edges(segments))
     ridx = np.unique(np.concatenate(want)) if ar else np.zeros(0, np.int64)
@@ -402,16 +400,14 @@ def _assemble(Yn, X, plan: OnePassPlan, out: dict, shift, segments) -> GLMStats:
     else:
         ysum = lin[k - 1]
     if derived:
-        # Xup[:, d] = X C_up + D_up (D zero off the gathered rows), the same for Xdn
-        d = plan.derived
-        G[P : 2 * P][d] = plan.C_up.T @ G[:P] + plan.D_up[ridx].T @ Yr
-        G[2 * P :][d] = plan.C_dn.T @ G[:P] + plan.D_dn[ridx].T @ Yr
+        # (Xup + Xdn)[:, d] = X C + D (D zero off the gathered rows)
+        G[P:][plan.derived] = plan.C_lag.T @ G[:P] + plan.D_lag[ridx].T @ Yr
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
     st = GLMStats(T, t(G[:P]), t(out["yy"]), t(ysum),
                   t(np.zeros(N) if shift is None else shift),
                   seg=None if seg is None else t(seg))
     if ar:
-        st.xupy, st.xdny = t(G[P : 2 * P]), t(G[2 * P :])
+        st.xlag = t(G[P:])
         st.lag = t(out["lag"])
         fl = rows(np.array([0, T - 1]))
         st.first, st.last = t(fl[0]), t(fl[1])
@@ -459,7 +455,7 @@ def _dense_stats_torch(Y: Tensor, Mn: np.ndarray, P: int, *, ar: bool, center: b
     parts = _split(G, P, ar, S)
     out = GLMStats(T, parts["xty"], yy, ysum, shift, seg=parts.get("seg"))
     if ar:
-        out.xupy, out.xdny = parts["xupy"], parts["xdny"]
+        out.xlag = parts["xlag"]
         out.lag, out.first, out.last = lag, first, last
         if erows is not None:
             out.edges = edges
@@ -567,7 +563,7 @@ def _dense_stats_numpy(Y: Tensor, X: np.ndarray, segments: np.ndarray | None, *,
     out = GLMStats(T, sp["xty"], t(parts["yy"]), t(parts["ysum"]), t(shift),
                    seg=sp.get("seg"))
     if ar:
-        out.xupy, out.xdny = sp["xupy"], sp["xdny"]
+        out.xlag = sp["xlag"]
         out.lag, out.first, out.last = t(parts["lag"]), t(parts["first"]), t(parts["last"])
         if "edges" in parts:
             out.edges = t(parts["edges"])
@@ -622,7 +618,7 @@ def ar1_rho(st: GLMStats, X: np.ndarray, constant: Tensor) -> Tensor:
     b = cov @ st.xty
     sse = (st.yy - (b * st.xty).sum(0)).clamp_min(0)
     Q = torch.as_tensor(X[1:].T @ X[:-1], device=dev)
-    le = st.lag - (b * (st.xupy + st.xdny)).sum(0) + ((Q @ b) * b).sum(0)
+    le = st.lag - (b * st.xlag).sum(0) + ((Q @ b) * b).sum(0)
     esum = st.ysum - Xt.sum(0) @ b
     e0 = st.first - Xt[0] @ b
     e1 = st.last - Xt[-1] @ b
@@ -663,7 +659,7 @@ def fit_ar1(st: GLMStats, X: np.ndarray, df_resid: int, bins: int) -> Fit:
     h = torch.as_tensor(h, device=dev)  # [B, P]
     xlast = torch.as_tensor(X[-1], device=dev)
     r = rho[None, :]
-    xwy = st.xty - r * (st.xupy + st.xdny) + r * r * (st.xty - xlast[:, None] * st.last[None])
+    xwy = st.xty - r * st.xlag + r * r * (st.xty - xlast[:, None] * st.last[None])
     yw = st.yy - 2 * rho * st.lag + rho * rho * (st.yy - st.last * st.last)
     N = st.xty.shape[1]
     beta_c = torch.empty_like(xwy)
@@ -683,7 +679,7 @@ def concat_units(parts: list[GLMStats]) -> GLMStats:
         return parts[0]
     first = parts[0]
     joined = {}
-    for name in ("xty", "yy", "ysum", "shift", "xupy", "xdny", "lag", "first", "last", "seg",
+    for name in ("xty", "yy", "ysum", "shift", "xlag", "lag", "first", "last", "seg",
                  "edges"):
         vals = [getattr(p, name) for p in parts]
         joined[name] = None if vals[0] is None else torch.cat(vals, dim=-1)

@@ -30,8 +30,8 @@ def _plain(Y, X, segments, shift):
     """The statistics written as the definitions (a loop-free numpy reference)."""
     yc = Y.astype(np.float64) - shift
     up, dn = lag_matrices(X)
-    out = {"xty": X.T @ yc, "yy": (yc**2).sum(0), "ysum": yc.sum(0), "xupy": up.T @ yc,
-           "xdny": dn.T @ yc, "lag": (yc[1:] * yc[:-1]).sum(0), "first": yc[0],
+    out = {"xty": X.T @ yc, "yy": (yc**2).sum(0), "ysum": yc.sum(0),
+           "xlag": up.T @ yc + dn.T @ yc, "lag": (yc[1:] * yc[:-1]).sum(0), "first": yc[0],
            "last": yc[-1]}
     if segments is not None:
         S = int(segments.max()) + 1
@@ -53,7 +53,7 @@ def test_one_pass_matches_plain_loop(drift, use_seg, tiles, n_threads):
                                 tile_rows=tiles[0], tile_cols=tiles[1], n_threads=n_threads)
             Yf = np.asarray(Yin, dtype=np.float64)
             ref = _plain(Yf, X, seg, st.shift.numpy()[None])
-            keys = ["xty", "yy", "ysum"] + (["xupy", "xdny", "lag", "first", "last"]
+            keys = ["xty", "yy", "ysum"] + (["xlag", "lag", "first", "last"]
                                             if ar else [])
             if seg is not None:
                 keys += ["seg"] + (["edges"] if ar else [])
@@ -61,7 +61,7 @@ def test_one_pass_matches_plain_loop(drift, use_seg, tiles, n_threads):
                 np.testing.assert_allclose(getattr(st, k).numpy(), ref[k], rtol=1e-12,
                                            atol=1e-10, err_msg=k)
             if not ar:
-                assert st.lag is None and st.xupy is None
+                assert st.lag is None and st.xlag is None
 
 
 def test_one_pass_same_fit_as_previous_path():
@@ -103,23 +103,38 @@ def test_one_pass_memmap_and_float32(tmp_path):
                                b.contrast("x0 - x1").t.numpy(), rtol=1e-9)
 
 
-@pytest.mark.parametrize("drift, derived", [("polynomial", 6), ("cosine", 3), (None, 3)])
-def test_lag_products_derived_from_the_span_of_the_design(drift, derived):
-    """AR(1): lagged copies of piecewise-constant columns, the constant and polynomial
-    drifts equal a combination of the design's columns off a few rows, so their lag
-    products come from X'y after the pass (no operator rows); cosine drifts are multiplied
-    row by row.  The numbers are checked in test_one_pass_matches_plain_loop."""
+@pytest.mark.parametrize("drift", ["polynomial", "cosine", None])
+def test_lag_products_derived_from_the_span_of_the_design(drift):
+    """AR(1): Xup + Xdn of piecewise-constant columns, the constant, polynomial and cosine
+    drifts equals a combination of the design's columns off a few rows, so their lag
+    products come from X'y after the pass (no operator rows).  The numbers are checked in
+    test_one_pass_matches_plain_loop."""
     from neuroprobe.glm.stats import one_pass_plan
 
     X, cols, _ = _case(drift)
     seg = _segments(X, cols)[0]
     plan = one_pass_plan(X, ar=True, segments=seg)
-    assert int(plan.derived.sum()) == derived, (cols, plan.derived)
-    assert plan.lagged.size == X.shape[1] - derived
+    assert plan.derived.all(), (cols, plan.derived)
+    assert plan.lagged.size == 0
     up, dn = lag_matrices(X)
-    d = plan.derived
-    np.testing.assert_allclose(X @ plan.C_up + plan.D_up, up[:, d], atol=1e-12)
-    np.testing.assert_allclose(X @ plan.C_dn + plan.D_dn, dn[:, d], atol=1e-12)
-    spanned = ~plan.pc[d]  # derived by least squares (not piecewise constant)
-    assert ((plan.D_up[:, spanned] != 0).sum(0) <= 4).all()
-    assert ((plan.D_dn[:, spanned] != 0).sum(0) <= 4).all()
+    np.testing.assert_allclose(X @ plan.C_lag + plan.D_lag, up + dn, atol=1e-12)
+    spanned = ~plan.pc  # derived by least squares (not piecewise constant)
+    assert ((plan.D_lag[:, spanned] != 0).sum(0) <= 2).all()
+
+
+def test_lag_products_of_columns_outside_the_span_are_multiplied():
+    """An HRF-convolved regressor's Xup + Xdn is not in the span: its row stays in the
+    operator, and the statistics still equal the plain definitions."""
+    from neuroprobe.glm.stats import one_pass_plan
+
+    d = npb.BlockDesign.from_blocks(BLOCKS, baseline="c", drift="cosine", high_pass=0.03,
+                                    hrf="glover")
+    X, cols = np.array(d.matrix.to_numpy()), list(d.matrix.columns)
+    plan = one_pass_plan(X, ar=True, segments=None)
+    hrf = [cols.index("a"), cols.index("b")]
+    assert set(hrf) <= set(plan.lagged.tolist()), (cols, plan.lagged)
+    Y = 4.0 + np.random.default_rng(3).standard_normal((len(X), 23)).cumsum(0) * 0.3
+    st = one_pass_stats(Y, X, ar=True, center=True, segments=None)
+    ref = _plain(Y, X, None, st.shift.numpy()[None])
+    for k in ("xty", "xlag", "lag", "yy"):
+        np.testing.assert_allclose(getattr(st, k).numpy(), ref[k], rtol=1e-12, atol=1e-10)
