@@ -19,7 +19,7 @@ from neuroprobe.core.validation import check_bool
 from neuroprobe.glm.design import as_design_matrix, block_segments, check_rank
 from neuroprobe.glm.fit import GLMResult, check_noise, result_from_stats
 from neuroprobe.glm.permutation import permutation_state
-from neuroprobe.glm.stats import GLMStats, segment_edges
+from neuroprobe.glm.stats import GLMStats, lag_sum, segment_edges
 
 __all__ = ["GLMProbe"]
 
@@ -66,11 +66,7 @@ class GLMProbe:
         self.hooks = (hook,)
         self._X, self._cols = as_design_matrix(self.X, None)
         T = self._X.shape[0]
-        up = np.zeros_like(self._X)
-        up[:-1] = self._X[1:]
-        dn = np.zeros_like(self._X)
-        dn[1:] = self._X[:-1]
-        self._Xall = torch.as_tensor(np.concatenate([self._X, up, dn], 1))
+        self._Xall = torch.as_tensor(np.concatenate([self._X, lag_sum(self._X)], 1))
         self._seg, self._perm_cols = block_segments(self._X, self._cols)
         self._erows = None if self._seg is None else segment_edges(self._seg)
         self._T = T
@@ -123,10 +119,10 @@ class GLMProbe:
         order = torch.argsort(ti)
         x, ti = x[order], ti[order]
         P = self._X.shape[1]
-        G = self._Xall[ti].T @ x  # [3P, n]
+        G = self._Xall[ti].T @ x  # [2P, n]
         lagmask = (ti[1:] == ti[:-1] + 1).to(torch.float64)
         lag = (x[1:] * x[:-1] * lagmask[:, None]).sum(0)
-        acc = {"xty": G[:P], "xupy": G[P:2 * P], "xdny": G[2 * P:], "yy": (x * x).sum(0),
+        acc = {"xty": G[:P], "xlag": G[P:], "yy": (x * x).sum(0),
                "ysum": x.sum(0), "lag": lag}
         if self._seg is not None:
             S = int(self._seg.max()) + 1
@@ -201,7 +197,7 @@ class GLMProbe:
         a = self._acc
         e = self._edges[0]
         st = GLMStats(self._T, a["xty"], a["yy"], a["ysum"], torch.zeros_like(a["yy"]),
-                      a["xupy"] + a["xdny"], a["lag"], e[1], e[3], a.get("seg"),
+                      a["xlag"], a["lag"], e[1], e[3], a.get("seg"),
                       a.get("edges"))
         return st
 

@@ -93,13 +93,19 @@ def lag_matrices(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return up, dn
 
 
+def lag_sum(X: np.ndarray) -> np.ndarray:
+    """``Xup + Xdn`` (see :func:`lag_matrices`): ``(Xup + Xdn)' y`` is the one lag-1 cross
+    product of the design with ``y`` that nilearn's AR(1) uses (``GLMStats.xlag``)."""
+    up, dn = lag_matrices(X)
+    return up + dn
+
+
 def design_operator(X: np.ndarray, *, ar: bool, segments: np.ndarray | None) -> np.ndarray:
-    """Rows ``[X'; Xup'; Xdn'; segment indicators]``: one matrix product gives every
+    """Rows ``[X'; (Xup + Xdn)'; segment indicators]``: one matrix product gives every
     cross product of the design with ``Y``."""
     mats = [X.T]
     if ar:
-        up, dn = lag_matrices(X)
-        mats += [up.T, dn.T]
+        mats.append(lag_sum(X).T)
     if segments is not None:
         S = int(segments.max()) + 1
         seg_mat = np.zeros((S, X.shape[0]))
@@ -111,7 +117,7 @@ def design_operator(X: np.ndarray, *, ar: bool, segments: np.ndarray | None) -> 
 def _split(G: Tensor, P: int, ar: bool, S: int | None):
     out = {"xty": G[:P]}
     if ar:
-        out["xlag"] = G[P : 2 * P] + G[2 * P : 3 * P]
+        out["xlag"] = G[P : 2 * P]
     if S:
         out["seg"] = G[G.shape[0] - S :]
     return out
@@ -190,65 +196,49 @@ SPAN_EDGE_ROWS = 4
 SPAN_RTOL = 1e-13
 
 
-def _lag_in_span(X: np.ndarray, L: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(C, D)`` with ``L = X C + D`` (``D`` kept exactly on the rows where it is above
-    :data:`SPAN_RTOL` of the column, zeroed below) and ``D`` nonzero on at most
-    :data:`SPAN_EDGE_ROWS` rows, or None.  For ``L = Xup + Xdn`` of one column: a
+def _lag_in_span(X: np.ndarray, L: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(C, D, ok)`` with ``L = X C + D`` for the columns of ``L``: ``C`` by least squares
+    on the interior rows, ``D`` kept exactly on the rows where it is above
+    :data:`SPAN_RTOL` of its column and zeroed below; ``ok[j]`` when column ``j``'s ``D``
+    is then nonzero on at most :data:`SPAN_EDGE_ROWS` rows.  For ``L = Xup + Xdn``: a
     polynomial drift shifted by a row either way is a polynomial of the same degree, and a
     cosine drift ``c_k`` gives ``c_k(t+1) + c_k(t-1) = 2 cos(w_k) c_k(t)``, so both are in
     the span of the design on every row but the first and the last."""
-    T = X.shape[0]
-    if T <= 2 * SPAN_EDGE_ROWS + X.shape[1]:
-        return None
+    T, P = X.shape
+    if T <= 2 * SPAN_EDGE_ROWS + P or L.shape[1] == 0:
+        return np.zeros((P, L.shape[1])), L.copy(), np.zeros(L.shape[1], bool)
     interior = slice(1, T - 1)
     C, *_ = np.linalg.lstsq(X[interior], L[interior], rcond=None)
     D = L - X @ C
     scale = np.abs(L).max(0)
     small = np.abs(D) <= SPAN_RTOL * np.where(scale > 0, scale, 1.0)
-    if ((~small).sum(0) > SPAN_EDGE_ROWS).any():
-        return None
     D[small] = 0.0
-    return C, D
+    return C, D, (~small).sum(0) <= SPAN_EDGE_ROWS
 
 
-def _derived_lags(X: np.ndarray, up: np.ndarray, dn: np.ndarray, pc: np.ndarray,
-                  rest: np.ndarray):
-    """AR(1): the columns whose lag product ``(Xup + Xdn)'y`` comes from ``X'y`` after the
-    pass, and how.
+def _derived_lags(X: np.ndarray, L: np.ndarray, pc: np.ndarray, rest: np.ndarray):
+    """AR(1): the columns whose lag product ``(Xup + Xdn)'y`` (``L = Xup + Xdn``) comes
+    from ``X'y`` after the pass, and how.
 
     Piecewise-constant columns (``pc``) shifted by a row equal themselves off the segment
-    edges (``C`` = 2 x identity); a column of ``rest`` whose ``Xup + Xdn`` is in the span
-    of the design off a few rows (polynomial and cosine drifts) gets ``C`` from least
-    squares.  Returns (lagged: columns of rest still multiplied row by row, derived [P]
-    bool, C_lag, D_lag)."""
-    P = X.shape[1]
-    L = up + dn
+    edges (``C`` = 2 x identity); a column of ``rest`` whose ``L`` is in the span of the
+    design off a few rows (polynomial and cosine drifts) gets ``C`` from least squares.
+    Returns (lagged: columns of rest still multiplied row by row, derived [P] bool, C_lag
+    [P, n_derived], D_lag [T, n_derived])."""
+    T, P = X.shape
+    C, D = np.zeros((P, P)), np.zeros((T, P))
+    C[pc, pc] = 2.0
+    D[:, pc] = L[:, pc] - 2.0 * X[:, pc]
+    C[:, rest], D[:, rest], ok = _lag_in_span(X, L[:, rest])
     derived = pc.copy()
-    span = {}
-    for j in rest:
-        cd = _lag_in_span(X, L[:, [j]])
-        if cd is not None:
-            span[int(j)] = cd
-            derived[j] = True
-    cols = np.flatnonzero(derived)
-    C = np.zeros((P, cols.size))
-    D = np.zeros((X.shape[0], cols.size))
-    for i, j in enumerate(cols):
-        if j in span:
-            c, d = span[int(j)]
-            C[:, i], D[:, i] = c[:, 0], d[:, 0]
-        else:  # piecewise constant: twice the column, off its segment edges
-            C[j, i] = 2.0
-            D[:, i] = L[:, j] - 2.0 * X[:, j]
-    lagged = np.array([j for j in rest if int(j) not in span], dtype=np.int64)
-    return lagged, derived, C, D
+    derived[rest[ok]] = True
+    return rest[~ok], derived, C[:, derived], D[:, derived]
 
 
 def one_pass_plan(X: np.ndarray, *, ar: bool, segments: np.ndarray | None,
                   tile_rows: int = TILE_ROWS) -> OnePassPlan:
     """The tiling and the design operator of :func:`one_pass_stats`."""
     T, P = X.shape
-    up, dn = lag_matrices(X)
     if segments is not None:
         starts = np.r_[0, np.flatnonzero(np.diff(segments)) + 1]
         pc = (X == X[starts][segments]).all(0)
@@ -258,8 +248,9 @@ def one_pass_plan(X: np.ndarray, *, ar: bool, segments: np.ndarray | None,
     rows = [X[:, rest].T]
     lags = None
     if ar:
-        lags = _derived_lags(X, up, dn, pc, rest)
-        rows.append((up + dn)[:, lags[0]].T)
+        L = lag_sum(X)
+        lags = _derived_lags(X, L, pc, rest)
+        rows.append(L[:, lags[0]].T)
     if starts is None:
         rows.append(np.ones((1, T)))  # sum of y
     Mr = np.concatenate(rows) if rows else np.zeros((0, T))
@@ -491,7 +482,7 @@ def _kernel(Yc: np.ndarray, X: np.ndarray, segments: np.ndarray | None, ar: bool
     """
     T, n = Yc.shape
     P = X.shape[1]
-    G = np.empty((3 * P if ar else P, n))
+    G = np.empty((2 * P if ar else P, n))
     pc = np.zeros(P, bool)
     seg_sums = None
     out = {}
@@ -502,22 +493,21 @@ def _kernel(Yc: np.ndarray, X: np.ndarray, segments: np.ndarray | None, ar: bool
             pc = (X == X[starts][segments]).all(0)
             G[:P][pc] = X[starts][:, pc].T @ seg_sums
         rest = np.flatnonzero(~pc)
-        up, dn = lag_matrices(X)
+        L = lag_sum(X)
         rows = [X[:, rest].T]
         if ar:
-            rows += [up[:, rest].T, dn[:, rest].T]
+            rows.append(L[:, rest].T)
         if rest.size:
             with _serial_blas():  # a few rows times Y: memory-bound, one thread is enough
                 Gr = np.ascontiguousarray(np.concatenate(rows)).astype(Yc.dtype) @ Yc
             for k in range(len(rows)):
                 G[k * P + rest] = Gr[k * rest.size : (k + 1) * rest.size]
         if ar and pc.any():
-            # x_{t+1} - x_t and x_{t-1} - x_t are non-zero only at segment edges
-            dup, ddn = (up - X)[:, pc], (dn - X)[:, pc]
-            edge = np.flatnonzero((dup != 0).any(1) | (ddn != 0).any(1))
+            # x_{t+1} + x_{t-1} - 2 x_t is non-zero only at segment edges
+            dl = (L - 2.0 * X)[:, pc]
+            edge = np.flatnonzero((dl != 0).any(1))
             Ye = Yc[edge].astype(np.float64)
-            G[P : 2 * P][pc] = G[:P][pc] + dup[edge].T @ Ye
-            G[2 * P :][pc] = G[:P][pc] + ddn[edge].T @ Ye
+            G[P:][pc] = 2.0 * G[:P][pc] + dl[edge].T @ Ye
         out["yy"] = np.einsum("tn,tn->n", Yc, Yc)
         out["ysum"] = seg_sums.sum(0) if seg_sums is not None else Yc.sum(0)
         if ar:
