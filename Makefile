@@ -12,7 +12,7 @@ LOCK := requirements/lock.txt
 
 .PHONY: install demo test lint lock
 
-$(STAMP): pyproject.toml Makefile $(LOCK)
+$(STAMP): pyproject.toml setup.py neuroprobe/glm/_fused.c Makefile $(LOCK)
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	# torch first, at the locked version: a local CPU build here, never the multi-GB CUDA build

@@ -20,6 +20,8 @@ With ``yc = y - shift`` (``shift`` per unit, zero unless the design spans the co
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -180,6 +182,8 @@ class OnePassPlan:
     starts: np.ndarray | None  # segment starts (None: no segments)
     k_rest: int  # rows of the operator before the segment indicators
     tiles: tuple
+    operator: np.ndarray  # [k_rest, T] the rows multiplied row by row (whole, for the C kernel)
+    seg_ids: np.ndarray | None  # [T] int64 segment of each row (None: no segments)
     lagged: np.ndarray | None = None  # AR: columns of rest whose Xup + Xdn is multiplied
     derived: np.ndarray | None = None  # AR: [P] bool, lag products derived after the pass
     C_lag: np.ndarray | None = None  # AR: [P, n_derived], (Xup + Xdn)[:, derived] = X C + D
@@ -268,7 +272,13 @@ def one_pass_plan(X: np.ndarray, *, ar: bool, segments: np.ndarray | None,
         tiles.append(_RowTile(r0, r1, np.ascontiguousarray(A), sid))
     extra = {} if lags is None else dict(zip(("lagged", "derived", "C_lag", "D_lag"), lags,
                                              strict=True))
-    return OnePassPlan(T, P, ar, rest, pc, starts, k_rest, tuple(tiles), **extra)
+    seg_ids = None
+    if starts is not None:  # the run index of every row: always in 0 .. n_seg - 1
+        seg_ids = np.zeros(T, np.int64)
+        seg_ids[starts[1:]] = 1
+        seg_ids = np.cumsum(seg_ids)
+    return OnePassPlan(T, P, ar, rest, pc, starts, k_rest, tuple(tiles),
+                       np.ascontiguousarray(Mr, dtype=np.float64), seg_ids, **extra)
 
 
 def _column_block(Yn: np.ndarray, plan: OnePassPlan, c0: int, c1: int, shift: np.ndarray | None,
@@ -312,21 +322,62 @@ def _n_threads() -> int:
     return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
 
 
+@functools.cache
+def _fused_kernel():
+    """The compiled kernel (``neuroprobe/glm/_fused.c``, built at install) through ctypes,
+    or ``None`` where it was not built (no C compiler): the numpy kernel is used then."""
+    try:
+        from neuroprobe.glm import _fused
+    except ImportError:
+        return None
+    f = ctypes.CDLL(_fused.__file__).np_glm_fused_stats
+    i64, ptr = ctypes.c_long, ctypes.c_void_p
+    f.argtypes = [ptr, ctypes.c_int, i64, i64, i64, i64, ptr, i64, ptr, i64, ptr, i64, ptr,
+                  i64, ptr, ptr]
+    f.restype = ctypes.c_int
+    return f
+
+
+def compiled_kernel_available() -> bool:
+    """Whether the compiled one-pass kernel was built (see ``setup.py``)."""
+    return _fused_kernel() is not None
+
+
+def _compiled_layout(Yn: np.ndarray) -> bool:
+    """Whether the compiled kernel reads ``Yn`` as it is: float32/float64 rows of
+    contiguous units (C order, a memmap, a row slice of one)."""
+    item = Yn.itemsize
+    return (Yn.dtype in (np.float32, np.float64) and Yn.ndim == 2
+            and (Yn.strides[1] == item or Yn.shape[1] <= 1)
+            and Yn.strides[0] >= 0 and Yn.strides[0] % item == 0)
+
+
+def _ptr(a: np.ndarray | None):
+    return None if a is None else a.ctypes.data
+
+
 def one_pass_stats(Y, X: np.ndarray, *, ar: bool, center: bool,
                    segments: np.ndarray | None = None, n_threads: int | None = None,
-                   tile_rows: int = TILE_ROWS, tile_cols: int = TILE_COLS) -> GLMStats:
+                   tile_rows: int = TILE_ROWS, tile_cols: int | None = None,
+                   kernel: str = "auto") -> GLMStats:
     """Sufficient statistics of ``Y [T, N]`` (ndarray, memmap or CPU tensor) in one read.
 
-    ``Y`` is cut into tiles of ``tile_rows x tile_cols`` that fit a core's cache; each tile
-    is read from memory once and everything the fit needs is taken from it while it is in
-    cache: one small BLAS product with the tile's slice of the design operator (``X'y``,
-    the lag-1 products ``Xup'y``, ``Xdn'y`` of the columns that are not piecewise constant
-    and the segment sums), ``sum y^2`` and ``sum y_t y_{t-1}``.  Column blocks run on
-    ``n_threads`` threads (BLAS single-threaded inside).  Accumulation is float64 for any
-    input dtype; non-float64 input is converted tile by tile (and, when ``center`` -- the
-    design spans the constant -- shifted by a per-unit offset, so float32 data lose no
-    precision to cancellation).  Peak memory: the ``O(P N)`` results plus one tile per
-    thread.
+    Everything the fit needs is taken from each piece of ``Y`` while it is in cache: the
+    products with the small design operator (``X'y`` of the columns that are not
+    piecewise constant, the sums of their two lag-1 copies where needed, see
+    :class:`OnePassPlan`), the segment sums, ``sum y^2`` and ``sum y_t y_{t-1}``.  The
+    columns are split over ``n_threads`` threads.  Accumulation is float64 for any input
+    dtype; non-float64 input is converted on the fly (and, when ``center`` -- the design
+    spans the constant -- shifted by a per-unit offset, so float32 data lose no precision to
+    cancellation).  Peak memory: the ``O(P N)`` results plus a few rows per thread.
+
+    ``kernel="auto"`` runs the compiled kernel (``_fused.c``: row by row over blocks of a
+    few thousand units, every sum in L1) where it was built and ``Y``'s layout allows,
+    else the numpy kernel (tiles of ``tile_rows x tile_cols``, one small BLAS product and
+    ``einsum`` reductions per tile); ``"numpy"`` forces the latter, ``"compiled"`` the
+    former (an error where it is missing).  Both give the same sums up to rounding.
+    ``tile_cols`` (units per block) defaults to :data:`TILE_COLS` for the numpy kernel and
+    to :func:`_compiled_width` for the compiled one.
     """
     Yn = Y.detach().numpy() if isinstance(Y, Tensor) else np.asarray(Y)
     T, N = Yn.shape
@@ -336,21 +387,53 @@ def one_pass_stats(Y, X: np.ndarray, *, ar: bool, center: bool,
         shift = Yn[: min(T, 32)].mean(0, dtype=np.float64)
     out = {"lin": np.empty((plan.k_rest + plan.n_seg, N)), "yy": np.empty(N),
            "lag": np.empty(N) if ar else None}
-    blocks = [(c, min(N, c + tile_cols)) for c in range(0, N, tile_cols)]
-    nt = min(n_threads or _n_threads(), len(blocks))
-    with _err(), _serial_blas():
-        if nt <= 1:
-            for c0, c1 in blocks:
-                _column_block(Yn, plan, c0, c1, shift, out)
-        else:
-            # threads take interleaved column blocks (numpy and BLAS release the GIL)
-            def work(i):
-                for c0, c1 in blocks[i::nt]:
-                    _column_block(Yn, plan, c0, c1, shift, out)
+    fused = None if kernel == "numpy" else _fused_kernel()
+    if kernel == "compiled" and (fused is None or not _compiled_layout(Yn)):
+        raise RuntimeError("the compiled GLM kernel is not built or cannot read this layout")
+    if fused is not None and _compiled_layout(Yn):
+        ranges = _column_ranges(N, n_threads or _n_threads())
+        width = tile_cols or _compiled_width(plan.k_rest)
+        ld = Yn.strides[0] // Yn.itemsize
 
-            with ThreadPoolExecutor(nt) as ex:
-                list(ex.map(work, range(nt)))
+        def work(r):
+            rc = fused(_ptr(Yn), int(Yn.dtype == np.float32), T, ld, r[0], r[1],
+                       _ptr(plan.operator), plan.k_rest, _ptr(plan.seg_ids), plan.n_seg,
+                       _ptr(shift), width, _ptr(out["lin"]), N, _ptr(out["yy"]),
+                       _ptr(out["lag"]))
+            if rc != 0:
+                raise MemoryError("the compiled GLM kernel could not allocate its sums")
+    else:
+        tile_cols = tile_cols or TILE_COLS
+        blocks = [(c, min(N, c + tile_cols)) for c in range(0, N, tile_cols)]
+        nt = min(n_threads or _n_threads(), len(blocks))
+        # threads take interleaved column blocks (numpy and BLAS release the GIL)
+        ranges = [blocks[i::nt] for i in range(nt)]
+
+        def work(blocks_of_thread):
+            for c0, c1 in blocks_of_thread:
+                _column_block(Yn, plan, c0, c1, shift, out)
+
+    with _err(), _serial_blas():
+        if len(ranges) <= 1:
+            for r in ranges:
+                work(r)
+        else:  # ctypes, numpy and BLAS release the GIL
+            with ThreadPoolExecutor(len(ranges)) as ex:
+                list(ex.map(work, ranges))
         return _assemble(Yn, X, plan, out, shift, segments)
+
+
+def _column_ranges(N: int, n_threads: int) -> list[tuple[int, int]]:
+    """``n_threads`` contiguous column ranges of nearly equal width (none empty)."""
+    cuts = np.linspace(0, N, max(1, min(n_threads, N)) + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
+def _compiled_width(k: int) -> int:
+    """Units per block of the compiled kernel: the ``k + 4`` rows of sums touched on every
+    time point stay within about 1 MiB, between 512 and 8192 units."""
+    w = 2 ** int(np.log2(max(1.0, 2**20 / (8 * (k + 4)))))
+    return int(min(8192, max(512, w)))
 
 
 def _assemble(Yn, X, plan: OnePassPlan, out: dict, shift, segments) -> GLMStats:
