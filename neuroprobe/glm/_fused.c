@@ -10,8 +10,10 @@
  *   lin[k + s, j] = sum_{t: sid[t] == s} v[t, j]     s < n_seg    (sid may be NULL)
  *   yy[j]         = sum_t v[t, j]^2
  *   lag[j]        = sum_{t >= 1} v[t, j] v[t - 1, j]               (lag may be NULL)
+ *   kept[i, j]    = v[keep[i], j]                                  i < n_keep
  *
- * lin has row stride ldo.  Columns are processed in blocks of `width` (a few KiB per row);
+ * keep holds increasing row numbers (the few rows the fit needs whole: the first, the last,
+ * the segment edges), copied while they are in cache.  lin and kept have row stride ldo.  Columns are processed in blocks of `width` (a few KiB per row);
  * the caller splits the columns over threads (ctypes releases the GIL).  Loaded with
  * ctypes; the module init only makes it importable as an extension module.
  */
@@ -30,7 +32,7 @@ NP_CLONES
 int np_glm_fused_stats(const void *Y, int is_f32, long T, long ld, long c0, long c1,
                        const double *A, long k, const long *sid, long n_seg,
                        const double *shift, long width, double *lin, long ldo, double *yy,
-                       double *lag)
+                       double *lag, const long *keep, long n_keep, double *kept)
 {
     if (width < 1) width = 1;
     const long rows = k + n_seg;
@@ -46,6 +48,7 @@ int np_glm_fused_stats(const void *Y, int is_f32, long T, long ld, long c0, long
         const long w = (c1 - jb < width) ? c1 - jb : width;
         memset(acc, 0, (size_t)(rows + 2) * (size_t)width * sizeof(double));
         const double *sh = shift ? shift + jb : NULL;
+        long next = 0; /* the next entry of keep */
         for (long t = 0; t < T; ++t) {
             const double *restrict v;
             if (direct) {
@@ -61,6 +64,8 @@ int np_glm_fused_stats(const void *Y, int is_f32, long T, long ld, long c0, long
                 }
                 v = vb;
             }
+            if (next < n_keep && keep[next] == t)
+                memcpy(kept + (next++) * ldo + jb, v, (size_t)w * sizeof(double));
             for (long j = 0; j < w; ++j) yyl[j] += v[j] * v[j];
             if (lag) {
                 if (t > 0) {

@@ -333,7 +333,7 @@ def _fused_kernel():
     f = ctypes.CDLL(_fused.__file__).np_glm_fused_stats
     i64, ptr = ctypes.c_long, ctypes.c_void_p
     f.argtypes = [ptr, ctypes.c_int, i64, i64, i64, i64, ptr, i64, ptr, i64, ptr, i64, ptr,
-                  i64, ptr, ptr]
+                  i64, ptr, ptr, ptr, i64, ptr]
     f.restype = ctypes.c_int
     return f
 
@@ -387,6 +387,7 @@ def one_pass_stats(Y, X: np.ndarray, *, ar: bool, center: bool,
         shift = Yn[: min(T, 32)].mean(0, dtype=np.float64)
     out = {"lin": np.empty((plan.k_rest + plan.n_seg, N)), "yy": np.empty(N),
            "lag": np.empty(N) if ar else None}
+    ridx = _rows_read_again(plan, segments)
     fused = None if kernel == "numpy" else _fused_kernel()
     if kernel == "compiled" and (fused is None or not _compiled_layout(Yn)):
         raise RuntimeError("the compiled GLM kernel is not built or cannot read this layout")
@@ -394,15 +395,20 @@ def one_pass_stats(Y, X: np.ndarray, *, ar: bool, center: bool,
         ranges = _column_ranges(N, n_threads or _n_threads())
         width = tile_cols or _compiled_width(plan.k_rest)
         ld = Yn.strides[0] // Yn.itemsize
+        kept = np.empty((ridx.size, N))  # the kernel copies these rows as it passes them
 
         def work(r):
             rc = fused(_ptr(Yn), int(Yn.dtype == np.float32), T, ld, r[0], r[1],
                        _ptr(plan.operator), plan.k_rest, _ptr(plan.seg_ids), plan.n_seg,
                        _ptr(shift), width, _ptr(out["lin"]), N, _ptr(out["yy"]),
-                       _ptr(out["lag"]))
+                       _ptr(out["lag"]), _ptr(ridx), ridx.size, _ptr(kept))
             if rc != 0:
                 raise MemoryError("the compiled GLM kernel could not allocate its sums")
+
+        blas_limit = nullcontext()  # no BLAS inside the compiled kernel
     else:
+        kept = None
+        blas_limit = _serial_blas()
         tile_cols = tile_cols or TILE_COLS
         blocks = [(c, min(N, c + tile_cols)) for c in range(0, N, tile_cols)]
         nt = min(n_threads or _n_threads(), len(blocks))
@@ -413,14 +419,32 @@ def one_pass_stats(Y, X: np.ndarray, *, ar: bool, center: bool,
             for c0, c1 in blocks_of_thread:
                 _column_block(Yn, plan, c0, c1, shift, out)
 
-    with _err(), _serial_blas():
+    with _err(), blas_limit:
         if len(ranges) <= 1:
             for r in ranges:
                 work(r)
         else:  # ctypes, numpy and BLAS release the GIL
             with ThreadPoolExecutor(len(ranges)) as ex:
                 list(ex.map(work, ranges))
-        return _assemble(Yn, X, plan, out, shift, segments)
+        if kept is None:  # the numpy kernel: read those few rows again
+            kept = Yn[ridx].astype(np.float64, copy=False)  # the fancy index already copied
+            if shift is not None:
+                kept -= shift
+        return _assemble(kept, ridx, X, plan, out, shift, segments)
+
+
+def _rows_read_again(plan: OnePassPlan, segments: np.ndarray | None) -> np.ndarray:
+    """AR(1): the rows of ``yc`` the fit needs whole (the first and the last, the rows
+    where a derived lag product has its edge terms, the segment edges), sorted; none for
+    OLS."""
+    if not plan.ar:
+        return np.zeros(0, np.int64)
+    want = [np.array([0, plan.T - 1])]
+    if plan.derived.any():
+        want.append(np.flatnonzero((plan.D_lag != 0).any(1)))
+    if segments is not None:
+        want.append(segment_edges(segments))
+    return np.unique(np.concatenate(want)).astype(np.int64)
 
 
 def _column_ranges(N: int, n_threads: int) -> list[tuple[int, int]]:
@@ -436,11 +460,12 @@ def _compiled_width(k: int) -> int:
     return int(min(8192, max(512, w)))
 
 
-def _assemble(Yn, X, plan: OnePassPlan, out: dict, shift, segments) -> GLMStats:
-    """From the tile sums to :class:`GLMStats` (a few rows of Y are read again: the first,
-    the last and those at segment edges)."""
+def _assemble(Yr: np.ndarray, ridx: np.ndarray, X, plan: OnePassPlan, out: dict, shift,
+              segments) -> GLMStats:
+    """From the sums of the pass to :class:`GLMStats`; ``Yr`` holds the rows ``ridx`` of
+    ``yc`` (see :func:`_rows_read_again`)."""
     T, P = X.shape
-    N = Yn.shape[1]
+    N = out["yy"].shape[0]
     lin = out["lin"]
     k, rest, pc, ar = plan.k_rest, plan.rest, plan.pc, plan.ar
     nr = rest.size
@@ -450,17 +475,6 @@ def _assemble(Yn, X, plan: OnePassPlan, out: dict, shift, segments) -> GLMStats:
     if ar:
         G[P + plan.lagged] = lin[nr : nr + plan.lagged.size]
     seg = lin[k:] if plan.starts is not None else None
-
-    # the few rows read again (first, last, segment edges), gathered once
-    want = [np.array([0, T - 1])]
-    if derived:
-        want.append(np.flatnonzero((plan.D_lag != 0).any(1)))
-    if ar and segments is not None:
-        want.append(segment_edges(segments))
-    ridx = np.unique(np.concatenate(want)) if ar else np.zeros(0, np.int64)
-    Yr = Yn[ridx].astype(np.float64, copy=False)  # the fancy index already copied
-    if shift is not None:
-        Yr -= shift
 
     def rows(idx):
         if np.array_equal(idx, ridx):  # the usual case for the segment edges: no copy
