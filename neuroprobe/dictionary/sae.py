@@ -29,6 +29,15 @@ sparsify (EleutherAI): a folder with ``cfg.json`` (``num_latents, k, d_in``, ...
 [n_latents, d_in]``, ``b_dec``; TopK only, and the hook is the folder's name in a sparsify
 run (``layers.15``), so pass ``hook_name=`` when loading one.
 
+SAELens cfg fields that change what the SAE computes are honoured or refused, never
+ignored: ``apply_b_dec_to_input=false`` and, for TopK, ``rescale_acts_by_decoder_norm=true``
+are folded into the weights on load (the loaded SAE computes what SAELens computes, and is
+saved back with ``apply_b_dec_to_input=true`` / ``rescale_acts_by_decoder_norm=false``);
+``normalize_activations`` other than ``"none"``, ``reshape_activations="hook_z"``, a
+``hook_head_index``, pre-6.0 activation functions other than ReLU/TopK and tensors besides
+the four are refused with a :class:`~neuroprobe.NeuroprobeError` naming the field, its value
+and the file.
+
 Writing is deterministic (sorted JSON keys, safetensors' own sorted layout), and a loaded
 SAE keeps the cfg it came with, so save -> load -> save gives the same bytes.
 """
@@ -338,9 +347,14 @@ def save_sae(sae: SAE, path, *, format: str = "saelens") -> None:  # noqa: A002
         cfg.update(architecture=arch, d_in=sae.d_in, d_sae=sae.d_sae,
                    dtype=_dtype_name(sae.W_enc.dtype), metadata=meta)
         cfg.setdefault("device", "cpu")
-        cfg.setdefault("apply_b_dec_to_input", True)
-        cfg.setdefault("normalize_activations", "none")
+        # what a neuroprobe SAE computes, whatever the source cfg said: the loader folded
+        # apply_b_dec_to_input=false and rescale_acts_by_decoder_norm=true into the weights
+        cfg["apply_b_dec_to_input"] = True
+        if cfg.get("normalize_activations") in (None, False):
+            cfg["normalize_activations"] = "none"
         cfg.setdefault("reshape_activations", "none")
+        if "rescale_acts_by_decoder_norm" in cfg:
+            cfg["rescale_acts_by_decoder_norm"] = False
         if sae.k is not None:
             cfg["k"] = sae.k
         else:
@@ -477,6 +491,109 @@ def _expect(t: dict, name: str, shape: tuple, path: Path):
     return t[name]
 
 
+#: SAELens 6 ``normalize_activations`` values, and why each but "none" cannot be honoured
+_SAELENS_NORMS = {
+    "expected_average_only_in": (
+        "the SAE expects inputs multiplied by a dataset norm-scaling factor that cfg.json does "
+        "not hold; fold the factor into the weights first (SAELens: "
+        "sae.fold_activation_norm_scaling_factor(factor), then save_model)"),
+    "constant_norm_rescale": (
+        "each token is rescaled to norm sqrt(d_in) before encoding and the reconstruction is "
+        "divided by that token's own factor, which decode(f) alone cannot know (neuroprobe SAEs "
+        "have a plain linear decoder)"),
+    "layer_norm": (
+        "each token is layer-normalised before encoding and the reconstruction is "
+        "un-normalised with that token's own mean and std, which decode(f) alone cannot know "
+        "(neuroprobe SAEs have a plain linear decoder)"),
+}
+
+
+def _saelens_semantics(cfg: dict, cfg_path: Path, arch: str) -> tuple[bool, bool]:
+    """Check every cfg field of SAELens 6 that changes what the SAE computes.
+
+    Returns ``(subtract_b_dec, rescale_by_decoder_norm)``: the two flags neuroprobe honours
+    by folding them into the weights (see :func:`_fold_saelens_flags`); every other
+    non-default setting is refused with the field, its value and the file named.
+    """
+    def refuse(key: str, value, why: str) -> NeuroprobeError:
+        return NeuroprobeError(f"{cfg_path}: {key}={value!r} is not supported: {why}.")
+
+    norm = cfg.get("normalize_activations", "none")
+    # None and false are what pre-6.0 SAELens wrote for "none" (SAELens 6 maps them so)
+    if norm not in ("none", None, False):
+        if norm is True:
+            norm = "expected_average_only_in"  # pre-6.0 spelling, as SAELens 6 reads it
+        if norm in _SAELENS_NORMS:
+            raise refuse("normalize_activations", cfg["normalize_activations"],
+                         _SAELENS_NORMS[norm])
+        raise refuse("normalize_activations", norm,
+                     "the value is unknown; SAELens 6 writes one of 'none', "
+                     "'expected_average_only_in', 'constant_norm_rescale', 'layer_norm'")
+    reshape = cfg.get("reshape_activations", "none")
+    if reshape not in ("none", None):
+        why = ("the SAE reads attention hook_z flattened over heads ([..., n_heads, d_head] -> "
+               "[..., n_heads * d_head]) and reshapes its output back; neuroprobe SAEs read a "
+               "hook's last dimension as d_in") if reshape == "hook_z" else (
+               "the value is unknown; SAELens 6 writes 'none' or 'hook_z'")
+        raise refuse("reshape_activations", reshape, why)
+    apply_b_dec = cfg.get("apply_b_dec_to_input", True)
+    if not isinstance(apply_b_dec, bool):
+        raise refuse("apply_b_dec_to_input", apply_b_dec,
+                     "it must be true or false (whether b_dec is subtracted from the input "
+                     "before encoding)")
+    rescale = cfg.get("rescale_acts_by_decoder_norm", False) if arch == "topk" else False
+    if not isinstance(rescale, bool):
+        raise refuse("rescale_acts_by_decoder_norm", rescale,
+                     "it must be true or false (whether TopK pre-activations are multiplied "
+                     "by the decoder-row norms)")
+    meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    for key in ("hook_head_index", "hook_point_head_index"):
+        head = meta.get(key, cfg.get(key))
+        if head is not None:
+            raise refuse(key, head, "the SAE reads one attention head of its hook, and "
+                         "neuroprobe SAEs read the whole hook output")
+    if cfg.get("finetuning_scaling_factor"):
+        raise refuse("finetuning_scaling_factor", cfg["finetuning_scaling_factor"],
+                     "pre-6.0 SAELens scaled the features by a learnt vector before decoding; "
+                     "neither SAELens 6 nor neuroprobe reads it")
+    for key in ("activation_fn_str", "activation_fn"):
+        act = cfg.get(key)
+        if act is not None and act != "relu" and not (arch == "topk" and act == "topk"):
+            raise refuse(key, act, f"a pre-6.0 SAELens activation; neuroprobe reads ReLU "
+                         f"('standard') and 'topk' SAEs only (this cfg says architecture "
+                         f"{cfg.get('architecture')!r}). Load and re-save it with SAELens 6")
+    return apply_b_dec, rescale
+
+
+def _fold_saelens_flags(w: dict, subtract_b_dec: bool, rescale: bool, path: Path) -> dict:
+    """The four tensors of the plain neuroprobe SAE that computes what SAELens computes.
+
+    ``apply_b_dec_to_input=false``: SAELens encodes ``x @ W_enc + b_enc``, which is
+    ``(x - b_dec) @ W_enc + (b_enc + b_dec @ W_enc)``.  ``rescale_acts_by_decoder_norm=true``
+    (TopK): SAELens encodes ``topk(pre * n)`` and decodes ``(f / n) @ W_dec + b_dec`` with
+    ``n_i = ||W_dec[i]||``, which is the SAE with ``W_enc * n``, ``b_enc * n``, ``W_dec / n``
+    (what SAELens's own ``fold_W_dec_norm`` does).  Computed in float64, stored in the
+    file's dtype.
+    """
+    if subtract_b_dec and not rescale:
+        return w
+    dt = w["W_enc"].dtype
+    W_enc, W_dec, b_enc, b_dec = (w[n].double() for n in ("W_enc", "W_dec", "b_enc", "b_dec"))
+    if not subtract_b_dec:
+        b_enc = b_enc + b_dec @ W_enc
+    if rescale:
+        n = W_dec.norm(dim=1)
+        if bool((n == 0).any()):
+            raise NeuroprobeError(
+                f"{path}: rescale_acts_by_decoder_norm=true, but decoder rows "
+                f"{torch.nonzero(n == 0).flatten()[:10].tolist()} have norm 0 (SAELens would "
+                "divide by 0); the file is corrupt."
+            )
+        W_enc, b_enc, W_dec = W_enc * n, b_enc * n, W_dec / n[:, None]
+    return {"W_enc": W_enc.to(dt), "W_dec": W_dec.to(dt), "b_enc": b_enc.to(dt),
+            "b_dec": w["b_dec"]}
+
+
 def _load_saelens(p: Path, cfg: dict, cfg_path: Path) -> SAE:
     arch = _need(cfg, "architecture", cfg_path)
     if arch not in _SAELENS_ARCH:
@@ -485,28 +602,27 @@ def _load_saelens(p: Path, cfg: dict, cfg_path: Path) -> SAE:
             f"{sorted(_SAELENS_ARCH)} (SAELens names)."
         )
     d_in, d_sae = _need_int(cfg, "d_in", cfg_path), _need_int(cfg, "d_sae", cfg_path)
-    norm = cfg.get("normalize_activations", "none")
-    if norm not in ("none", None):
-        raise NeuroprobeError(
-            f"{cfg_path}: normalize_activations={norm!r} is not supported; fold the "
-            "normalisation into the weights first (SAELens: fold_activation_norm_scaling_factor)."
-        )
-    if cfg.get("apply_b_dec_to_input", True) is not True:
-        raise NeuroprobeError(
-            f"{cfg_path}: apply_b_dec_to_input=false is not supported (neuroprobe SAEs subtract "
-            "b_dec from the input)."
-        )
+    subtract_b_dec, rescale = _saelens_semantics(cfg, cfg_path, arch)
     meta = dict(cfg.get("metadata") or {})
     k = _need_int(cfg, "k", cfg_path) if arch == "topk" else None
     w = _read_tensors(p / _SAELENS_W)
     sae = SAE(d_in, d_sae, _SAELENS_ARCH[arch], k=k, hook_name=meta.get("hook_name") or None,
               model_name=meta.get("model_name") or "",
               metadata={kk: v for kk, v in meta.items() if kk not in ("hook_name", "model_name")})
+    shapes = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_enc": (d_sae,),
+              "b_dec": (d_in,)}
+    extra = sorted(set(w) - set(shapes))
+    if extra:
+        raise NeuroprobeError(
+            f"{p / _SAELENS_W} holds tensors {extra} besides W_enc, W_dec, b_enc, b_dec; a "
+            f"{arch!r} SAELens SAE has only those four, so this file is of another kind "
+            "(e.g. a JumpReLU threshold or a fine-tuning scale) that neuroprobe cannot honour."
+        )
+    w = {name: _expect(w, name, shape, p / _SAELENS_W) for name, shape in shapes.items()}
+    w = _fold_saelens_flags(w, subtract_b_dec, rescale, p / _SAELENS_W)
     with torch.no_grad():
-        for name, shape in (("W_enc", (d_in, d_sae)), ("W_dec", (d_sae, d_in)),
-                            ("b_enc", (d_sae,)), ("b_dec", (d_in,))):
-            t = _expect(w, name, shape, p / _SAELENS_W)
-            setattr(sae, name, torch.nn.Parameter(t.clone()))
+        for name in shapes:
+            setattr(sae, name, torch.nn.Parameter(w[name].clone()))
     return sae
 
 
@@ -517,10 +633,15 @@ def _load_sparsify(p: Path, cfg: dict, cfg_path: Path) -> SAE:
             f"{cfg_path}: activation {act!r} is not supported; neuroprobe reads sparsify's "
             "'topk' SAEs."
         )
-    if cfg.get("skip_connection") or cfg.get("transcode"):
-        raise NeuroprobeError(
-            f"{cfg_path}: skip connections / transcoders are not supported (plain SAEs only)."
-        )
+    # each of these adds a term to the output (or changes the target) that the four tensors
+    # do not hold
+    for key in ("skip_connection", "transcode", "embed_skip", "gram_lookup"):
+        if cfg.get(key):
+            raise NeuroprobeError(
+                f"{cfg_path}: {key}={cfg[key]!r} is not supported: skip connections, "
+                "transcoders and n-gram lookups are not plain SAEs (neuroprobe reads "
+                "encoder + TopK + W_dec + b_dec only)."
+            )
     d_in = _need_int(cfg, "d_in", cfg_path)
     d_sae = _need_int(cfg, "num_latents", cfg_path) or d_in * _need_int(
         cfg, "expansion_factor", cfg_path)
