@@ -9,11 +9,14 @@ so that the heavier tail is positive; SAE units are the encoder's output.
 Score, with no language-model judge -- *n-gram predictability* (Neuron2Graph style, scored
 with the OpenAI automated-interpretability convention ``ev_correlation_score``): the
 evaluation contexts are split in two halves.  On half A each unit's top-``n_top`` contexts
-give a lookup from the n-grams (1 to 3 tokens) ending at their maximum token to that
-activation; on half B the lookup predicts the activation of every token of the unit's
-top-``n_top`` contexts plus ``n_random`` random contexts (longest matching n-gram, else 0),
-and the score is the Pearson correlation of predicted and true activations pooled over
-those tokens.
+give a lookup from the n-grams ending at their maximum token to that activation: the token
+itself and up to ``NGRAM_CONTEXT`` (3) tokens of context before it, i.e. 1- to 4-grams
+that end at the activating token (an n-gram never reaches back past the first kept token
+of its context).  A key seen in several top contexts keeps the highest activation.  On
+half B the lookup predicts the activation of every token of the unit's top-``n_top``
+contexts plus ``n_random`` random contexts (the longest n-gram ending at that token that
+is in the lookup, else 0), and the score is the Pearson correlation of predicted and true
+activations pooled over those tokens.
 
 Second score -- *coherence* of a unit's top contexts against random contexts: on half B,
 each of the unit's top-``n_top`` contexts is embedded by the model itself and the score is
@@ -28,6 +31,11 @@ all its tokens (centred and scaled per coordinate by half B's context means): to
 rather than lexical, and slightly circular (the maximum token is one of the averaged rows).
 
 Both scores are averaged over units with bootstrap 95% CIs over units.
+
+Position 0 of every context (the BOS / attention-sink position) is left out of the
+activations, the bases' fits and both scores by default; ``exclude_first=False`` keeps it.
+An SAE may live on another device or in another dtype than the model: it is applied where
+its weights are and its output is brought back to the CPU in float32.
 """
 
 from __future__ import annotations
@@ -39,12 +47,19 @@ import pandas as pd
 import torch
 
 from neuroprobe.core.errors import NeuroprobeError
-from neuroprobe.core.validation import check_int, check_name_list, check_positive_int
+from neuroprobe.core.validation import (
+    check_bool,
+    check_int,
+    check_name_list,
+    check_positive_int,
+)
 from neuroprobe.dictionary.store import corpus_contexts
 
 __all__ = ["BasesComparison", "compare_bases", "BASES"]
 
 BASES = ("neurons", "pca", "ica", "nmf", "kmeans", "random", "sae")
+#: Tokens of context before the activating token in the predictability lookup's n-grams.
+NGRAM_CONTEXT = 3
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,28 @@ class BasesComparison:
         ``"tokens"`` or ``"resid"`` (see the module docstring).
     coherence_baseline : float
         Mean pairwise cosine of random embeddings, subtracted from every unit's coherence.
+    exclude_first : bool
+        Whether position 0 of every context was left out (the default).
+
+    Examples
+    --------
+    Built by :func:`compare_bases`; a hand-made one shows the accessors:
+
+    >>> import pandas as pd
+    >>> from neuroprobe.dictionary import BasesComparison
+    >>> scores = pd.DataFrame({"basis": ["pca", "pca", "neurons", "neurons"],
+    ...                        "unit": [0, 1, 0, 1], "score": [0.5, 0.7, 0.2, 0.4],
+    ...                        "coherence": [0.1, 0.3, 0.0, 0.2]})
+    >>> summary = pd.DataFrame({"score": [0.6, 0.3], "ci_low": [0.5, 0.2],
+    ...                         "ci_high": [0.7, 0.4], "n_scored": [2, 2]},
+    ...                        index=pd.Index(["pca", "neurons"], name="basis"))
+    >>> cmp = BasesComparison("blocks.0.hook_resid_post", 2, scores, summary, 100, 0)
+    >>> cmp.best
+    'pca'
+    >>> cmp.to_dict()["neurons"]["score"]
+    0.3
+    >>> list(cmp.to_dataframe().index)
+    ['pca', 'neurons']
     """
 
     hook: str
@@ -78,6 +115,7 @@ class BasesComparison:
     seed: int
     coherence_embedding: str = "tokens"
     coherence_baseline: float = float("nan")
+    exclude_first: bool = True
 
     @property
     def best(self) -> str:
@@ -85,6 +123,14 @@ class BasesComparison:
         return str(self.summary.index[0])
 
     def to_dataframe(self) -> pd.DataFrame:
+        """The per-basis summary (a copy of :attr:`summary`), best basis first.
+
+        Returns
+        -------
+        DataFrame
+            Indexed by basis, with ``score``, ``ci_low``, ``ci_high``, ``n_scored``,
+            ``coherence``, ``coherence_ci_low``, ``coherence_ci_high`` and ``n_coherence``.
+        """
         return self.summary.copy()
 
     def to_dict(self) -> dict:
@@ -94,8 +140,19 @@ class BasesComparison:
                 for b, row in self.summary.iterrows()}
 
     def plot(self, ax=None, metric: str = "score"):
-        """Bars with bootstrap 95% CIs of ``metric``: ``"score"`` (predictability) or
-        ``"coherence"``."""
+        """Bars with bootstrap 95% CIs of ``metric`` per basis.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+            Where to draw (default: a new figure).
+        metric : {"score", "coherence"}
+            n-gram predictability or the coherence of the top contexts.
+
+        Returns
+        -------
+        matplotlib Axes
+        """
         import matplotlib.pyplot as plt
 
         from neuroprobe.core.validation import check_choice
@@ -127,7 +184,7 @@ def compare_bases(model, corpus, *, hook: str, sae=None, n_units: int = 576,
                   bases: tuple[str, ...] | None = None, n_top: int = 20, n_random: int = 20,
                   n_boot: int = 1000, batch_size: int = 16, seed: int = 0,
                   text_column: str = "text", coherence_embedding: str = "tokens",
-                  coherence_window: int = 3) -> BasesComparison:
+                  coherence_window: int = 3, exclude_first: bool = True) -> BasesComparison:
     """Score bases at ``hook`` by n-gram predictability and by the coherence of their units'
     top contexts (see the module docstring).
 
@@ -138,22 +195,40 @@ def compare_bases(model, corpus, *, hook: str, sae=None, n_units: int = 576,
     hook : str
     sae : SAE, optional
         Needed for the ``"sae"`` basis (its first ``n_units`` features by firing rate on
-        half A, dead ones skipped).
+        half A, dead ones skipped).  It may be on another device or in another dtype than
+        the model (e.g. on CUDA from ``train_sae_on_store``).
     n_units : int
         Units per basis (at most the hook's width for neurons / PCA / ICA).
     n_tokens : int
-        Evaluation tokens (position 0 of each context left out).
+        Evaluation tokens (position 0 of each context left out unless
+        ``exclude_first=False``).
+    context_size, skip_contexts : int
+        Tokens per context (BOS included), and contexts of the corpus skipped first (e.g.
+        those an SAE was trained on).
     bases : tuple of str, optional
         Default: all of ``BASES`` (``"sae"`` only when ``sae`` is given).
     n_top, n_random : int
         Top and random contexts per unit.
+    n_boot : int
+        Bootstrap resamples of the units for the 95% CIs.
+    batch_size : int
+        Contexts per forward pass.
     seed : int
         Fixes the split, the random contexts, the bases' fits and the bootstrap.
+    text_column : str
+        The text column of a ``datasets.Dataset`` or ``.jsonl`` corpus.
     coherence_embedding : {"tokens", "resid"}
         How a context is embedded for the coherence score: the mean token embedding of the
         window ending at the unit's maximum, or the mean hooked activation over the context.
     coherence_window : int
         Tokens in that window (``"tokens"`` only).
+    exclude_first : bool
+        Leave position 0 of every context (BOS, the attention sink) out of the activations,
+        the fits and the scores (default).  ``False`` keeps it.
+
+    Returns
+    -------
+    BasesComparison
 
     Examples
     --------
@@ -192,6 +267,7 @@ def compare_bases(model, corpus, *, hook: str, sae=None, n_units: int = 576,
     n_boot = check_positive_int(n_boot, "n_boot")
     batch_size = check_positive_int(batch_size, "batch_size")
     seed = check_int(seed, "seed", minimum=0)
+    exclude_first = check_bool(exclude_first, "exclude_first")
     if "sae" in bases and sae is None:
         raise NeuroprobeError("compare_bases: the 'sae' basis needs sae=...")
     if "sae" in bases:
@@ -202,26 +278,29 @@ def compare_bases(model, corpus, *, hook: str, sae=None, n_units: int = 576,
         from neuroprobe.core.hooks import resolve_hooks
 
         resolve_hooks(model, [hook], argname="hook")
-    per = context_size - 1
+    first = 1 if exclude_first else 0
+    per = context_size - first
     need = skip_contexts + -(-int(n_tokens) // per)
-    ctxs = corpus_contexts(model, corpus, n_tokens=need * per, context_size=context_size,
-                           text_column=text_column)[skip_contexts:]
+    # corpus_contexts counts context_size - 1 kept tokens per context: ask for `need` contexts
+    ctxs = corpus_contexts(model, corpus, n_tokens=need * (context_size - 1),
+                           context_size=context_size, text_column=text_column)[skip_contexts:]
     if len(ctxs) < 2 * (n_top + n_random // 2 + 1):
         raise NeuroprobeError(
             f"compare_bases has {len(ctxs)} contexts; it needs at least "
             f"{2 * (n_top + n_random // 2 + 1)} (two halves of top + random contexts). Pass "
             "more text or a larger n_tokens."
         )
-    rec = record(model, ctxs, hooks=[hook], positions=slice(1, None), batch_size=batch_size)
-    X = rec.acts.float()
-    toks = torch.as_tensor(ctxs)[:, 1:].numpy()  # [n_ctx, per]
+    rec = record(model, ctxs, hooks=[hook], positions=slice(1, None) if exclude_first else "all",
+                 batch_size=batch_size)
+    X = rec.acts.detach().float().cpu()
+    toks = torch.as_tensor(ctxs)[:, first:].numpy()  # [n_ctx, per]
     n_ctx = toks.shape[0]
     rng = np.random.default_rng(seed)
     order = rng.permutation(n_ctx)
     half_a, half_b = np.sort(order[: n_ctx // 2]), np.sort(order[n_ctx // 2:])
     rows_a = (half_a[:, None] * per + np.arange(per)).reshape(-1)
     XA = X[torch.as_tensor(rows_a)]
-    keys = _ngram_keys(toks, int(getattr(model.cfg, "d_vocab", int(toks.max()) + 1)))
+    keys = _ngram_keys(toks)
     rand_b = np.sort(rng.choice(half_b, size=min(n_random, len(half_b)), replace=False))
     coh = _Coherence(model, X, toks, half_b, coherence_embedding, coherence_window, seed)
     scores = []
@@ -234,21 +313,29 @@ def compare_bases(model, corpus, *, hook: str, sae=None, n_units: int = 576,
     df = pd.DataFrame(scores, columns=["basis", "unit", "score", "coherence"])
     summary = _summary(df, n_boot, seed)
     return BasesComparison(hook, int(n_units), df, summary, int(X.shape[0]), int(seed),
-                           coh.mode, coh.baseline)
+                           coh.mode, coh.baseline, exclude_first)
 
 
-def _ngram_keys(toks: np.ndarray, V: int) -> np.ndarray:
-    """``[3, n_ctx, per]`` int64 keys of the 1-, 2- and 3-gram ending at each token (-1 where
-    the context is too short)."""
-    t = toks.astype(np.int64) + 1
-    V = np.int64(V + 1)
-    k1 = t
-    k2 = np.full_like(t, -1)
-    k2[:, 1:] = t[:, :-1] * V + t[:, 1:]
-    k3 = np.full_like(t, -1)
-    k3[:, 2:] = (t[:, :-2] * V + t[:, 1:-1]) * V + t[:, 2:]
-    # distinct ranges per order so one lookup table holds all three
-    return np.stack([k1, k2 + (V ** 2 + 1) * (k2 >= 0), k3 + (V ** 3 + V ** 2 + 2) * (k3 >= 0)])
+def _ngram_keys(toks: np.ndarray, max_context: int = NGRAM_CONTEXT) -> np.ndarray:
+    """``[max_context + 1, n_ctx, per]`` int64 keys: row ``n`` holds the id of the n-gram of
+    ``n + 1`` tokens ending at each token (the token and the ``n`` tokens before it), -1 where
+    the context has fewer tokens before it.
+
+    Ids are dense (``numpy.unique`` over each order's n-grams, so no vocabulary size can
+    overflow int64) and distinct across orders, so one lookup table holds every order.
+    """
+    t = np.asarray(toks, dtype=np.int64)
+    n_ctx, per = t.shape
+    out = np.full((max_context + 1, n_ctx, per), -1, dtype=np.int64)
+    offset = 0
+    for n in range(min(max_context + 1, per)):
+        # the (n + 1)-gram ending at position p >= n is t[:, p - n : p + 1]
+        grams = np.stack([t[:, j: per - n + j] for j in range(n + 1)], axis=-1)
+        _, inv = np.unique(grams.reshape(-1, n + 1), axis=0, return_inverse=True)
+        inv = np.asarray(inv, dtype=np.int64).reshape(n_ctx, per - n)
+        out[n, :, n:] = inv + offset
+        offset += int(inv.max()) + 1
+    return out
 
 
 def _predictability(a: np.ndarray, keys: np.ndarray, half_a, half_b, rand_b, n_top) -> float:
@@ -258,7 +345,7 @@ def _predictability(a: np.ndarray, keys: np.ndarray, half_a, half_b, rand_b, n_t
     table: dict[int, float] = {}
     for c, p in zip(top_a, pos):
         v = float(a[c, p])
-        for n in range(3):
+        for n in range(keys.shape[0]):
             k = int(keys[n, c, p])
             if k >= 0 and v > table.get(k, -np.inf):
                 table[k] = v
@@ -272,7 +359,7 @@ def _predictability(a: np.ndarray, keys: np.ndarray, half_a, half_b, rand_b, n_t
     vv = np.array([table[k] for k in kk], dtype=np.float64)
     pred = np.zeros(true.shape[0])
     found = np.zeros(true.shape[0], dtype=bool)
-    for n in (2, 1, 0):  # longest n-gram first
+    for n in range(keys.shape[0] - 1, -1, -1):  # longest n-gram first
         q = keys[n, ctx].reshape(-1)
         i = np.clip(np.searchsorted(kk, q), 0, len(kk) - 1)
         hit = (kk[i] == q) & ~found & (q >= 0)
@@ -360,8 +447,10 @@ def _unit_activations(basis: str, X: torch.Tensor, XA: torch.Tensor, n: int, sae
                       seed: int) -> np.ndarray:
     d = X.shape[1]
     if basis == "sae":
+        # the SAE may sit on another device / in another dtype (encode moves its input there):
+        # everything it returns comes back to the CPU in float32 before numpy sees it
         with torch.no_grad():
-            fa = (sae.encode(XA) > 0).float().mean(0)
+            fa = (sae.encode(XA) > 0).float().mean(0).cpu()
         alive = torch.nonzero(fa > 0).flatten()
         if alive.numel() == 0:
             raise NeuroprobeError(
@@ -378,7 +467,7 @@ def _unit_activations(basis: str, X: torch.Tensor, XA: torch.Tensor, n: int, sae
                 stacklevel=4)
         pick = alive[torch.argsort(-fa[alive], stable=True)][:n]
         with torch.no_grad():
-            return torch.cat([sae.encode(X[i:i + 8192])[:, pick]
+            return torch.cat([sae.encode(X[i:i + 8192]).float().cpu()[:, pick]
                               for i in range(0, X.shape[0], 8192)]).numpy()
     if basis in ("neurons", "pca", "ica") and n > d:
         raise NeuroprobeError(

@@ -3,8 +3,14 @@
 Per feature: its top activating contexts with per-token highlighting, a histogram of its
 non-zero activations (inline SVG), the output tokens its decoder direction boosts and
 suppresses most through the unembedding (``W_dec[i] @ W_U``), and the minimal activating
-example (:func:`neuroprobe.prune_to_mae`) of its top context.  One page per feature and a
-browser page over all of them; no script, font or image is fetched from anywhere.
+example (:func:`neuroprobe.prune_to_mae`) of its top context -- or, when that cannot be
+computed, a line saying so and why (and a :class:`~neuroprobe.NeuroprobeWarning`).  One page
+per feature and a browser page over all of them; no script, font or image is fetched from
+anywhere.
+
+Position 0 of every context (BOS, the attention sink) is left out of the activations by
+default; ``exclude_first=False`` keeps it.  The SAE may be on another device or in another
+dtype than the model.
 """
 
 from __future__ import annotations
@@ -40,12 +46,45 @@ table{border-collapse:collapse;font-size:.85em} td{padding:1px 6px}
 .pos{color:#1a7f37} .neg{color:#b3261e}
 .card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;margin:1em 0}
 .mae{font-family:ui-monospace,monospace;background:#f6f8fa;padding:.3em .5em}
+.mae-error{color:#b3261e}
 """
 
 
 @dataclass(frozen=True)
 class FeatureCard:
-    """What the dashboard shows for one feature."""
+    """What the dashboard shows for one feature.
+
+    Attributes
+    ----------
+    feature : int
+        The feature's number in the SAE.
+    density : float
+        Fraction of the tokens it fires on.
+    max_activation : float
+    contexts : list of (list of str, list of float)
+        Top activating contexts: their tokens and the feature's activation at each.
+    histogram : (counts, edges)
+        Histogram of the non-zero activations.
+    boosted, suppressed : list of (str, float)
+        Output tokens with the largest / smallest ``W_dec[feature] @ W_U``, with that value.
+    mae_text : str or None
+        The minimal activating example of the top context (None: not computed).
+    mae_activation : float or None
+        The feature's activation at the MAE's anchor.
+    mae_error : str or None
+        Why the MAE could not be computed (None when it was, or was not asked for).
+
+    Examples
+    --------
+    >>> from neuroprobe.dictionary import FeatureCard
+    >>> card = FeatureCard(3, 0.01, 2.5, [(["a", " cat"], [0.0, 2.5])], ([1, 2], [0.5, 1.5, 2.5]),
+    ...                    [(" dog", 1.2)], [(" the", -0.8)], "a cat", 2.4)
+    >>> page = card.html()
+    >>> page.startswith("<!doctype html>"), "Minimal activating example (activation 2.400)" in page
+    (True, True)
+    >>> "<td>+1.200</td>" in card.html(standalone=False)
+    True
+    """
 
     feature: int
     density: float
@@ -56,9 +95,20 @@ class FeatureCard:
     suppressed: list = field(repr=False)
     mae_text: str | None = None
     mae_activation: float | None = None
+    mae_error: str | None = None
 
     def html(self, standalone: bool = True) -> str:
-        """HTML of this feature (a whole page, or a fragment for the browser page)."""
+        """HTML of this feature.
+
+        Parameters
+        ----------
+        standalone : bool
+            A whole self-contained page (default), or a fragment for the browser page.
+
+        Returns
+        -------
+        str
+        """
         ctx = "\n".join(_context_html(t, a, self.max_activation) for t, a in self.contexts)
         rows = lambda xs, cls: "".join(  # noqa: E731
             f"<tr><td class='{cls}'>{html.escape(repr(t))}</td><td>{v:+.3f}</td></tr>"
@@ -67,6 +117,10 @@ class FeatureCard:
         if self.mae_text is not None:
             mae = (f"<h2>Minimal activating example (activation {self.mae_activation:.3f})</h2>"
                    f"<div class='mae'>{html.escape(self.mae_text)}</div>")
+        elif self.mae_error is not None:
+            mae = ("<h2>Minimal activating example</h2><p class='mae-error'>The minimal "
+                   "activating example could not be computed: "
+                   f"{html.escape(self.mae_error)}</p>")
         body = (
             f"<div class='card' id='f{self.feature}'><h1>Feature {self.feature}</h1>"
             f"<p>density {self.density:.2e} &middot; max activation "
@@ -80,19 +134,57 @@ class FeatureCard:
 
 @dataclass(frozen=True)
 class FeatureDashboard:
-    """Cards of several features of one SAE; :meth:`html` is the browser page."""
+    """Cards of several features of one SAE; :meth:`html` is the browser page.
+
+    Attributes
+    ----------
+    hook : str
+        The SAE's hook.
+    cards : tuple of FeatureCard
+        One per feature, in the order the features were given (drawn ones sorted).
+
+    Examples
+    --------
+    Built by :func:`feature_dashboard`; a hand-made one:
+
+    >>> from neuroprobe.dictionary import FeatureCard, FeatureDashboard
+    >>> card = FeatureCard(3, 0.01, 2.5, [(["a", " cat"], [0.0, 2.5])], ([1], [0.5, 2.5]),
+    ...                    [], [])
+    >>> dash = FeatureDashboard("blocks.0.hook_resid_post", (card,))
+    >>> page = dash.html()
+    >>> "<a href='#f3'>3</a>" in page, "Feature 3" in dash._repr_html_()
+    (True, True)
+    """
 
     hook: str
     cards: tuple
 
     def html(self) -> str:
+        """The browser page: an index of the features, then every feature's card.
+
+        Returns
+        -------
+        str
+            A self-contained HTML page (no external script, font or image).
+        """
         index = " ".join(f"<a href='#f{c.feature}'>{c.feature}</a>" for c in self.cards)
         body = (f"<h1>SAE features at {html.escape(self.hook)}</h1><p>{index}</p>"
                 + "".join(c.html(standalone=False) for c in self.cards))
         return _page(f"SAE features at {self.hook}", body)
 
     def save(self, path) -> Path:
-        """Write ``index.html`` and ``feature_<i>.html`` into folder ``path``; returns it."""
+        """Write ``index.html`` and one ``feature_<i>.html`` per card into a folder.
+
+        Parameters
+        ----------
+        path : str or Path
+            The folder (created if missing).
+
+        Returns
+        -------
+        Path
+            The folder.
+        """
         from neuroprobe.core.validation import check_writable_path
 
         p = check_writable_path(path, "path", directory=True)
@@ -138,25 +230,46 @@ def _histogram_svg(counts, edges, w: int = 260, h: int = 110) -> str:
 def feature_dashboard(model, sae, corpus, *, features=None, n_features: int = 16,
                       n_tokens: int = 20_000, context_size: int = 128, skip_contexts: int = 0,
                       n_top: int = 8, n_logits: int = 8, window: int = 24, mae: bool = True,
-                      batch_size: int = 16, seed: int = 0,
-                      text_column: str = "text") -> FeatureDashboard:
+                      batch_size: int = 16, seed: int = 0, text_column: str = "text",
+                      exclude_first: bool = True) -> FeatureDashboard:
     """Build dashboards for SAE features over held-out text.
 
     Parameters
     ----------
     model : TransformerBridge
     sae : SAE
+        At one of ``model``'s hooks (its ``hook_name``); it may be on another device or in
+        another dtype than the model.
     corpus : texts, path, datasets.Dataset or token-id sequences
     features : list of int, optional
         Features to show; default ``n_features`` alive features drawn with ``seed``.
+    n_features : int
+        How many features to draw when ``features`` is not given.
     n_tokens, context_size, skip_contexts
         The text the activations are taken over.
     n_top : int
         Top contexts per feature (each shown as ``window`` tokens ending a few after the max).
     n_logits : int
         Boosted and suppressed tokens shown.
+    window : int
+        Tokens shown per top context.
     mae : bool
-        Also prune each feature's top context to its minimal activating example.
+        Also prune each feature's top context to its minimal activating example.  When that
+        fails for a feature, its card says so and why, and a ``NeuroprobeWarning`` names the
+        feature and the reason.
+    batch_size : int
+        Contexts per forward pass.
+    seed : int
+        Draws the features when ``features`` is not given.
+    text_column : str
+        The text column of a ``datasets.Dataset`` or ``.jsonl`` corpus.
+    exclude_first : bool
+        Leave position 0 of every context (BOS, the attention sink) out of the activations
+        (default).  ``False`` keeps it.
+
+    Returns
+    -------
+    FeatureDashboard
 
     Examples
     --------
@@ -190,15 +303,19 @@ def feature_dashboard(model, sae, corpus, *, features=None, n_features: int = 16
     mae = check_bool(mae, "mae")
     batch_size = check_positive_int(batch_size, "batch_size")
     seed = check_int(seed, "seed", minimum=0)
-    per = context_size - 1
+    exclude_first = check_bool(exclude_first, "exclude_first")
+    first = 1 if exclude_first else 0
+    positions = slice(1, None) if exclude_first else "all"
+    per = context_size - first
     need = skip_contexts + -(-int(n_tokens) // per)
-    ctxs = corpus_contexts(model, corpus, n_tokens=need * per, context_size=context_size,
-                           text_column=text_column)[skip_contexts:]
+    # corpus_contexts counts context_size - 1 kept tokens per context: ask for `need` contexts
+    ctxs = corpus_contexts(model, corpus, n_tokens=need * (context_size - 1),
+                           context_size=context_size, text_column=text_column)[skip_contexts:]
     if not ctxs:
         raise NeuroprobeError("feature_dashboard: the corpus has no context; pass more text.")
     feats_all = sae.features()
     if features is None:
-        rec = record(model, ctxs, hooks=[feats_all], positions=slice(1, None),
+        rec = record(model, ctxs, hooks=[feats_all], positions=positions,
                      batch_size=batch_size)
         alive = np.flatnonzero((rec.acts > 0).any(0).numpy())
         if alive.size == 0:
@@ -215,11 +332,11 @@ def feature_dashboard(model, sae, corpus, *, features=None, n_features: int = 16
         acts_all = rec.acts[:, torch.as_tensor(features)]
     else:
         features = np.asarray(features, dtype=np.int64)
-        rec = record(model, ctxs, hooks=[sae.features(features)], positions=slice(1, None),
+        rec = record(model, ctxs, hooks=[sae.features(features)], positions=positions,
                      batch_size=batch_size)
         acts_all = rec.acts
-    A = acts_all.reshape(len(ctxs), per, -1).numpy()
-    toks = np.asarray(ctxs)[:, 1:]
+    A = acts_all.detach().float().cpu().reshape(len(ctxs), per, -1).numpy()
+    toks = np.asarray(ctxs)[:, first:]
     strs = _token_strings(model, toks)
     logit_dirs = _logit_effects(model, sae, features)
     cards = []
@@ -236,22 +353,28 @@ def feature_dashboard(model, sae, corpus, *, features=None, n_features: int = 16
         nz = a[a > 0]
         hist = np.histogram(nz, bins=30) if nz.size else (np.zeros(0), np.zeros(1))
         boosted, suppressed = logit_dirs(j, n_logits)
-        mae_text = mae_act = None
+        mae_text = mae_act = mae_error = None
         if mae and top.size:
             from neuroprobe.mae.prune import prune_to_mae
 
             c = int(top[0])
+            tok = getattr(model, "tokenizer", None)
             try:
-                tok = getattr(model, "tokenizer", None)
-                text = tok.decode(ctxs[c][1:]) if tok is not None else list(ctxs[c])
+                if tok is not None:  # the text without the BOS corpus_contexts put first
+                    bos = getattr(tok, "bos_token_id", None)
+                    text = tok.decode(ctxs[c][1:] if bos is not None else ctxs[c])
+                else:
+                    text = list(ctxs[c])
                 m = prune_to_mae(model, (feats_all, int(f)), text)
-                mae_text = model.tokenizer.decode(m.token_ids) if getattr(
-                    model, "tokenizer", None) is not None else str(m.token_ids)
+                mae_text = tok.decode(m.token_ids) if tok is not None else str(m.token_ids)
                 mae_act = float(m.activation)
-            except NeuroprobeError:
-                pass
+            except NeuroprobeError as e:
+                mae_error = str(e)
+                warn_degenerate(
+                    f"feature_dashboard: the minimal activating example of feature {int(f)} "
+                    f"could not be computed ({mae_error}); its card says so instead.")
         cards.append(FeatureCard(int(f), float((a > 0).mean()), float(a.max()), contexts,
-                                 hist, boosted, suppressed, mae_text, mae_act))
+                                 hist, boosted, suppressed, mae_text, mae_act, mae_error))
     return FeatureDashboard(hook, tuple(cards))
 
 
@@ -268,8 +391,9 @@ def _logit_effects(model, sae, features):
     W_U = getattr(model, "W_U", None)
     if W_U is None:
         return lambda j, n: ([], [])
-    with torch.no_grad():
-        eff = sae.W_dec.detach()[torch.as_tensor(features)].float() @ W_U.detach().float().cpu()
+    with torch.no_grad():  # both on the CPU in float32, wherever the SAE and the model are
+        W_dec = sae.W_dec.detach().float().cpu()
+        eff = W_dec[torch.as_tensor(features, dtype=torch.long)] @ W_U.detach().float().cpu()
     tok = getattr(model, "tokenizer", None)
 
     def name(i: int) -> str:

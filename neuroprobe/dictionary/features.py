@@ -8,6 +8,11 @@ the hook, so ``record``, ``stream``, ``fit_glm`` over a recording, ``max_activat
 directions.  ``vectors`` holds the encoder columns of the kept features (so widths are
 checked as for any direction), but the recorded value is the encoder's output, not
 ``acts @ vectors.T``.
+
+The SAE may sit on another device or in another dtype than the model (``train_sae_on_store``
+returns it on CUDA where there is one): inside the hook the activations go to the SAE's
+device and dtype, are encoded there, and the feature activations come back in the hook's
+device and dtype.
 """
 
 from __future__ import annotations
@@ -31,6 +36,19 @@ class SAEFeatures(Directions):
 
     Build with :meth:`SAE.features` (or :meth:`from_sae`).  Column ``j`` of a recording is
     feature ``features[j]`` of the SAE.
+
+    Attributes
+    ----------
+    hook : str
+        The hook whose output is encoded.
+    vectors : Tensor ``[n_directions, d_in]``
+        The encoder columns of the kept features (float32, CPU); widths are checked with it.
+    name : str
+        The units' label suffix (``"<hook>@<name>"`` in a recording).
+    sae : SAE
+        The sparse autoencoder whose ``encode`` gives the activations.
+    features : tuple of int
+        The SAE's feature numbers, in column order.
 
     Examples
     --------
@@ -56,7 +74,29 @@ class SAEFeatures(Directions):
     @classmethod
     def from_sae(cls, sae, indices=None, *, hook: str | None = None,
                  name: str = "sae") -> SAEFeatures:
-        """The SAE's features (all, or ``indices``) as units at ``hook`` (default: the SAE's)."""
+        """The SAE's features (all, or ``indices``) as units at ``hook``.
+
+        Parameters
+        ----------
+        sae : SAE
+        indices : sequence of int, optional
+            Distinct feature numbers in ``0 .. d_sae - 1`` (default: every feature).
+        hook : str, optional
+            The hook to encode (default: the SAE's ``hook_name``).
+        name : str
+            Label of the units (``"<hook>@<name>"``).
+
+        Returns
+        -------
+        SAEFeatures
+
+        Examples
+        --------
+        >>> from neuroprobe.dictionary import SAE, SAEFeatures
+        >>> sae = SAE(8, 16, "l1", hook_name="blocks.0.hook_resid_post")
+        >>> SAEFeatures.from_sae(sae, [2, 9]).features
+        (2, 9)
+        """
         hook = hook or sae.hook_name
         if not hook:
             raise NeuroprobeError(
@@ -75,12 +115,25 @@ class SAEFeatures(Directions):
                 raise NeuroprobeError(
                     f"{e} Pass distinct feature numbers in 0..{sae.d_sae - 1}."
                 ) from None
-        vec = sae.W_enc.detach().T[torch.as_tensor(idx)].float().cpu()
+        W = sae.W_enc.detach()
+        vec = W.T[torch.as_tensor(idx, device=W.device)].float().cpu()
         return cls(hook, vec, name, sae=sae, features=tuple(int(i) for i in idx))
 
     def unit_activations(self, acts: Float[Tensor, "... d"]
                          ) -> Float[Tensor, "... n_directions"]:
-        """The SAE's feature activations of ``acts`` (kept features only), in acts' dtype."""
+        """The SAE's feature activations of ``acts`` (kept features only).
+
+        Parameters
+        ----------
+        acts : Tensor ``[..., d_in]``
+            The hook's output, on any device and in any float dtype.
+
+        Returns
+        -------
+        Tensor ``[..., n_directions]``
+            ``sae.encode(acts)`` of the kept features (TopK over all features), computed on
+            the SAE's device and in its dtype, returned on ``acts``' device in its dtype.
+        """
         if acts.shape[-1] != self.width:
             raise NeuroprobeError(
                 f"the SAE features at {self.hook!r} have d_in={self.width}, but the hook's output "
@@ -93,7 +146,23 @@ class SAEFeatures(Directions):
         return f.to(device=acts.device, dtype=acts.dtype)
 
     def subset(self, indices) -> SAEFeatures:
-        """The units ``indices`` (positions in this set) as a smaller set of SAE features."""
+        """The units ``indices`` (positions in this set) as a smaller set of SAE features.
+
+        Parameters
+        ----------
+        indices : int or sequence of int
+            Positions in this set (not feature numbers); repeats allowed.
+
+        Returns
+        -------
+        SAEFeatures
+
+        Examples
+        --------
+        >>> from neuroprobe.dictionary import SAE
+        >>> SAE(8, 16, "l1", hook_name="h").features([4, 7, 9]).subset([2, 0]).features
+        (9, 4)
+        """
         from neuroprobe.core.validation import check_index_list
 
         if isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):

@@ -53,10 +53,20 @@ def test_stream_probes_and_glm_and_spectrum_take_features(native_model, sae, tex
     torch.testing.assert_close(top.values[:, 0].float(),
                                rec.acts.sort(0, descending=True).values[:3, 0], atol=1e-5,
                                rtol=1e-5)
+    # the same analyses on encode() of the recorded hook output (more in
+    # test_features_everywhere.py)
+    raw = npb.record(native_model, texts, hooks=[HOOK]).acts
+    with torch.no_grad():
+        enc = sae.encode(raw)[:, :6]
     X = np.random.default_rng(0).normal(size=(rec.acts.shape[0], 2))
     res = npb.fit_glm(rec, X)
     assert res.beta.shape == (2, 6)
-    assert npb.eigenspectrum(rec, max_components=4).eigenvalues.shape[0] >= 1
+    torch.testing.assert_close(res.beta.double(), npb.fit_glm(enc.double(), X).beta.double(),
+                               atol=1e-5, rtol=1e-4)
+    got = np.asarray(npb.eigenspectrum(rec, max_components=4).eigenvalues)
+    ref = np.asarray(npb.eigenspectrum(enc.double(), max_components=4).eigenvalues)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-8)
+    assert ref[0] > 0
 
 
 def test_mae_takes_features(native_model, sae, texts):
@@ -73,7 +83,12 @@ def test_mae_takes_features(native_model, sae, texts):
     assert mae.original_activation == pytest.approx(float(best.max()), abs=1e-5)
     found = npb.local_search(native_model, (feats, k), mae,
                              substituter=lambda left, s, r, n: [[20], [21]], spans=(1,))
-    assert len(found.table) >= 0
+    assert len(found.table) >= 1
+    for ids, anchor, act in zip(found.table.token_ids, found.table.anchor,
+                                found.table.activation, strict=True):
+        raw = npb.record(native_model, [list(ids)], hooks=[HOOK]).acts
+        with torch.no_grad():
+            assert act == pytest.approx(float(sae.encode(raw)[int(anchor), k]), abs=1e-5)
 
 
 def test_d_in_mismatch_names_both(native_model, texts):
