@@ -1,5 +1,6 @@
 """Write docs/api.md from the package: every public name of ``neuroprobe.__all__``, grouped
-by the folder that defines it, with the first line of its docstring.
+by the folder that defines it, with the first paragraph of its docstring (constants: their
+value).
 
 Run:  python docs/make_api.py        (tests/test_project.py checks the page lists every name)
 """
@@ -44,8 +45,9 @@ def _summary(name: str, obj) -> str:
     if _kind(obj) == "constant":
         text = repr(obj)
         return f"`{text if len(text) < 70 else text[:66] + ' ...'}`"
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0].replace("|", "\\|") if doc.strip() else ""
+    # the first paragraph, joined: a summary sentence wrapped over two lines stays whole
+    para = (inspect.getdoc(obj) or "").strip().split("\n\n")[0]
+    return " ".join(para.split()).replace("|", "\\|")
 
 
 def main() -> None:
@@ -57,11 +59,11 @@ def main() -> None:
     out = [
         "# API reference", "",
         "Every public name of `neuroprobe` (its `__all__`), grouped by the folder that defines "
-        "it, with the first line of its docstring. `help(npb.NAME)` shows the full numpydoc "
-        "text; the topic pages explain how the pieces fit together, and "
-        "[architecture.md](architecture.md) how the folders are layered. This page is written "
-        "by `python docs/make_api.py`; `tests/test_project.py` checks that it lists every "
-        "public name.", "",
+        "it, with the summary of its docstring (constants: their value). `help(npb.NAME)` "
+        "shows the full numpydoc text; the topic pages explain how the pieces fit together, "
+        "and [architecture.md](architecture.md) how the folders are layered. This page is "
+        "written by `python docs/make_api.py`; `tests/test_project.py` checks that it lists "
+        "every public name, and every name of a subpackage's `__all__`.", "",
     ]
     for folder, lines in rows.items():
         if not lines:

@@ -1,8 +1,8 @@
 """neuroprobe: neuroscience methods for neural-network interpretability.
 
 Functional networks from block designs and mass-univariate GLMs, minimal activating
-examples, spline codes and polytope densities, eigenspectra and random projections --
-all on TransformerLens hooks.
+examples, spline codes and polytope densities, eigenspectra and random projections, sparse
+autoencoders and their features as units -- all on TransformerLens hooks.
 
 >>> import neuroprobe as npb
 >>> all(hasattr(npb, name) for name in npb.__all__)
@@ -85,8 +85,8 @@ __all__ = [
     "SAE", "SAEFeatures", "ActivationStore", "SAEEvaluation", "harvest", "corpus_contexts",
     "train_sae", "train_sae_on_store", "evaluate_sae", "spliced_losses", "load_sae",
     "save_sae", "load_shakespeare_corpus", "load_bible_corpus", "compare_bases",
-    "BasesComparison",
-    "feature_dashboard", "FeatureDashboard",
+    "BasesComparison", "ARCHITECTURES", "FORMATS", "BASES",
+    "feature_dashboard", "FeatureDashboard", "FeatureCard",
     # testbeds: small networks, their null networks and stimuli, for experiments and tests
     "MovingDot", "moving_dot", "ReLUMLP", "MLPAutoencoder", "TrainedDigits", "train_digits",
     "train_digits_autoencoder", "load_digits_images", "untrained_copy", "reinitialize_",

