@@ -19,7 +19,9 @@ instead of once per replacement; the first batch checks that resuming reproduces
 logits, else whole spliced passes run.
 
 Every number has a PCA counterpart with as many components as the SAE's (rounded) L0,
-fitted on the same evaluation tokens (which favours PCA).
+fitted on the same evaluation tokens (which favours PCA): FVU, MSE, cosine, L2 ratio, CE
+loss and KL of the PCA reconstruction ``mean + (x - mean) U U'``, streamed in float64 like
+the SAE's.
 """
 
 from __future__ import annotations
@@ -53,23 +55,52 @@ __all__ = ["SAEEvaluation", "evaluate_sae", "spliced_losses"]
 class SAEEvaluation:
     """Metrics of an SAE at its hook, each beside a PCA with ``pca_components`` components.
 
+    Made by :func:`evaluate_sae`; ``x`` is a hook output, ``x_hat`` its reconstruction, and
+    means are over the ``n_tokens`` evaluation tokens.
+
     Attributes
     ----------
     hook, architecture : str
     d_in, d_sae, n_tokens : int
         ``n_tokens``: evaluation tokens of the reconstruction metrics.
-    l0, fvu, mse, cosine, l2_ratio : float
+    l0 : float
+        Mean number of features firing (``f > 0``) per token.
+    fvu : float
+        ``sum ||x - x_hat||^2 / sum ||x - mean(x)||^2``.
+    mse : float
+        ``sum ||x - x_hat||^2 / (n_tokens * d_in)``.
+    cosine : float
+        Mean over tokens of ``cos(x, x_hat)`` (0 for a token whose ``x_hat`` is zero).
+    l2_ratio : float
+        Mean over tokens of ``||x_hat|| / ||x||``.
     dead_fraction, dense_fraction : float
+        Fraction of features that never fired, and that fired on more than
+        ``dense_threshold`` of the tokens.
     feature_density : ndarray ``[d_sae]``
         Fraction of evaluation tokens on which each feature fired.
     pca_eigenvalues : ndarray ``[d_in]``
         Eigenvalues of the evaluation tokens' covariance, largest first (the PCA baseline;
         :meth:`pca_fvu_with` gives the FVU of any number of components).
     pca_components : int
-    pca_fvu, pca_mse, pca_cosine : float
+        ``round(l0)`` (at least 1, at most ``d_in``).
+    pca_fvu, pca_mse, pca_cosine, pca_l2_ratio : float
+        The same metrics for the PCA reconstruction.
     n_ce_tokens : int
         Predictions over which the spliced losses are averaged.
     ce_clean, ce_sae, ce_zero, ce_pca, kl_sae, kl_pca : float
+        Mean next-token CE of the clean model and with the SAE / zeros / PCA spliced in;
+        mean ``KL(p_clean || p_spliced)``.
+
+    Examples
+    --------
+    >>> import neuroprobe as npb
+    >>> from neuroprobe.dictionary import SAE, evaluate_sae
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
+    >>> sae = SAE(16, 32, "topk", k=4, hook_name="blocks.0.hook_resid_post")
+    >>> ev = evaluate_sae(sae, model, [list(range(50)) * 4], n_tokens=150, context_size=16)
+    >>> ev.l0 <= 4, 0 <= ev.dead_fraction <= 1, ev.to_dataframe().shape
+    (True, True, (11, 2))
     """
 
     hook: str
@@ -90,6 +121,7 @@ class SAEEvaluation:
     pca_fvu: float
     pca_mse: float
     pca_cosine: float
+    pca_l2_ratio: float
     n_ce_tokens: int
     ce_clean: float
     ce_sae: float
@@ -100,20 +132,32 @@ class SAEEvaluation:
 
     @property
     def explained_variance(self) -> float:
+        """``1 - fvu``."""
         return 1.0 - self.fvu
 
     @property
     def ce_loss_recovered(self) -> float:
-        """``(CE_zero - CE_sae) / (CE_zero - CE_clean)``."""
+        """``(CE_zero - CE_sae) / (CE_zero - CE_clean)`` (NaN when ``CE_zero = CE_clean``)."""
         return _recovered(self.ce_zero, self.ce_sae, self.ce_clean)
 
     @property
     def pca_ce_loss_recovered(self) -> float:
+        """``(CE_zero - CE_pca) / (CE_zero - CE_clean)`` (NaN when ``CE_zero = CE_clean``)."""
         return _recovered(self.ce_zero, self.ce_pca, self.ce_clean)
 
     def pca_fvu_with(self, n_components: int) -> float:
         """FVU of a PCA with ``n_components`` components on the evaluation tokens (e.g. 32,
         the issue's fixed baseline, beside ``pca_fvu`` at ``round(L0)`` components).
+
+        Parameters
+        ----------
+        n_components : int
+            From 1 to ``d_in``.
+
+        Returns
+        -------
+        float
+            ``1 - sum(top n_components eigenvalues) / sum(eigenvalues)``.
 
         Examples
         --------
@@ -129,17 +173,48 @@ class SAEEvaluation:
         return float(1.0 - ev[:m].sum() / ev.sum())
 
     def log10_density_histogram(self, bins: int = 40) -> tuple[np.ndarray, np.ndarray]:
-        """Counts and edges of ``log10(feature_density)`` (dead features left out)."""
+        """Counts and edges of ``log10(feature_density)`` (dead features left out).
+
+        Parameters
+        ----------
+        bins : int
+            Number of bins, spanning ``log10(1 / n_tokens)`` (rounded down) to 0.
+
+        Returns
+        -------
+        counts : ndarray ``[bins]``
+        edges : ndarray ``[bins + 1]``
+        """
         d = self.feature_density[self.feature_density > 0]
         lo = math.floor(math.log10(1.0 / max(self.n_tokens, 1)))
         return np.histogram(np.log10(d), bins=bins, range=(lo, 0.0))
 
     def to_dataframe(self) -> pd.DataFrame:
-        """One row per metric, columns ``sae`` and ``pca``."""
+        """One row per metric, columns ``sae`` and ``pca``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by metric: ``l0`` (the PCA's is its number of components), ``fvu``,
+            ``explained_variance``, ``mse``, ``cosine``, ``l2_ratio``, ``dead_fraction``,
+            ``dense_fraction`` (NaN for the PCA), ``ce_loss``, ``ce_loss_recovered``, ``kl``.
+
+        Examples
+        --------
+        >>> import neuroprobe as npb
+        >>> from neuroprobe.dictionary import SAE, evaluate_sae
+        >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+        ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
+        >>> sae = SAE(16, 32, "topk", k=4, hook_name="blocks.0.hook_resid_post")
+        >>> ev = evaluate_sae(sae, model, [list(range(50)) * 4], n_tokens=150, context_size=16)
+        >>> df = ev.to_dataframe()
+        >>> list(df.columns), float(df.loc["l0", "pca"]), int(df["pca"].isna().sum())
+        (['sae', 'pca'], 4.0, 2)
+        """
         rows = [("l0", self.l0, float(self.pca_components)), ("fvu", self.fvu, self.pca_fvu),
                 ("explained_variance", self.explained_variance, 1 - self.pca_fvu),
                 ("mse", self.mse, self.pca_mse), ("cosine", self.cosine, self.pca_cosine),
-                ("l2_ratio", self.l2_ratio, np.nan),
+                ("l2_ratio", self.l2_ratio, self.pca_l2_ratio),
                 ("dead_fraction", self.dead_fraction, np.nan),
                 ("dense_fraction", self.dense_fraction, np.nan),
                 ("ce_loss", self.ce_sae, self.ce_pca),
@@ -148,7 +223,14 @@ class SAEEvaluation:
         return pd.DataFrame(rows, columns=["metric", "sae", "pca"]).set_index("metric")
 
     def to_dict(self) -> dict:
-        """The scalar metrics as a JSON-ready dict."""
+        """The scalar metrics as a JSON-ready dict.
+
+        Returns
+        -------
+        dict
+            Every field but ``feature_density`` and ``pca_eigenvalues``, plus
+            ``explained_variance``, ``ce_loss_recovered`` and ``pca_ce_loss_recovered``.
+        """
         out = {k: v for k, v in self.__dict__.items()
                if k not in ("feature_density", "pca_eigenvalues")}
         out.update(explained_variance=self.explained_variance,
@@ -158,7 +240,28 @@ class SAEEvaluation:
                 for k, v in out.items()}
 
     def plot(self, ax=None):
-        """The log10 feature-density histogram, dead fraction in the title."""
+        """The log10 feature-density histogram, dead fraction in the title.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+            Where to draw (default: a new figure).
+
+        Returns
+        -------
+        matplotlib Axes
+
+        Examples
+        --------
+        >>> import neuroprobe as npb
+        >>> from neuroprobe.dictionary import SAE, evaluate_sae
+        >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+        ...                             d_vocab=50, n_ctx=32, act_fn="relu", seed=0))
+        >>> sae = SAE(16, 32, "topk", k=4, hook_name="blocks.0.hook_resid_post")
+        >>> ev = evaluate_sae(sae, model, [list(range(50)) * 4], n_tokens=150, context_size=16)
+        >>> ev.plot().get_xlabel()
+        'log10 feature density'
+        """
         import matplotlib.pyplot as plt
 
         if ax is None:
@@ -448,8 +551,17 @@ def evaluate_sae(sae: SAE, model, corpus, *, hook: str | None = None, n_tokens: 
     ce_tokens : int, optional
         Tokens for the spliced losses (default ``n_tokens``; a clean pass and three
         replaced ones, resumed after the hook when it is a block's residual output).
+    context_size, batch_size, exclude_first, text_column, progress
+        As in :func:`~neuroprobe.dictionary.harvest` (use the training harvest's
+        ``context_size`` and ``exclude_first``).
+    dense_threshold : float
+        A feature is dense when it fires on more than this fraction of the tokens.
     skip_contexts : int
         Leave out the first contexts of the corpus (e.g. those used for training).
+
+    Returns
+    -------
+    SAEEvaluation
 
     Examples
     --------
@@ -532,8 +644,8 @@ def evaluate_sae(sae: SAE, model, corpus, *, hook: str | None = None, n_tokens: 
         l2_ratio=stats.l2r / n, dead_fraction=float((density == 0).mean()),
         dense_fraction=float((density > dense_threshold).mean()), feature_density=density,
         pca_eigenvalues=evals.double().numpy().copy(), pca_components=m, pca_fvu=pca_fvu,
-        pca_mse=pc.sse / (pc.n * sae.d_in),
-        pca_cosine=pc.cos / pc.n, n_ce_tokens=sp["n_tokens"], ce_clean=sp["ce"]["clean"],
+        pca_mse=pc.sse / (pc.n * sae.d_in), pca_cosine=pc.cos / pc.n,
+        pca_l2_ratio=pc.l2r / pc.n, n_ce_tokens=sp["n_tokens"], ce_clean=sp["ce"]["clean"],
         ce_sae=sp["ce"]["sae"], ce_zero=sp["ce"]["zero"], ce_pca=sp["ce"]["pca"],
         kl_sae=sp["kl"]["sae"], kl_pca=sp["kl"]["pca"])
 
@@ -541,15 +653,16 @@ def evaluate_sae(sae: SAE, model, corpus, *, hook: str | None = None, n_tokens: 
 class _PCAStats:
     def __init__(self, fn, hook: str):
         self.fn, self.hooks = fn, [hook]
-        self.n, self.sse, self.cos = 0, 0.0, 0.0
+        self.n, self.sse, self.cos, self.l2r = 0, 0.0, 0.0, 0.0
 
     def update(self, acts, meta) -> None:
         x = acts[self.hooks[0]].detach().double().cpu()
         xh = self.fn(x.float()).double()
         self.n += x.shape[0]
         self.sse += float(((xh - x) ** 2).sum())
-        self.cos += float(((xh * x).sum(1) / (x.norm(dim=1) * xh.norm(dim=1)).clamp_min(1e-30)
-                           ).sum())
+        nx, nh = x.norm(dim=1), xh.norm(dim=1)
+        self.cos += float(((xh * x).sum(1) / (nx * nh).clamp_min(1e-30)).sum())
+        self.l2r += float((nh / nx.clamp_min(1e-30)).sum())
 
     def merge(self, other):  # pragma: no cover
         raise NeuroprobeError("evaluation statistics are not merged.")

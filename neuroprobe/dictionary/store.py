@@ -42,11 +42,36 @@ _STORE_DTYPES = ("float16", "bfloat16")
 
 def corpus_contexts(model, corpus, *, n_tokens: int | None, context_size: int = 128,
                     text_column: str = "text") -> list[list[int]]:
-    """Cut a corpus into contexts of ``context_size`` token ids (BOS first when the model's
-    tokenizer has one), enough for ``n_tokens`` kept tokens (all the corpus if None).
+    """Cut a corpus into contexts of ``context_size`` token ids, BOS first when the model's
+    tokenizer has one.
 
-    ``corpus`` is what :func:`neuroprobe.iter_texts` takes (texts, a ``.txt``/``.jsonl``
-    path, a ``datasets.Dataset``) or, for models without a tokenizer, token-id sequences.
+    With a tokenizer, each text becomes ``tokenizer(text, add_special_tokens=False)`` ids
+    followed by the EOS id (when the tokenizer has one); the texts are joined into one token
+    stream in corpus order, and the stream is cut into consecutive pieces of
+    ``context_size - 1`` ids, each with the BOS id prepended.  Without a tokenizer the corpus
+    is token-id sequences, joined as they are and cut into pieces of ``context_size`` ids.
+    A last piece shorter than that is dropped.
+
+    Parameters
+    ----------
+    model : TransformerBridge
+        Its ``tokenizer`` (may be None) and ``cfg.n_ctx`` / ``cfg.d_vocab`` are used.
+    corpus : iterable of str, str or Path, datasets.Dataset, or token-id sequences
+        What :func:`neuroprobe.iter_texts` takes (texts, a ``.txt`` file with one text per
+        paragraph, a ``.jsonl`` file, a ``datasets.Dataset``) or, for a model without a
+        tokenizer, token-id sequences.
+    n_tokens : int or None
+        Stop once the contexts hold ``n_tokens`` tokens after position 0 (whole contexts, so
+        up to one context more); None: the whole corpus.
+    context_size : int
+        Tokens per context, BOS included (at least 2, at most ``model.cfg.n_ctx``).
+    text_column : str
+        Column of a dataset / field of a ``.jsonl`` line holding the text.
+
+    Returns
+    -------
+    list of list of int
+        The contexts, each of ``context_size`` token ids, in corpus order.
 
     Examples
     --------
@@ -144,14 +169,37 @@ def _check_context_size(model, context_size) -> int:
 class ActivationStore:
     """A harvest on disk: one ``[n_tokens, d]`` memmap per hook, rows shuffled.
 
+    Made by :func:`harvest` (or :meth:`from_arrays`), reopened with :meth:`open`; read with
+    :meth:`rows` and :meth:`batches`, which return float32 tensors whatever the stored dtype.
+
     Attributes
     ----------
     path : Path
+        The store's folder (``store.json`` and ``acts_<j>.npy`` for the ``j``-th hook).
     hooks : tuple of str
+        Hook names, in file order.
     widths : tuple of int
+        Width of each hook's activations.
     n_tokens : int
-    dtype : str  ("float16" or "bfloat16")
-    meta : dict  (model name, context size, exclude_first, seed, harvest speed)
+        Rows (tokens) per hook.
+    dtype : str
+        Storage dtype, ``"float16"`` or ``"bfloat16"``.
+    meta : dict
+        Model name, context size, ``exclude_first``, seed and harvest speed.
+
+    Examples
+    --------
+    >>> import tempfile, neuroprobe as npb
+    >>> from neuroprobe.dictionary import ActivationStore, harvest
+    >>> model = npb.load_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
+    ...                             d_vocab=50, n_ctx=16, act_fn="relu", seed=0))
+    >>> folder = tempfile.mkdtemp()
+    >>> st = harvest(model, [list(range(50))], "blocks.0.hook_resid_post", path=folder,
+    ...              context_size=10)
+    >>> st
+    ActivationStore(..., n_tokens=45, hooks=['blocks.0.hook_resid_post'], dtype=float16)
+    >>> ActivationStore.open(folder).rows("blocks.0.hook_resid_post", 0, 4).shape
+    torch.Size([4, 16])
     """
 
     path: Path
@@ -163,7 +211,26 @@ class ActivationStore:
 
     @classmethod
     def open(cls, path) -> ActivationStore:
-        """Open a store written by :func:`harvest`."""
+        """Open a store written by :func:`harvest` or :meth:`from_arrays`.
+
+        Parameters
+        ----------
+        path : str or Path
+            The store's folder (holding ``store.json``).
+
+        Returns
+        -------
+        ActivationStore
+
+        Examples
+        --------
+        >>> import tempfile, torch
+        >>> from neuroprobe.dictionary import ActivationStore
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = ActivationStore.from_arrays(folder, {"h": torch.ones(6, 2)})
+        >>> ActivationStore.open(folder).n_tokens
+        6
+        """
         import os
 
         if not isinstance(path, (str, os.PathLike)):
@@ -203,6 +270,23 @@ class ActivationStore:
     def from_arrays(cls, path, arrays: dict, *, dtype: str = "float16", seed: int = 0,
                     meta: dict | None = None) -> ActivationStore:
         """A store from in-memory ``{hook: [n, d]}`` activations (rows shuffled by ``seed``).
+
+        Parameters
+        ----------
+        path : str or Path
+            Folder to write.
+        arrays : dict
+            ``{hook name: [n, d] tensor or array}``, the same ``n`` for every hook.
+        dtype : {"float16", "bfloat16"}
+            Storage dtype.
+        seed : int
+            Seed of the row shuffle (row ``i`` is written at ``permutation(n)[i]``).
+        meta : dict, optional
+            Kept as the store's ``meta``.
+
+        Returns
+        -------
+        ActivationStore
 
         Examples
         --------
@@ -260,6 +344,31 @@ class ActivationStore:
         return cls(out, tuple(hooks), tuple(widths), n, dtype, meta)
 
     def hook_column(self, hook: str) -> int:
+        """Position of ``hook`` in :attr:`hooks` (its file is ``acts_<position>.npy``).
+
+        Parameters
+        ----------
+        hook : str
+            A hook name of this store.
+
+        Returns
+        -------
+        int
+
+        Raises
+        ------
+        NeuroprobeError
+            When the store does not hold ``hook`` (the message lists the hooks it holds).
+
+        Examples
+        --------
+        >>> import tempfile, torch
+        >>> from neuroprobe.dictionary import ActivationStore
+        >>> st = ActivationStore.from_arrays(tempfile.mkdtemp(),
+        ...                                  {"a": torch.ones(4, 2), "b": torch.ones(4, 3)})
+        >>> st.hook_column("b")
+        1
+        """
         if hook not in self.hooks:
             raise NeuroprobeError(
                 f"hook {hook!r} is not in this activation store; it holds {list(self.hooks)}."
@@ -267,7 +376,18 @@ class ActivationStore:
         return self.hooks.index(hook)
 
     def array(self, hook: str) -> np.memmap:
-        """The raw memmap of one hook (float16, or uint16 holding bfloat16 bits)."""
+        """The raw memmap of one hook (float16, or uint16 holding bfloat16 bits).
+
+        Parameters
+        ----------
+        hook : str
+            A hook name of this store.
+
+        Returns
+        -------
+        numpy.memmap
+            ``[n_tokens, width]``, read-only.
+        """
         j = self.hook_column(hook)
         f = self.path / f"acts_{j}.npy"
         try:
@@ -285,7 +405,30 @@ class ActivationStore:
         return a
 
     def rows(self, hook: str, start: int, stop: int) -> Tensor:
-        """Rows ``start:stop`` of one hook as a float32 tensor."""
+        """Rows ``start:stop`` of one hook as a float32 tensor.
+
+        Parameters
+        ----------
+        hook : str
+            A hook name of this store.
+        start, stop : int
+            Row range, ``0 <= start <= stop <= n_tokens``.
+
+        Returns
+        -------
+        Tensor
+            ``[stop - start, width]``, float32 (a copy: the file is not modified through it).
+
+        Examples
+        --------
+        >>> import tempfile, torch
+        >>> from neuroprobe.dictionary import ActivationStore
+        >>> st = ActivationStore.from_arrays(tempfile.mkdtemp(), {"h": torch.ones(5, 3)},
+        ...                                  dtype="bfloat16")
+        >>> st.rows("h", 1, 3)
+        tensor([[1., 1., 1.],
+                [1., 1., 1.]])
+        """
         start = check_int(start, "start", minimum=0, maximum=self.n_tokens)
         stop = check_int(stop, "stop", minimum=start, maximum=self.n_tokens)
         a = np.asarray(self.array(hook)[start:stop])
@@ -296,7 +439,30 @@ class ActivationStore:
 
     def batches(self, hook: str, batch_size: int, *, start: int = 0, stop: int | None = None
                 ) -> Iterator[Tensor]:
-        """Consecutive float32 batches of rows ``start:stop`` (already shuffled on disk)."""
+        """Consecutive float32 batches of rows ``start:stop`` (already shuffled on disk).
+
+        Parameters
+        ----------
+        hook : str
+            A hook name of this store.
+        batch_size : int
+            Rows per batch (the last batch may be shorter).
+        start, stop : int
+            Row range (default: all rows).
+
+        Yields
+        ------
+        Tensor
+            ``[<= batch_size, width]`` float32 batches, in row order.
+
+        Examples
+        --------
+        >>> import tempfile, torch
+        >>> from neuroprobe.dictionary import ActivationStore
+        >>> st = ActivationStore.from_arrays(tempfile.mkdtemp(), {"h": torch.ones(10, 3)})
+        >>> [b.shape[0] for b in st.batches("h", 4)]
+        [4, 4, 2]
+        """
         batch_size = check_positive_int(batch_size, "batch_size")
         start = check_int(start, "start", minimum=0, maximum=self.n_tokens)
         stop = self.n_tokens if stop is None else check_int(stop, "stop", minimum=start,
@@ -385,10 +551,16 @@ def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | 
             text_column: str = "text", client=None, n_shards: int = 8) -> ActivationStore:
     """Harvest hook outputs over a corpus into an on-disk, shuffled :class:`ActivationStore`.
 
+    The corpus is cut into contexts by :func:`corpus_contexts`; the ``i``-th kept token
+    (contexts in order, positions in order: the row order of ``npb.record`` on the same
+    contexts, position 0 left out by default) is written at row ``permutation(n_tokens)[i]``
+    of each hook's file, the permutation drawn from ``seed``.
+
     Parameters
     ----------
     model : TransformerBridge
-    corpus : texts, path, datasets.Dataset, or token-id sequences (see :func:`corpus_contexts`)
+    corpus : texts, path, datasets.Dataset, or token-id sequences
+        See :func:`corpus_contexts`.
     hooks : str or list of str
         Exact hook names; all are harvested from the same forward pass, which stops after
         the deepest of them.
@@ -410,6 +582,24 @@ def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | 
         the same files. The store equals the one-process harvest.
     n_shards : int
         Shards with a ``client``.
+    batch_size : int
+        Contexts per forward pass.
+    progress : bool, optional
+        A progress bar (default: only on a terminal).
+    text_column : str
+        Column / field holding the text (see :func:`corpus_contexts`).
+
+    Returns
+    -------
+    ActivationStore
+        ``n_tokens`` = contexts x (``context_size - 1``), or x ``context_size`` with
+        ``exclude_first=False``.
+
+    Raises
+    ------
+    NeuroprobeError
+        For an unknown hook or a hook that does not fire on this model's forward pass, a
+        corpus shorter than one context, or bad arguments.
 
     Examples
     --------
@@ -504,8 +694,20 @@ def _check_store_hooks(model, hooks) -> list[str]:
 
 
 def _widths(model, hooks: list[str], example: list[int]) -> list[int]:
-    """Width of each hook's output, from a one-context forward stopped early."""
+    """Width of each hook's output, from a one-context forward stopped early.
+
+    A hook that the model's forward never reaches is named first (from a one-token pass
+    that records which hooks fire), with the fix, before anything is written."""
     from neuroprobe.core.capture import stream
+    from neuroprobe.core.engine import hook_shapes
+    from neuroprobe.core.hooks import resolve_hooks
+
+    canonical = {r.name: r.canonical for r in resolve_hooks(model, hooks, argname="hooks")}
+    fired = hook_shapes(model, [canonical.get(h, h) for h in hooks],
+                        torch.as_tensor([example[:1]], dtype=torch.long))
+    silent = [h for h in hooks if canonical.get(h, h) not in fired]
+    if silent:
+        raise _not_fired(silent)
 
     class _W:
         def __init__(self):
@@ -522,9 +724,14 @@ def _widths(model, hooks: list[str], example: list[int]) -> list[int]:
     p = _W()
     stream(model, [example], [p], batch_size=1, progress=False)
     missing = [h for h in hooks if h not in p.w]
-    if missing:
-        raise NeuroprobeError(
-            f"hook(s) {missing} did not fire on a forward pass; harvest per-token hooks of "
-            "this model (see npb.hook_names(model))."
-        )
+    if missing:  # pragma: no cover - the one-token pass above names them first
+        raise _not_fired(missing)
     return [p.w[h] for h in hooks]
+
+
+def _not_fired(hooks: list[str]) -> NeuroprobeError:
+    return NeuroprobeError(
+        f"hook(s) {hooks} did not fire on a forward pass of this model (its forward never "
+        "reaches them), so nothing can be harvested there; pass hooks that every forward "
+        "pass reaches, e.g. 'blocks.0.hook_resid_post' (see npb.hook_names(model))."
+    )

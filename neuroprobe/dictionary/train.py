@@ -4,10 +4,12 @@ The recipes:
 
 * **L1** (SAELens's April-2024 recipe, Towards Monosemanticity's resampling): inputs scaled
   to mean norm ``sqrt(d_in)``; loss ``||x - x_hat||^2 + lambda * sum_i f_i ||W_dec[i]||``
-  (decoder-norm-weighted L1, ``lambda`` warmed up linearly over the first 5% of steps);
-  features that did not fire since the last resampling are re-initialised at the steps in
-  ``resample_at`` towards inputs drawn with probability proportional to their squared loss
-  (Bricken et al. 2023), their Adam state reset.
+  (decoder-norm-weighted L1; both terms summed over dimensions / features and averaged over
+  the batch's tokens; ``lambda`` warmed up linearly over the first 5% of steps, ``lambda *
+  min(1, (step + 1) / max(1, 0.05 * n_steps))``); features that did not fire since the last
+  resampling (or the start) are re-initialised at the steps in ``resample_at`` towards
+  inputs drawn with probability proportional to their squared loss (Bricken et al. 2023),
+  their Adam state reset (see :func:`_resample`).
 * **TopK** (Gao et al. 2024 / sparsify): the same scaling, loss ``||x - x_hat||^2``,
   decoder rows kept at unit norm (the gradient's component along each row removed, then
   rows renormalised).
@@ -51,7 +53,7 @@ __all__ = ["train_sae", "train_sae_on_store"]
 def train_sae(model, corpus=None, *, hook: str, d_sae: int, architecture: str = "topk",
               k: int = 32, n_tokens: int | None = 1_000_000, context_size: int = 128,
               store_dir=None, store_dtype: str = "float16", harvest_batch_size: int = 16,
-              exclude_first: bool = True, **train_kw) -> SAE:
+              exclude_first: bool = True, text_column: str = "text", **train_kw) -> SAE:
     """Train an SAE at ``hook`` of ``model`` on ``corpus`` (or on an :class:`ActivationStore`).
 
     Parameters
@@ -67,12 +69,23 @@ def train_sae(model, corpus=None, *, hook: str, d_sae: int, architecture: str = 
     architecture : {"topk", "l1"}
     k : int
         Active features of a TopK SAE.
-    n_tokens, context_size, store_dtype, harvest_batch_size, exclude_first
+    n_tokens, context_size, store_dtype, harvest_batch_size, exclude_first, text_column
         Harvest settings (see :func:`~neuroprobe.dictionary.harvest`); the store is written
         to ``store_dir`` (a temporary folder if None).
     **train_kw
         Passed to :func:`train_sae_on_store` (``batch_size``, ``n_steps``, ``lr``,
         ``l1_coefficient``, ``seed``, ``device``, ``checkpoint_dir``, ...).
+
+    Returns
+    -------
+    SAE
+        Trained, taking raw activations of ``hook`` (see :func:`train_sae_on_store`).
+
+    Raises
+    ------
+    NeuroprobeError
+        For an unknown architecture, ``k > d_sae``, an unknown hook or one that does not
+        fire, fewer tokens than one batch, or unknown ``train_kw``.
 
     Examples
     --------
@@ -111,7 +124,7 @@ def train_sae(model, corpus=None, *, hook: str, d_sae: int, architecture: str = 
         store = harvest(model, corpus, [hook], path=store_dir or tmp, n_tokens=n_tokens,
                         context_size=context_size, batch_size=harvest_batch_size,
                         dtype=store_dtype, exclude_first=exclude_first,
-                        seed=int(train_kw.get("seed", 0)))
+                        seed=int(train_kw.get("seed", 0)), text_column=text_column)
     return train_sae_on_store(store, hook=hook, d_sae=d_sae, architecture=architecture, k=k,
                               **train_kw)
 
@@ -423,7 +436,23 @@ def _remove_parallel_grad(sae: SAE) -> None:
 
 def _resample(sae: SAE, opt, dead: torch.Tensor, store: ActivationStore, hook: str, r0: int,
               n_rows: int, scale: float, seed: int, step: int, device) -> None:
-    """Towards Monosemanticity: dead features point at inputs drawn prop. to squared loss."""
+    """Towards Monosemanticity: dead features point at inputs drawn prop. to squared loss.
+
+    On a window of ``min(n_rows, 16384)`` consecutive training rows (start drawn from
+    ``[seed, step]``), scaled by ``scale``: each dead feature ``i`` gets an input ``x``
+    drawn with probability proportional to ``||sae(x) - x||^2``, and with
+    ``v = (x - b_dec) / ||x - b_dec||``:
+
+    * ``W_dec[i] = v * mean_alive ||W_dec[j]||`` (the normalised input; Bricken et al. keep
+      unit decoder rows, where this is the same; with the decoder-norm-weighted L1 the rows'
+      norms are free, so the live rows' mean norm is kept, or 1 when no feature is alive),
+    * ``W_enc[:, i] = 0.2 * v * mean_alive ||W_enc[:, j]||`` (1 instead of the mean when no
+      feature is alive),
+    * ``b_enc[i] = 0``,
+
+    and Adam's first and second moments of those entries are set to zero.  Live features,
+    ``b_dec`` and their Adam state are not touched.  ``dead`` is a boolean ``[d_sae]``.
+    """
     idx = torch.nonzero(dead).flatten()
     if idx.numel() == 0:
         return
