@@ -817,12 +817,16 @@ class CorpusShard:
 
 def shards(model, prompts, n: int, *, positions="all", include_bos: bool = True,
            prepend_bos: bool | None = None, truncate: bool = False,
-           text_column: str = "text") -> list[CorpusShard]:
+           text_column: str = "text", align: int = 1) -> list[CorpusShard]:
     """Split a corpus into ``n`` contiguous shards, each with its global offsets.
 
     Offsets are computed the way :func:`neuroprobe.record` numbers rows (same tokenization,
     ``positions`` and ``include_bos``), so give ``stream`` the same options.  Empty shards
-    (``n`` larger than the number of prompts) are dropped.
+    (``n`` larger than the number of prompts) are dropped.  ``align`` cuts only before
+    prompts whose index is a multiple of it: give ``stream``'s ``batch_size`` and every
+    shard runs exactly the batches one process runs over the whole corpus (so float32
+    results match one process's to the bit, not only to rounding: other batch shapes round
+    matrix products differently in the last bits).
 
     Examples
     --------
@@ -838,16 +842,20 @@ def shards(model, prompts, n: int, *, positions="all", include_bos: bool = True,
     >>> merged = tops[1].merge(tops[0])
     >>> merged.seen
     ((0, 3, 0, 9),)
+    >>> [p.shard.first_prompt for p in npb.shards(model, [[1, 2]] * 7, 3, align=2)]
+    [0, 4, 6]
     """
     n = check_positive_int(n, "n")
+    align = check_positive_int(align, "align")
     items = _as_prompt_list(prompts, text_column)
     plan = _plan(model, items, positions, include_bos, prepend_bos, truncate, text_column)
     counts = np.array([p.numel() for p in plan.positions], dtype=np.int64)
     out: list[CorpusShard] = []
-    for idx in np.array_split(np.arange(len(items)), n):
+    starts = np.arange(0, len(items), align)  # where a cut may fall
+    for idx in np.array_split(np.arange(starts.size), n):
         if idx.size == 0:
             continue
-        a, b = int(idx[0]), int(idx[-1]) + 1
+        a, b = int(starts[idx[0]]), min(len(items), int(starts[idx[-1]]) + align)
         out.append(CorpusShard(items[a:b], Shard(a, int(plan.offsets[a]), len(out)),
                                int(counts[a:b].sum())))
     return out

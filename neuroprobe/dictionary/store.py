@@ -537,8 +537,10 @@ def _harvest_on(client, spec, model, ctxs, hooks, out, n_rows, seed, bf16, n_sha
     from neuroprobe.core.capture import shards
     from neuroprobe.distributed import as_backend
 
+    # cut at multiples of the batch size: each shard runs the one-process harvest's very
+    # batches, so its float32 forward (and the float16 rows) are bit-identical to it
     pieces = shards(model, ctxs, min(n_shards, len(ctxs)), positions=kw["positions"],
-                    include_bos=kw["include_bos"])
+                    include_bos=kw["include_bos"], align=kw["batch_size"])
     parts = as_backend(client).map(
         _harvest_shard, [(p, spec, list(hooks), str(out), n_rows, seed, bf16, kw)
                          for p in pieces])
@@ -579,7 +581,8 @@ def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | 
         Harvest as ``n_shards`` shard tasks on workers that share ``path`` (one machine, or
         a shared filesystem): each worker loads ``model`` (then a name, a config dict or a
         picklable factory) once and writes its shard's rows at their shuffled positions in
-        the same files. The store equals the one-process harvest.
+        the same files. The store is byte-identical to the one-process harvest (shards are
+        cut at multiples of ``batch_size``, so every forward runs the same batch).
     n_shards : int
         Shards with a ``client``.
     batch_size : int

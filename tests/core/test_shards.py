@@ -131,3 +131,20 @@ def test_positions_callable_gets_global_prompt_index(native_model):
                      shard=p.shard)[0] for p in parts]
     m = ps[1].merge(ps[0])
     assert torch.equal(m.position, whole.position) and torch.equal(m.values, whole.values)
+
+
+def test_shards_cut_only_at_multiples_of_align(native_model):
+    """align=batch_size: every shard starts at a multiple of it, the shards cover the corpus
+    in order, and their offsets are the one-process numbering."""
+    prompts = [[1, 2, 3]] * 5 + [[4, 5]] * 6  # 11 prompts, 28 rows
+    for n, align in [(3, 4), (2, 16), (5, 1), (4, 3)]:
+        parts = npb.shards(native_model, prompts, n, align=align)
+        firsts = [p.shard.first_prompt for p in parts]
+        assert all(f % align == 0 for f in firsts)
+        assert sum(len(p.prompts) for p in parts) == len(prompts)
+        assert [q for p in parts for q in p.prompts] == prompts
+        rows = np.cumsum([0] + [p.n_rows for p in parts])[:-1].tolist()
+        assert [p.shard.first_time for p in parts] == rows
+        assert len(parts) == min(n, -(-len(prompts) // align))
+    with pytest.raises(npb.NeuroprobeError, match="align"):
+        npb.shards(native_model, prompts, 2, align=0)
