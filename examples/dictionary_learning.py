@@ -87,6 +87,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--dash-tokens", type=int, default=20_000)
     ap.add_argument("--dash-features", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bases-only", action="store_true",
+                    help="rerun only compare_bases on --out's store and its first saved SAE "
+                         "(sae_<architecture>), updating results.json")
     a = ap.parse_args(argv)
     resample_at = tuple(float(f) for f in a.resample_at.split(",") if f.strip())
     out = Path(a.out)
@@ -117,6 +120,16 @@ def main(argv=None) -> dict:
     n_train_ctx = store.meta["n_contexts"]
     print(f"harvest: {store.n_tokens} tokens at {store.meta['tokens_per_s']:.0f} tokens/s",
           flush=True)
+
+    if a.bases_only:
+        from neuroprobe.dictionary import load_sae
+
+        first = a.architectures.split(",")[0]
+        results = json.loads((out / "results.json").read_text())
+        results.update(_bases(a, model, corpus, load_sae(out / f"sae_{first}"), n_train_ctx,
+                              out))
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
+        return results
 
     # 2-3. train and evaluate ---------------------------------------------------------------
     archs: dict[str, dict] = {}
@@ -164,21 +177,7 @@ def main(argv=None) -> dict:
 
     # 4. bases ---------------------------------------------------------------------------------
     if not a.skip_bases:
-        from neuroprobe.dictionary import compare_bases
-
-        t0 = time.perf_counter()
-        eval_texts = corpus  # contexts after the training ones
-        cmp = compare_bases(model, eval_texts, hook=a.hook, sae=next(iter(saes.values())),
-                            n_units=a.bases_units, n_tokens=a.bases_tokens,
-                            context_size=a.context_size, skip_contexts=n_train_ctx,
-                            seed=a.seed)
-        results["bases"] = cmp.to_dict()
-        results["bases_seconds"] = time.perf_counter() - t0
-        ax = cmp.plot()
-        ax.figure.savefig(out / "bases.png", dpi=120, bbox_inches="tight")
-        ax = cmp.plot(metric="coherence")
-        ax.figure.savefig(out / "bases_coherence.png", dpi=120, bbox_inches="tight")
-        print(cmp, flush=True)
+        results.update(_bases(a, model, corpus, next(iter(saes.values())), n_train_ctx, out))
 
     # 5. dashboard -----------------------------------------------------------------------------
     if a.dash_features > 0:
@@ -193,6 +192,23 @@ def main(argv=None) -> dict:
     (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
     print(json.dumps(results, indent=2, default=_jsonable))
     return results
+
+
+def _bases(a, model, corpus, sae, n_train_ctx: int, out: Path) -> dict:
+    """compare_bases on the contexts after the training ones; figures saved in ``out``."""
+    from neuroprobe.dictionary import compare_bases
+
+    t0 = time.perf_counter()
+    cmp = compare_bases(model, corpus, hook=a.hook, sae=sae, n_units=a.bases_units,
+                        n_tokens=a.bases_tokens, context_size=a.context_size,
+                        skip_contexts=n_train_ctx, seed=a.seed)
+    seconds = time.perf_counter() - t0
+    ax = cmp.plot()
+    ax.figure.savefig(out / "bases.png", dpi=120, bbox_inches="tight")
+    ax = cmp.plot(metric="coherence")
+    ax.figure.savefig(out / "bases_coherence.png", dpi=120, bbox_inches="tight")
+    print(cmp, flush=True)
+    return {"bases": cmp.to_dict(), "bases_seconds": seconds}
 
 
 def _jsonable(o):
