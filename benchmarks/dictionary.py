@@ -5,10 +5,12 @@
    (``model(ids, stop_at_layer=L+1)`` under ``torch.no_grad``, activations discarded).
    Target: >= 0.9x.
 2. Training from the store (``train_sae_on_store``, TopK) against a plain PyTorch loop of the
-   same recipe (the issue's anchor: SAELens cannot be installed next to TransformerLens 4
-   and cannot train offline without a hub model, so the anchor is this loop, written here:
-   the activations held in memory as one float32 tensor, ``nn.Linear`` encoder, top-k,
-   dense decode, Adam, decoder rows renormalised).  Target: >= 1.5x.
+   same recipe, written here (the activations held in memory as one float32 tensor,
+   ``nn.Linear`` encoder, top-k, dense decode, Adam, decoder rows renormalised).  The
+   issue's own anchor, SAELens's training loop on the same cached activations, is in
+   ``benchmarks/saelens_train.py`` (SAELens pins ``transformer-lens<4``, so it runs in a side
+   venv; its ``SAETrainer`` trains offline from any iterator of activations).  Target: >= 1.5x
+   against each.
 
 Usage::
 
