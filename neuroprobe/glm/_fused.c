@@ -22,6 +22,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,16 +37,17 @@
 #define NP_GROUP 4
 
 NP_CLONES
-int np_glm_fused_stats(const void *Y, int is_f32, long T, long ld, long c0, long c1,
-                       const double *A, long k, const long *sid, long n_seg,
-                       const double *shift, long width, double *lin, long ldo, double *yy,
-                       double *lag, const long *keep, long n_keep, double *kept)
+int np_glm_fused_stats(const void *Y, int is_f32, int64_t T, int64_t ld, int64_t c0,
+                       int64_t c1, const double *A, int64_t k, const int64_t *sid,
+                       int64_t n_seg, const double *shift, int64_t width, double *lin,
+                       int64_t ldo, double *yy, double *lag, const int64_t *keep,
+                       int64_t n_keep, double *kept)
 {
     if (width < 1) width = 1;
-    const long rows = k + n_seg;
+    const int64_t rows = k + n_seg;
     const int direct = !is_f32 && shift == NULL;
     /* accumulators, yy, lag, a zero row, and two sets of NP_GROUP converted rows */
-    const long n_buf = rows + 3 + (direct ? 0 : 2 * NP_GROUP);
+    const int64_t n_buf = rows + 3 + (direct ? 0 : 2 * NP_GROUP);
     double *acc = (double *)calloc((size_t)n_buf * (size_t)width, sizeof(double));
     if (acc == NULL) return -1;
     double *restrict yyl = acc + rows * width;
@@ -53,30 +55,30 @@ int np_glm_fused_stats(const void *Y, int is_f32, long T, long ld, long c0, long
     const double *zero = lagl + width;
     double *conv = (double *)zero + width;
 
-    for (long jb = c0; jb < c1; jb += width) {
-        const long w = (c1 - jb < width) ? c1 - jb : width;
+    for (int64_t jb = c0; jb < c1; jb += width) {
+        const int64_t w = (c1 - jb < width) ? c1 - jb : width;
         memset(acc, 0, (size_t)(rows + 2) * (size_t)width * sizeof(double));
         const double *sh = shift ? shift + jb : NULL;
         const double *prev = zero; /* row t - 1 (zero before the first row) */
-        long next = 0;             /* the next entry of keep */
+        int64_t next = 0;             /* the next entry of keep */
         int set = 0;               /* which set of converted rows this group uses */
-        for (long t = 0; t < T;) {
+        for (int64_t t = 0; t < T;) {
             /* a group: up to NP_GROUP rows of one segment */
-            long u = (T - t < NP_GROUP) ? T - t : NP_GROUP;
+            int64_t u = (T - t < NP_GROUP) ? T - t : NP_GROUP;
             if (sid) while (u > 1 && sid[t + u - 1] != sid[t]) --u;
             const double *r[NP_GROUP];
-            for (long i = 0; i < u; ++i) {
+            for (int64_t i = 0; i < u; ++i) {
                 if (direct) {
                     r[i] = (const double *)Y + (t + i) * ld + jb;
                 } else {
                     double *restrict vb = conv + (set * NP_GROUP + i) * width;
                     if (is_f32) {
                         const float *restrict y = (const float *)Y + (t + i) * ld + jb;
-                        if (sh) { for (long j = 0; j < w; ++j) vb[j] = (double)y[j] - sh[j]; }
-                        else { for (long j = 0; j < w; ++j) vb[j] = (double)y[j]; }
+                        if (sh) { for (int64_t j = 0; j < w; ++j) vb[j] = (double)y[j] - sh[j]; }
+                        else { for (int64_t j = 0; j < w; ++j) vb[j] = (double)y[j]; }
                     } else {
                         const double *restrict y = (const double *)Y + (t + i) * ld + jb;
-                        for (long j = 0; j < w; ++j) vb[j] = y[j] - sh[j];
+                        for (int64_t j = 0; j < w; ++j) vb[j] = y[j] - sh[j];
                     }
                     r[i] = vb;
                 }
@@ -87,32 +89,32 @@ int np_glm_fused_stats(const void *Y, int is_f32, long T, long ld, long c0, long
             if (u == NP_GROUP) {
                 const double *restrict a0 = r[0], *restrict a1 = r[1], *restrict a2 = r[2],
                              *restrict a3 = r[3], *restrict pv = prev;
-                for (long j = 0; j < w; ++j)
+                for (int64_t j = 0; j < w; ++j)
                     yyl[j] += a0[j] * a0[j] + a1[j] * a1[j] + a2[j] * a2[j] + a3[j] * a3[j];
                 if (lag)
-                    for (long j = 0; j < w; ++j)
+                    for (int64_t j = 0; j < w; ++j)
                         lagl[j] += a0[j] * pv[j] + a1[j] * a0[j] + a2[j] * a1[j] + a3[j] * a2[j];
                 if (os)
-                    for (long j = 0; j < w; ++j) os[j] += (a0[j] + a1[j]) + (a2[j] + a3[j]);
-                for (long p = 0; p < k; ++p) {
+                    for (int64_t j = 0; j < w; ++j) os[j] += (a0[j] + a1[j]) + (a2[j] + a3[j]);
+                for (int64_t p = 0; p < k; ++p) {
                     const double *ap = A + p * T + t;
                     const double x0 = ap[0], x1 = ap[1], x2 = ap[2], x3 = ap[3];
                     if (x0 == 0.0 && x1 == 0.0 && x2 == 0.0 && x3 == 0.0) continue;
                     double *restrict o = acc + p * width;
-                    for (long j = 0; j < w; ++j)
+                    for (int64_t j = 0; j < w; ++j)
                         o[j] += x0 * a0[j] + x1 * a1[j] + x2 * a2[j] + x3 * a3[j];
                 }
             } else {
-                for (long i = 0; i < u; ++i) {
+                for (int64_t i = 0; i < u; ++i) {
                     const double *restrict v = r[i], *restrict pv = i ? r[i - 1] : prev;
-                    for (long j = 0; j < w; ++j) yyl[j] += v[j] * v[j];
-                    if (lag) for (long j = 0; j < w; ++j) lagl[j] += v[j] * pv[j];
-                    if (os) for (long j = 0; j < w; ++j) os[j] += v[j];
-                    for (long p = 0; p < k; ++p) {
+                    for (int64_t j = 0; j < w; ++j) yyl[j] += v[j] * v[j];
+                    if (lag) for (int64_t j = 0; j < w; ++j) lagl[j] += v[j] * pv[j];
+                    if (os) for (int64_t j = 0; j < w; ++j) os[j] += v[j];
+                    for (int64_t p = 0; p < k; ++p) {
                         const double x = A[p * T + t + i];
                         if (x == 0.0) continue;
                         double *restrict o = acc + p * width;
-                        for (long j = 0; j < w; ++j) o[j] += x * v[j];
+                        for (int64_t j = 0; j < w; ++j) o[j] += x * v[j];
                     }
                 }
             }
@@ -120,7 +122,7 @@ int np_glm_fused_stats(const void *Y, int is_f32, long T, long ld, long c0, long
             set ^= 1;
             t += u;
         }
-        for (long q = 0; q < rows; ++q)
+        for (int64_t q = 0; q < rows; ++q)
             memcpy(lin + q * ldo + jb, acc + q * width, (size_t)w * sizeof(double));
         memcpy(yy + jb, yyl, (size_t)w * sizeof(double));
         if (lag) memcpy(lag + jb, lagl, (size_t)w * sizeof(double));

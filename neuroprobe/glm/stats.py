@@ -331,7 +331,7 @@ def _fused_kernel():
     except ImportError:
         return None
     f = ctypes.CDLL(_fused.__file__).np_glm_fused_stats
-    i64, ptr = ctypes.c_long, ctypes.c_void_p
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p  # int64_t in _fused.c
     f.argtypes = [ptr, ctypes.c_int, i64, i64, i64, i64, ptr, i64, ptr, i64, ptr, i64, ptr,
                   i64, ptr, ptr, ptr, i64, ptr]
     f.restype = ctypes.c_int
