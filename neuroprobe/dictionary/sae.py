@@ -305,9 +305,11 @@ class SAE(nn.Module):
         Raises
         ------
         NeuroprobeError
-            For a TopK SAE whose decoder rows do not already have unit norm: rescaling the
-            pre-activations would change which ``k`` features are kept, so no equivalent SAE
-            exists (SAELens refuses ``fold_W_dec_norm`` for such TopK SAEs too).
+            For a TopK SAE whose decoder rows do not share one norm (up to the dtype's
+            rounding): rescaling the pre-activations feature by feature would change which
+            ``k`` features are kept, so no equivalent SAE exists (SAELens refuses
+            ``fold_W_dec_norm`` for such TopK SAEs too).  Rows of one common norm (a fresh
+            SAE, a unit-norm SAE in bfloat16) fold exactly.
 
         Examples
         --------
@@ -322,13 +324,17 @@ class SAE(nn.Module):
         True
         """
         if self.architecture == "topk":
+            # rows of one common norm fold exactly (every pre-activation scaled by the same
+            # positive factor keeps the same k winners); "one norm" up to the dtype's rounding
             n = self.W_dec.detach().double().norm(dim=1)
-            if not torch.allclose(n, torch.ones_like(n), rtol=0, atol=1e-5):
+            tol = max(1e-5, 4 * torch.finfo(self.W_dec.dtype).eps)
+            if not (float(n.min()) > 0 and float(n.max() / n.min()) - 1 <= tol):
                 raise NeuroprobeError(
                     "fold_decoder_norm() has no equivalent for this TopK SAE: its decoder-row "
                     f"norms range {float(n.min()):.4g}..{float(n.max()):.4g}, and rescaling the "
                     "pre-activations by them changes which k features are kept. Fold only L1 "
-                    "SAEs (a TopK SAE trained by neuroprobe keeps unit-norm rows already)."
+                    "SAEs or TopK SAEs whose rows share one norm (a TopK SAE trained by "
+                    "neuroprobe keeps unit-norm rows already)."
                 )
         out = self.copy()
         with torch.no_grad():

@@ -121,3 +121,14 @@ def test_fold_decoder_norm_refuses_a_topk_sae_it_would_change():
     with torch.no_grad():
         sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True))
     torch.testing.assert_close(sae.fold_decoder_norm()(x), sae(x))
+    # ... and rows of one common norm other than 1 (a fresh SAE's), and a unit-norm SAE in
+    # bfloat16 (norms off 1 by its rounding): the same k winners, an exact fold
+    fresh = SAE(6, 24, "topk", k=3, seed=3)
+    n = fresh.W_dec.norm(dim=1)
+    assert float(n.max() - n.min()) < 1e-6 and abs(float(n[0]) - 1) > 0.5
+    folded = fresh.fold_decoder_norm()
+    torch.testing.assert_close(folded(x), fresh(x))
+    assert torch.equal(folded.encode(x) > 0, fresh.encode(x) > 0)
+    bf = sae.to_dtype(torch.bfloat16)
+    assert float(bf.W_dec.double().norm(dim=1).sub(1).abs().max()) > 1e-5
+    assert torch.equal(bf.fold_decoder_norm().encode(x.bfloat16()) > 0, bf.encode(x.bfloat16()) > 0)
