@@ -31,6 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from neuroprobe.core.errors import NeuroprobeError
+from neuroprobe.core.validation import check_choice
+
 TINY = 1e-50  # nilearn's DEF_TINY
 
 
@@ -259,6 +262,11 @@ def one_pass_plan(X: np.ndarray, *, ar: bool, segments: np.ndarray | None,
         rows.append(np.ones((1, T)))  # sum of y
     Mr = np.concatenate(rows) if rows else np.zeros((0, T))
     k_rest = Mr.shape[0]
+    seg_ids = None
+    if starts is not None:  # the run index of every row: always in 0 .. n_seg - 1
+        seg_ids = np.zeros(T, np.int64)
+        seg_ids[starts[1:]] = 1
+        seg_ids = np.cumsum(seg_ids)
     tiles = []
     for r0 in range(0, T, tile_rows):
         r1 = min(T, r0 + tile_rows)
@@ -266,17 +274,12 @@ def one_pass_plan(X: np.ndarray, *, ar: bool, segments: np.ndarray | None,
             sid = np.zeros(0, np.int64)
             A = Mr[:, r0:r1]
         else:
-            sid = np.unique(segments[r0:r1])
-            ind = (segments[None, r0:r1] == sid[:, None]).astype(np.float64)
+            sid = np.unique(seg_ids[r0:r1])
+            ind = (seg_ids[None, r0:r1] == sid[:, None]).astype(np.float64)
             A = np.concatenate([Mr[:, r0:r1], ind])
         tiles.append(_RowTile(r0, r1, np.ascontiguousarray(A), sid))
     extra = {} if lags is None else dict(zip(("lagged", "derived", "C_lag", "D_lag"), lags,
                                              strict=True))
-    seg_ids = None
-    if starts is not None:  # the run index of every row: always in 0 .. n_seg - 1
-        seg_ids = np.zeros(T, np.int64)
-        seg_ids[starts[1:]] = 1
-        seg_ids = np.cumsum(seg_ids)
     return OnePassPlan(T, P, ar, rest, pc, starts, k_rest, tuple(tiles),
                        np.ascontiguousarray(Mr, dtype=np.float64), seg_ids, **extra)
 
@@ -328,9 +331,10 @@ def _fused_kernel():
     or ``None`` where it was not built (no C compiler): the numpy kernel is used then."""
     try:
         from neuroprobe.glm import _fused
-    except ImportError:
+
+        f = ctypes.CDLL(_fused.__file__).np_glm_fused_stats
+    except (ImportError, OSError, AttributeError):  # not built, or not loadable here
         return None
-    f = ctypes.CDLL(_fused.__file__).np_glm_fused_stats
     i64, ptr = ctypes.c_int64, ctypes.c_void_p  # int64_t in _fused.c
     f.argtypes = [ptr, ctypes.c_int, i64, i64, i64, i64, ptr, i64, ptr, i64, ptr, i64, ptr,
                   i64, ptr, ptr, ptr, i64, ptr]
@@ -339,7 +343,20 @@ def _fused_kernel():
 
 
 def compiled_kernel_available() -> bool:
-    """Whether the compiled one-pass kernel was built (see ``setup.py``)."""
+    """Whether the compiled one-pass kernel was built at install (see ``setup.py``).
+
+    Returns
+    -------
+    bool
+        ``False`` where no C compiler was available: the fits then use the numpy kernel
+        (same numbers, about half the speed).
+
+    Examples
+    --------
+    >>> from neuroprobe.glm.stats import compiled_kernel_available
+    >>> isinstance(compiled_kernel_available(), bool)
+    True
+    """
     return _fused_kernel() is not None
 
 
@@ -347,7 +364,7 @@ def _compiled_layout(Yn: np.ndarray) -> bool:
     """Whether the compiled kernel reads ``Yn`` as it is: float32/float64 rows of
     contiguous units (C order, a memmap, a row slice of one)."""
     item = Yn.itemsize
-    return (Yn.dtype in (np.float32, np.float64) and Yn.ndim == 2
+    return (Yn.dtype in (np.float32, np.float64) and Yn.ndim == 2 and Yn.flags.aligned
             and (Yn.strides[1] == item or Yn.shape[1] <= 1)
             and Yn.strides[0] >= 0 and Yn.strides[0] % item == 0)
 
@@ -376,8 +393,9 @@ def one_pass_stats(Y, X: np.ndarray, *, ar: bool, center: bool,
     else the numpy kernel (tiles of ``tile_rows x tile_cols``, one small BLAS product and
     ``einsum`` reductions per tile); ``"numpy"`` forces the latter, ``"compiled"`` the
     former (an error where it is missing).  Both give the same sums up to rounding.
-    ``tile_cols`` (units per block) defaults to :data:`TILE_COLS` for the numpy kernel and
-    to :func:`_compiled_width` for the compiled one.
+    ``tile_cols`` (units per block) defaults to :data:`TILE_COLS` for the numpy kernel and,
+    for the compiled one, to the widest block whose per-row sums stay within about 1 MiB
+    (512 to 8,192 units).
     """
     Yn = Y.detach().numpy() if isinstance(Y, Tensor) else np.asarray(Y)
     T, N = Yn.shape
@@ -388,10 +406,18 @@ def one_pass_stats(Y, X: np.ndarray, *, ar: bool, center: bool,
     out = {"lin": np.empty((plan.k_rest + plan.n_seg, N)), "yy": np.empty(N),
            "lag": np.empty(N) if ar else None}
     ridx = _rows_read_again(plan, segments)
+    kernel = check_choice(kernel, "kernel", ("auto", "numpy", "compiled"))
     fused = None if kernel == "numpy" else _fused_kernel()
-    if kernel == "compiled" and (fused is None or not _compiled_layout(Yn)):
-        raise RuntimeError("the compiled GLM kernel is not built or cannot read this layout")
-    if fused is not None and _compiled_layout(Yn):
+    readable = fused is not None and _compiled_layout(Yn)
+    if kernel == "compiled" and not readable:
+        raise NeuroprobeError(
+            "kernel='compiled': the compiled GLM kernel was not built (install with a C "
+            "compiler: pip install --no-build-isolation -e .)" if fused is None else
+            f"kernel='compiled' reads float32/float64 rows of contiguous, aligned units; got "
+            f"dtype {Yn.dtype}, strides {Yn.strides}: pass np.ascontiguousarray(Y) or "
+            "kernel='auto'"
+        )
+    if readable:
         ranges = _column_ranges(N, n_threads or _n_threads())
         width = tile_cols or _compiled_width(plan.k_rest)
         ld = Yn.strides[0] // Yn.itemsize

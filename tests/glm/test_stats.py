@@ -96,8 +96,34 @@ def test_compiled_kernel_reads_views_and_falls_back():
         for k in ("xty", "yy", "xlag", "lag", "seg", "edges"):
             np.testing.assert_allclose(getattr(st, k).numpy(), ref[k], rtol=1e-12,
                                        atol=1e-10, err_msg=f"{name}: {k}")
-    with pytest.raises(RuntimeError, match="cannot read this layout"):
+    with pytest.raises(npb.NeuroprobeError, match="contiguous, aligned units; got dtype"):
         one_pass_stats(np.asfortranarray(Y), X, ar=False, center=True, kernel="compiled")
+
+
+def test_kernel_choice_and_the_fallback_without_the_extension(monkeypatch):
+    """A misspelt kernel is refused; without the extension "auto" runs the numpy kernel
+    (same sums) and "compiled" says how to build it; segment labels that are not run
+    numbers give the run sums on both kernels."""
+    import neuroprobe.glm.stats as stats
+
+    X, cols, Y = _case(N=20)
+    seg = _segments(X, cols)[0]
+    with pytest.raises(npb.NeuroprobeError, match="kernel"):
+        one_pass_stats(Y, X, ar=False, center=True, kernel="Numpy")
+    ref = one_pass_stats(Y, X, ar=True, center=True, segments=seg, kernel="numpy")
+    relabelled = seg * 7 % 5  # the same runs, labelled 0, 2, 4, 1, 3, 0, 2, ... (repeated)
+    for kernel in (["numpy", "compiled"] if compiled_kernel_available() else ["numpy"]):
+        other = one_pass_stats(Y, X, ar=True, center=True, segments=relabelled, kernel=kernel)
+        for k in ("xty", "yy", "xlag", "lag", "seg", "edges"):
+            np.testing.assert_allclose(getattr(other, k).numpy(), getattr(ref, k).numpy(),
+                                       rtol=1e-12, atol=1e-10, err_msg=f"{kernel}: {k}")
+    monkeypatch.setattr(stats, "_fused_kernel", lambda: None)
+    st = one_pass_stats(Y, X, ar=True, center=True, segments=seg)
+    for k in ("xty", "yy", "xlag", "lag", "seg"):
+        np.testing.assert_allclose(getattr(st, k).numpy(), getattr(ref, k).numpy(), rtol=1e-12,
+                                   atol=1e-10, err_msg=k)
+    with pytest.raises(npb.NeuroprobeError, match="was not built"):
+        one_pass_stats(Y, X, ar=False, center=True, kernel="compiled")
 
 
 def test_one_pass_same_fit_as_previous_path():
