@@ -697,39 +697,22 @@ def _check_store_hooks(model, hooks) -> list[str]:
 
 
 def _widths(model, hooks: list[str], example: list[int]) -> list[int]:
-    """Width of each hook's output, from a one-context forward stopped early.
+    """Width of each hook's output (the engine's :func:`hook_widths`, one token).
 
     A hook that the model's forward never reaches is named first (from a one-token pass
     that records which hooks fire), with the fix, before anything is written."""
-    from neuroprobe.core.capture import stream
-    from neuroprobe.core.engine import hook_shapes
+    from neuroprobe.core.engine import hook_shapes, hook_widths
     from neuroprobe.core.hooks import resolve_hooks
 
-    canonical = {r.name: r.canonical for r in resolve_hooks(model, hooks, argname="hooks")}
-    fired = hook_shapes(model, [canonical.get(h, h) for h in hooks],
+    reqs = resolve_hooks(model, hooks, argname="hooks")
+    canonical = {r.name: r.canonical for r in reqs}
+    fired = hook_shapes(model, list(canonical.values()),
                         torch.as_tensor([example[:1]], dtype=torch.long))
     silent = [h for h in hooks if canonical.get(h, h) not in fired]
     if silent:
         raise _not_fired(silent)
-
-    class _W:
-        def __init__(self):
-            self.hooks, self.w = hooks, {}
-
-        def update(self, acts, meta):
-            for h in hooks:
-                if h in acts:
-                    self.w[h] = int(acts[h].reshape(acts[h].shape[0], -1).shape[1])
-
-        def merge(self, other):  # pragma: no cover
-            return self
-
-    p = _W()
-    stream(model, [example], [p], batch_size=1, progress=False)
-    missing = [h for h in hooks if h not in p.w]
-    if missing:  # pragma: no cover - the one-token pass above names them first
-        raise _not_fired(missing)
-    return [p.w[h] for h in hooks]
+    _, widths = hook_widths(model, reqs, torch.as_tensor(example, dtype=torch.long))
+    return [widths[canonical.get(h, h)] for h in hooks]
 
 
 def _not_fired(hooks: list[str]) -> NeuroprobeError:
