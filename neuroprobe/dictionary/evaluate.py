@@ -597,8 +597,9 @@ def evaluate_sae(sae: SAE, model, corpus, *, hook: str | None = None, n_tokens: 
     hook = _check_sae_at_hook(model, sae, hook or None)
     per_ctx = context_size - (1 if exclude_first else 0)
     n_ctx = skip_contexts + -(-int(n_tokens) // per_ctx)
-    ctxs = corpus_contexts(model, corpus, n_tokens=n_ctx * per_ctx, context_size=context_size,
-                           text_column=text_column)[skip_contexts:]
+    # corpus_contexts counts context_size - 1 tokens per context: ask for n_ctx contexts
+    ctxs = corpus_contexts(model, corpus, n_tokens=n_ctx * (context_size - 1),
+                           context_size=context_size, text_column=text_column)[skip_contexts:]
     if not ctxs:
         raise NeuroprobeError(
             f"evaluate_sae: the corpus has no context of {context_size} tokens after skipping "
