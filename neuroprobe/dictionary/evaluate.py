@@ -20,8 +20,10 @@ logits, else whole spliced passes run.
 
 Every number has a PCA counterpart with as many components as the SAE's (rounded) L0,
 fitted on the same evaluation tokens (which favours PCA): FVU, MSE, cosine, L2 ratio, CE
-loss and KL of the PCA reconstruction ``mean + (x - mean) U U'``, streamed in float64 like
-the SAE's.
+loss and KL of the PCA reconstruction ``mean + (x - mean) U U'``.  Its FVU comes from the
+float64 eigenvalues; the other numbers from the reconstruction itself, computed in float32
+(the same function that is spliced into the model for CE and KL) with its error sums
+accumulated in float64, like the SAE's.
 """
 
 from __future__ import annotations
