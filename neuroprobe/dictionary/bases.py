@@ -53,7 +53,7 @@ from neuroprobe.core.validation import (
     check_name_list,
     check_positive_int,
 )
-from neuroprobe.dictionary.store import corpus_contexts
+from neuroprobe.dictionary.store import corpus_contexts, kept_positions
 
 __all__ = ["BasesComparison", "compare_bases", "BASES"]
 
@@ -290,7 +290,7 @@ def compare_bases(model, corpus, *, hook: str, sae=None, n_units: int = 576,
             f"{2 * (n_top + n_random // 2 + 1)} (two halves of top + random contexts). Pass "
             "more text or a larger n_tokens."
         )
-    rec = record(model, ctxs, hooks=[hook], positions=slice(1, None) if exclude_first else "all",
+    rec = record(model, ctxs, hooks=[hook], positions=kept_positions(exclude_first),
                  batch_size=batch_size)
     X = rec.acts.detach().float().cpu()
     toks = torch.as_tensor(ctxs)[:, first:].numpy()  # [n_ctx, per]

@@ -30,7 +30,7 @@ from neuroprobe.core.validation import (
     check_positive_int,
     warn_degenerate,
 )
-from neuroprobe.dictionary.store import corpus_contexts
+from neuroprobe.dictionary.store import corpus_contexts, kept_positions
 
 __all__ = ["FeatureCard", "FeatureDashboard", "feature_dashboard"]
 
@@ -305,7 +305,7 @@ def feature_dashboard(model, sae, corpus, *, features=None, n_features: int = 16
     seed = check_int(seed, "seed", minimum=0)
     exclude_first = check_bool(exclude_first, "exclude_first")
     first = 1 if exclude_first else 0
-    positions = slice(1, None) if exclude_first else "all"
+    positions = kept_positions(exclude_first)
     per = context_size - first
     need = skip_contexts + -(-int(n_tokens) // per)
     # corpus_contexts counts context_size - 1 kept tokens per context: ask for `need` contexts

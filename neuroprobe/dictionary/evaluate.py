@@ -48,7 +48,7 @@ from neuroprobe.core.validation import (
     check_real,
 )
 from neuroprobe.dictionary.sae import SAE, _check_sae_at_hook
-from neuroprobe.dictionary.store import corpus_contexts
+from neuroprobe.dictionary.store import corpus_contexts, kept_positions
 
 __all__ = ["SAEEvaluation", "evaluate_sae", "spliced_losses"]
 
@@ -610,7 +610,7 @@ def evaluate_sae(sae: SAE, model, corpus, *, hook: str | None = None, n_tokens: 
     stats = _ReconStats(sae, hook)
     cov = RunningCovariance(hook)
     stream(model, ctxs, [stats, cov], batch_size=batch_size,
-           positions=slice(1, None) if exclude_first else "all", progress=progress)
+           positions=kept_positions(exclude_first), progress=progress)
     n = stats.n
     mean = stats.sx / n
     tot = float(torch.trace(stats.sxx) - n * (mean @ mean))
@@ -630,7 +630,7 @@ def evaluate_sae(sae: SAE, model, corpus, *, hook: str | None = None, n_tokens: 
 
     pc = _PCAStats(pca, hook)
     stream(model, ctxs, [pc], batch_size=batch_size,
-           positions=slice(1, None) if exclude_first else "all", progress=progress)
+           positions=kept_positions(exclude_first), progress=progress)
     ce_n = int(ce_tokens if ce_tokens is not None else n_tokens)
     ce_ctx = ctxs[: max(1, -(-ce_n // per_ctx))]
 

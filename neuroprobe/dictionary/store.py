@@ -40,6 +40,20 @@ __all__ = ["ActivationStore", "harvest", "corpus_contexts"]
 _STORE_DTYPES = ("float16", "bfloat16")
 
 
+def kept_positions(exclude_first: bool):
+    """The ``positions`` argument of ``record`` / ``stream`` that leaves position 0 (BOS, the
+    attention sink) out when ``exclude_first`` -- the dictionary folder's default -- and
+    keeps every position otherwise.
+
+    Examples
+    --------
+    >>> from neuroprobe.dictionary.store import kept_positions
+    >>> kept_positions(True), kept_positions(False)
+    (slice(1, None, None), 'all')
+    """
+    return slice(1, None) if exclude_first else "all"
+
+
 def corpus_contexts(model, corpus, *, n_tokens: int | None, context_size: int = 128,
                     text_column: str = "text") -> list[list[int]]:
     """Cut a corpus into contexts of ``context_size`` token ids, BOS first when the model's
@@ -648,7 +662,7 @@ def harvest(model, corpus, hooks: str | Sequence[str], *, path, n_tokens: int | 
     arrays = [np.lib.format.open_memmap(out / f"acts_{j}.npy", mode="w+",
                                         dtype=np.uint16 if dtype == "bfloat16" else np.float16,
                                         shape=(n_rows, w)) for j, w in enumerate(widths)]
-    positions = slice(1, None) if exclude_first else "all"
+    positions = kept_positions(exclude_first)
     t0 = time.perf_counter()
     if client is None:
         perm = np.random.default_rng(seed).permutation(n_rows)
