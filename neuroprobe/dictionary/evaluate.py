@@ -288,6 +288,15 @@ def _recovered(zero: float, spliced: float, clean: float) -> float:
     return float((zero - spliced) / den) if den != 0 else float("nan")
 
 
+def _error_sums(x: Tensor, xh: Tensor) -> tuple[float, float, float]:
+    """Sums over tokens (float64 rows) of the squared error, the cosine of ``xh`` with ``x``
+    (0 where either is all zeros) and the norm ratio ``||xh|| / ||x||``."""
+    nx, nh = x.norm(dim=1), xh.norm(dim=1)
+    return (float(((xh - x) ** 2).sum()),
+            float(((xh * x).sum(1) / (nx * nh).clamp_min(1e-30)).sum()),
+            float((nh / nx.clamp_min(1e-30)).sum()))
+
+
 class _ReconStats:
     """Streaming probe: float64 sums for the reconstruction metrics of one SAE."""
 
@@ -314,10 +323,8 @@ class _ReconStats:
         self.n += x.shape[0]
         self.sx += x.sum(0)
         self.sxx += x.T @ x
-        self.sse += float(((xh - x) ** 2).sum())
-        nx, nh = x.norm(dim=1), xh.norm(dim=1)
-        self.cos += float(((xh * x).sum(1) / (nx * nh).clamp_min(1e-30)).sum())
-        self.l2r += float((nh / nx.clamp_min(1e-30)).sum())
+        sse, cos, l2r = _error_sums(x, xh)
+        self.sse, self.cos, self.l2r = self.sse + sse, self.cos + cos, self.l2r + l2r
         on = (f > 0).double().cpu()
         self.l0 += float(on.sum())
         self.fires += on.sum(0)
@@ -662,10 +669,8 @@ class _PCAStats:
         x = acts[self.hooks[0]].detach().double().cpu()
         xh = self.fn(x.float()).double()
         self.n += x.shape[0]
-        self.sse += float(((xh - x) ** 2).sum())
-        nx, nh = x.norm(dim=1), xh.norm(dim=1)
-        self.cos += float(((xh * x).sum(1) / (nx * nh).clamp_min(1e-30)).sum())
-        self.l2r += float((nh / nx.clamp_min(1e-30)).sum())
+        sse, cos, l2r = _error_sums(x, xh)
+        self.sse, self.cos, self.l2r = self.sse + sse, self.cos + cos, self.l2r + l2r
 
     def merge(self, other):  # pragma: no cover
         raise NeuroprobeError("evaluation statistics are not merged.")
