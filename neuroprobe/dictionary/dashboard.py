@@ -392,8 +392,9 @@ def _logit_effects(model, sae, features):
     if W_U is None:
         return lambda j, n: ([], [])
     with torch.no_grad():  # both on the CPU in float32, wherever the SAE and the model are
-        W_dec = sae.W_dec.detach().float().cpu()
-        eff = W_dec[torch.as_tensor(features, dtype=torch.long)] @ W_U.detach().float().cpu()
+        rows = sae.W_dec.detach()[torch.as_tensor(features, dtype=torch.long,
+                                                  device=sae.W_dec.device)]
+        eff = rows.float().cpu() @ W_U.detach().float().cpu()  # only the features' rows move
     tok = getattr(model, "tokenizer", None)
 
     def name(i: int) -> str:
