@@ -466,8 +466,13 @@ def _unit_activations(basis: str, X: torch.Tensor, XA: torch.Tensor, n: int, sae
                 f"the 'sae' basis scores {alive.numel()} units, not n_units={n}.",
                 stacklevel=4)
         pick = alive[torch.argsort(-fa[alive], stable=True)][:n]
+
+        def picked(chunk: torch.Tensor) -> torch.Tensor:  # only the picked features move
+            f = sae.encode(chunk)
+            return f[:, pick.to(f.device)].float().cpu()
+
         with torch.no_grad():
-            return torch.cat([sae.encode(X[i:i + 8192]).float().cpu()[:, pick]
+            return torch.cat([picked(X[i:i + 8192])
                               for i in range(0, X.shape[0], 8192)]).numpy()
     if basis in ("neurons", "pca", "ica") and n > d:
         raise NeuroprobeError(
