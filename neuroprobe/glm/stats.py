@@ -388,8 +388,9 @@ def one_pass_stats(Y, X: np.ndarray, *, ar: bool, center: bool,
     spans the constant -- shifted by a per-unit offset, so float32 data lose no precision to
     cancellation).  Peak memory: the ``O(P N)`` results plus a few rows per thread.
 
-    ``kernel="auto"`` runs the compiled kernel (``_fused.c``: row by row over blocks of a
-    few thousand units, every sum in L1) where it was built and ``Y``'s layout allows,
+    ``kernel="auto"`` runs the compiled kernel (``_fused.c``: blocks of a few thousand
+    units, their rows taken four at a time, every sum added while the rows are in cache)
+    where it was built and ``Y``'s layout allows,
     else the numpy kernel (tiles of ``tile_rows x tile_cols``, one small BLAS product and
     ``einsum`` reductions per tile); ``"numpy"`` forces the latter, ``"compiled"`` the
     former (an error where it is missing).  Both give the same sums up to rounding.
