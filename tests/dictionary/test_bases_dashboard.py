@@ -50,6 +50,24 @@ def test_compare_bases_is_deterministic(native_model, corpus):
         compare_bases(native_model, corpus, hook=HOOK, bases=("svd",))
 
 
+def _detector_sae(X: torch.Tensor, mask: torch.Tensor, w: torch.Tensor) -> SAE:
+    """A one-feature SAE along ``w`` (normalised) from the mean of ``X``, whose bias puts
+    its threshold halfway between the rows of ``mask`` and the others (it fires exactly on
+    ``mask``)."""
+    mu = X.mean(0)
+    w = w / w.norm()
+    proj = (X - mu) @ w
+    lo, hi = float(proj[~mask].max()), float(proj[mask].min())
+    assert hi > lo  # the planted direction separates the rows of mask
+    sae = SAE(32, 1, "l1", hook_name=HOOK, seed=0)
+    with torch.no_grad():
+        sae.W_enc.copy_(w[:, None])
+        sae.b_dec.copy_(mu)
+        sae.b_enc.fill_(-(lo + hi) / 2)
+        sae.W_dec.copy_(w[None, :])
+    return sae
+
+
 def _planted_corpus_and_sae(model):
     """84 contexts of 32 tokens: 60 random ones (tokens 0-89) and 24 copies of one motif
     context ending in token 99; an SAE with one feature that fires only at that token."""
@@ -65,19 +83,7 @@ def _planted_corpus_and_sae(model):
     rec = record(model, corpus, hooks=[HOOK], positions=slice(1, None))
     X = rec.acts.float()
     is_motif = torch.as_tensor(corpus)[:, 1:].reshape(-1) == 99
-    mu = X.mean(0)
-    w = X[is_motif].mean(0) - mu
-    w = w / w.norm()
-    proj = (X - mu) @ w
-    lo, hi = float(proj[~is_motif].max()), float(proj[is_motif].min())
-    assert hi > lo  # the planted direction separates the motif's last token
-    sae = SAE(32, 1, "l1", hook_name=HOOK, seed=0)
-    with torch.no_grad():
-        sae.W_enc.copy_(w[:, None])
-        sae.b_dec.copy_(mu)
-        sae.b_enc.fill_(-(lo + hi) / 2)
-        sae.W_dec.copy_(w[None, :])
-    return corpus, sae
+    return corpus, _detector_sae(X, is_motif, X[is_motif].mean(0) - X.mean(0))
 
 
 @pytest.mark.parametrize("embedding", ["tokens", "resid"])
@@ -177,19 +183,7 @@ def _position0_corpus_and_sae(model):
     corpus = [[99] + rng.integers(0, 99, size=31).tolist() for _ in range(60)]
     rec = record(model, corpus, hooks=[HOOK], positions="all")
     X, first = rec.acts.float(), rec.position == 0
-    mu = X.mean(0)
-    w = X[first].mean(0) - X[~first].mean(0)
-    w = w / w.norm()
-    proj = (X - mu) @ w
-    lo, hi = float(proj[~first].max()), float(proj[first].min())
-    assert hi > lo
-    sae = SAE(32, 1, "l1", hook_name=HOOK, seed=0)
-    with torch.no_grad():
-        sae.W_enc.copy_(w[:, None])
-        sae.b_dec.copy_(mu)
-        sae.b_enc.fill_(-(lo + hi) / 2)
-        sae.W_dec.copy_(w[None, :])
-    return corpus, sae
+    return corpus, _detector_sae(X, first, X[first].mean(0) - X[~first].mean(0))
 
 
 def test_compare_bases_exclude_first(native_model):
